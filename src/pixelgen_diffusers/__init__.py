@@ -1,0 +1,17 @@
+"""PixelGen in diffusers: pixel-space JiT transformers, PixelGen's samplers, and pipelines."""
+
+from .pipeline_pixelgen_c2i import PixelGenC2IPipeline
+from .scheduling_pixelgen import PixelGenScheduler
+from .transformer_jit import PIXELGEN_PRESETS, PixelGenTransformer2DModel
+from .labels import imagenet_id2label
+
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PIXELGEN_PRESETS",
+    "PixelGenC2IPipeline",
+    "PixelGenScheduler",
+    "PixelGenTransformer2DModel",
+    "imagenet_id2label",
+]

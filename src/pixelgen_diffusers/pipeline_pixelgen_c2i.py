@@ -236,7 +236,11 @@ class PixelGenC2IPipeline(DiffusionPipeline):
         latents = self.prepare_latents(batch_size, noise_scale, generator, device, latents)
 
         self.scheduler.set_timesteps(
-            num_inference_steps, device, sampling_method=sampling_method, timeshift=timeshift, solver_order=solver_order
+            num_inference_steps,
+            device,
+            sampling_method=sampling_method,
+            timeshift=timeshift,
+            solver_order=solver_order,
         )
         self.scheduler.set_begin_index(0)
         timesteps = self.scheduler.timesteps

@@ -43,22 +43,16 @@ def lagrange_integral_coefficients(nodes: torch.Tensor, start: torch.Tensor, end
         else:
             integral = _monomial_antiderivative(others, end) - _monomial_antiderivative(others, start)
             integrals.append(integral / denominator)
-    integrals = torch.stack(integrals)
-    return integrals / integrals.sum()
+    total = integrals[0]
+    for integral in integrals[1:]:  # left to right, as upstream (torch.sum may reorder the additions)
+        total = total + integral
+    return torch.stack(integrals) / total
 
 
 def _monomial_antiderivative(roots: list[torch.Tensor], s: torch.Tensor) -> torch.Tensor:
-    """F(s) = integral of prod_k (s - roots_k), expanded in powers of s via elementary symmetric polynomials."""
+    """F(s) = integral of prod_k (s - roots_k) ds, expanded in powers of s (two or three roots)."""
+    symmetric = _elementary_symmetric(roots)
     degree = len(roots)
-    symmetric = [torch.ones((), dtype=torch.float32)]  # e_0 .. e_degree
-    for m in range(1, degree + 1):
-        total = torch.zeros((), dtype=torch.float32)
-        for combination in _combinations(roots, m):
-            product = combination[0]
-            for root in combination[1:]:
-                product = product * root
-            total = total + product
-        symmetric.append(total)
     value = torch.zeros((), dtype=torch.float32)
     for m in range(degree + 1):
         power = degree - m + 1
@@ -66,13 +60,15 @@ def _monomial_antiderivative(roots: list[torch.Tensor], s: torch.Tensor) -> torc
     return value
 
 
-def _combinations(items: list, size: int) -> list[list]:
-    if size == 0:
-        return [[]]
-    if len(items) < size:
-        return []
-    first, rest = items[0], items[1:]
-    return [[first, *tail] for tail in _combinations(rest, size - 1)] + _combinations(rest, size)
+def _elementary_symmetric(roots: list[torch.Tensor]) -> list[torch.Tensor]:
+    """e_0..e_n of two or three roots, summed in upstream's order: order-4 weights are ill-conditioned in float32,
+    so the summation order is visible in the samples (~1e-4)."""
+    one = torch.ones((), dtype=torch.float32)
+    if len(roots) == 2:
+        a, b = roots
+        return [one, a + b, a * b]
+    a, b, c = roots
+    return [one, a + b + c, b * c + a * b + a * c, a * b * c]
 
 
 class PixelGenScheduler(SchedulerMixin, ConfigMixin):

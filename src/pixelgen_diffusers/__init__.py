@@ -1,9 +1,9 @@
 """PixelGen in diffusers: pixel-space JiT transformers, PixelGen's samplers, and pipelines."""
 
+from .labels import imagenet_id2label
 from .pipeline_pixelgen_c2i import PixelGenC2IPipeline
 from .scheduling_pixelgen import PixelGenScheduler
 from .transformer_jit import PIXELGEN_PRESETS, PixelGenTransformer2DModel
-from .labels import imagenet_id2label
 
 
 __version__ = "0.1.0"

@@ -9,7 +9,6 @@ Architecture: "Back to Basics: Let Denoising Generative Models Denoise" (JiT, Li
 queries and keys, adaLN-Zero blocks with SwiGLU, and in-context class tokens inserted part-way through the stack.
 """
 
-import math
 
 import torch
 import torch.nn as nn

@@ -6,7 +6,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from components import TINY_ID2LABEL, tiny_c2i_pipeline, tiny_transformer
+from components import tiny_c2i_pipeline, tiny_transformer
 
 from pixelgen_diffusers import PixelGenC2IPipeline, PixelGenScheduler, imagenet_id2label
 
@@ -165,7 +165,10 @@ def test_id2label_survives_save_and_load(tmp_path):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(class_labels="goldn retriever"), "Unknown class name 'goldn retriever'. Did you mean 'golden retriever'"),
+        (
+            dict(class_labels="goldn retriever"),
+            "Unknown class name 'goldn retriever'. Did you mean 'golden retriever'",
+        ),
         (dict(class_labels=10), r"Class id 10 is out of range: ids must be in \[0, 10\)"),
         (dict(class_labels=-1), r"Class id -1 is out of range"),
         (dict(class_labels=1, height=64), "height and width must both equal the model's sample_size \\(32\\)"),
@@ -188,7 +191,9 @@ def test_batch_with_generator_list_equals_single_runs():
     generators = [torch.Generator().manual_seed(seed) for seed in (10, 11, 12)]
     batch = pipe([1, 2, 3], num_inference_steps=3, generator=generators, output_type="latent").images
     for index, (label, seed) in enumerate(zip([1, 2, 3], (10, 11, 12))):
-        single = pipe(label, num_inference_steps=3, generator=torch.Generator().manual_seed(seed), output_type="latent")
+        single = pipe(
+            label, num_inference_steps=3, generator=torch.Generator().manual_seed(seed), output_type="latent"
+        )
         torch.testing.assert_close(batch[index : index + 1], single.images, atol=1e-5, rtol=1e-5)
 
 

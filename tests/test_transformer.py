@@ -41,7 +41,9 @@ def reference_forward(model: PixelGenTransformer2DModel, x, t, y):
     f = 10000.0 ** (-torch.arange(0, axis, 2).float() / axis)
     rows = torch.arange(grid).repeat_interleave(grid).float()
     cols = torch.arange(grid).repeat(grid).float()
-    angles = torch.cat([(rows[:, None] * f).repeat_interleave(2, -1), (cols[:, None] * f).repeat_interleave(2, -1)], -1)
+    angles = torch.cat(
+        [(rows[:, None] * f).repeat_interleave(2, -1), (cols[:, None] * f).repeat_interleave(2, -1)], -1
+    )
 
     def rope(v, prefix):
         a = torch.cat([torch.zeros(prefix, head_dim), angles])
@@ -202,7 +204,9 @@ def test_gradient_checkpointing_recomputes_blocks_and_gives_equal_gradients():
         if checkpointing:
             model.enable_gradient_checkpointing()
         count = [0]
-        model.transformer_blocks[0].register_forward_pre_hook(lambda *args, count=count: count.__setitem__(0, count[0] + 1))
+        model.transformer_blocks[0].register_forward_pre_hook(
+            lambda *args, count=count: count.__setitem__(0, count[0] + 1)
+        )
         model(x, t, y).sample.square().mean().backward()
         gradients.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
         calls.append(count[0])

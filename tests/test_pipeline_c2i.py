@@ -275,3 +275,15 @@ def test_bfloat16_model_keeps_a_float32_sample_without_nan():
     images = pipe([1, 2], num_inference_steps=3, output_type="latent").images
     assert images.dtype == torch.float32 and torch.isfinite(images).all()
     assert set(dtypes) == {torch.bfloat16}
+
+
+def test_model_cpu_offload_and_group_offload_run_on_cpu():
+    pipe = tiny_c2i_pipeline()
+    expected = pipe(1, num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="pt").images
+    pipe.enable_model_cpu_offload(device="cpu")
+    offloaded = pipe(1, num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="pt").images
+    torch.testing.assert_close(offloaded, expected)
+    grouped = tiny_c2i_pipeline()
+    grouped.transformer.enable_group_offload(torch.device("cpu"), offload_type="block_level", num_blocks_per_group=1)
+    images = grouped(1, num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="pt").images
+    torch.testing.assert_close(images, expected)

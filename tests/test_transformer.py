@@ -249,3 +249,19 @@ def test_wrong_input_size_is_a_clear_error():
     model = tiny_transformer()
     with pytest.raises(ValueError, match="takes 32x32"):
         model(torch.zeros(1, 3, 16, 16), torch.zeros(1), torch.zeros(1, dtype=torch.long))
+
+
+def test_lora_adapter_trains_only_the_adapter():
+    pytest.importorskip("peft")
+    from peft import LoraConfig
+
+    model = tiny_transformer()
+    model.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_qkv", "to_out"], init_lora_weights=False))
+    trainable = [name for name, parameter in model.named_parameters() if parameter.requires_grad]
+    assert trainable and all("lora" in name for name in trainable)
+    x, t, y = _inputs()
+    with torch.no_grad():
+        with_adapter = model(x, t, y).sample
+        model.disable_adapters()
+        without_adapter = model(x, t, y).sample
+    assert not torch.allclose(with_adapter, without_adapter)

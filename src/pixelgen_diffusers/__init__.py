@@ -1,5 +1,8 @@
 """PixelGen in diffusers: pixel-space JiT transformers, PixelGen's samplers, and pipelines."""
 
+from .convert import convert_checkpoint
+from .export import export_pipeline
+from .hub import load_pipeline
 from .labels import imagenet_id2label
 from .pipeline_pixelgen_c2i import PixelGenC2IPipeline
 from .pipeline_pixelgen_t2i import PixelGenT2IPipeline
@@ -17,5 +20,8 @@ __all__ = [
     "PixelGenT2IPipeline",
     "PixelGenT2ITransformer2DModel",
     "PixelGenTransformer2DModel",
+    "convert_checkpoint",
+    "export_pipeline",
     "imagenet_id2label",
+    "load_pipeline",
 ]

@@ -6,6 +6,7 @@ Self-contained on purpose (torch and diffusers only): model folders ship this fi
 """
 
 import difflib
+import sys
 from typing import Any, Callable
 
 import numpy as np
@@ -58,6 +59,27 @@ class PixelGenC2IPipeline(DiffusionPipeline):
             noise_scale=noise_scale,
         )
         self._labels = None
+
+    @classmethod
+    def load_config(cls, *args, **kwargs):
+        """Reads `model_index.json`. A self-contained model folder names its own copies of the code
+        (`["pipeline", ...]`, `["transformer_jit", ...]`); when this class is used directly from an installed package,
+        those entries are pointed at the package's own modules instead, so that `from_pretrained` needs no
+        `trust_remote_code` and returns the installed classes. Loading through `DiffusionPipeline` is unaffected."""
+        outputs = super().load_config(*args, **kwargs)
+        config = outputs[0] if isinstance(outputs, tuple) else outputs
+        package = cls.__module__.rpartition(".")[0]
+        class_name = config.get("_class_name")
+        class_name = class_name[-1] if isinstance(class_name, (list, tuple)) else class_name
+        if class_name != cls.__name__ or not package or package.startswith("diffusers_modules"):
+            return outputs
+        config["_class_name"] = class_name
+        for name, entry in config.items():
+            if isinstance(entry, (list, tuple)) and len(entry) == 2 and isinstance(entry[0], str):
+                module = sys.modules.get(f"{package}.{entry[0].rpartition('.')[2]}")
+                if module is not None and hasattr(module, entry[1]):
+                    config[name] = [module.__name__, entry[1]]
+        return outputs
 
     # ----------------------------------------------------------------------------------------------------- labels
     @property

@@ -1,0 +1,488 @@
+# Copyright 2026 The pixelgen-diffusers authors. Licensed under the MIT license.
+"""Self-contained model folders: a PixelGen pipeline plus copies of its code, loadable with plain diffusers.
+
+`save_pretrained` writes weights and configs but no code, and records our components by their package module
+(`["pixelgen_diffusers.transformer_jit", ...]`), which only resolves where the package is installed and imported.
+`write_model_folder` adds the code: the pipeline module as `pipeline.py` and each component module inside its own
+folder (`transformer/transformer_jit.py`), and points `model_index.json` at them (`["transformer_jit", ...]`), so
+`DiffusionPipeline.from_pretrained(folder, custom_pipeline=folder / "pipeline.py", trust_remote_code=True)` works
+anywhere. Both `pixelgen convert` and `pixelgen export` write through it.
+"""
+
+import argparse
+import ast
+import datetime
+import inspect
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from diffusers import DiffusionPipeline, ModelMixin
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+
+# Modules that hold the code of a component we ship: the package's own, or a copy loaded as remote code.
+CODE_PACKAGES = ("pixelgen_diffusers.", "diffusers_modules.")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.json",
+    "merges.txt",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "chat_template.json",
+)
+
+
+class ModelFolderError(ValueError):
+    """A problem with the user's input or output folder; the CLI prints it as one line."""
+
+
+# -------------------------------------------------------------------------------------------------- output folders
+def check_output_dir(output_dir: Path, overwrite: bool, source: Path | None = None) -> None:
+    """Fails early (before any work) on an output that exists and may not be replaced."""
+    output_dir = Path(output_dir)
+    if output_dir.is_symlink() or (output_dir.exists() and not output_dir.is_dir()):
+        raise ModelFolderError(f"output {output_dir} exists and is not a folder")
+    if output_dir.is_dir() and any(output_dir.iterdir()):
+        if not overwrite:
+            raise ModelFolderError(
+                f"output folder {output_dir} exists and is not empty; pass --overwrite to replace it"
+            )
+        if source is not None and _is_within(Path(source), output_dir):
+            raise ModelFolderError(f"output folder {output_dir} contains the source {source}; choose another output")
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
+def _commit(temporary: Path, output_dir: Path, overwrite: bool) -> None:
+    """Moves the finished folder into place; an existing folder is replaced only now, and only with `overwrite`."""
+    if output_dir.is_dir() and not any(output_dir.iterdir()):
+        output_dir.rmdir()
+    if not output_dir.exists():
+        temporary.rename(output_dir)
+        return
+    check_output_dir(output_dir, overwrite)
+    backup = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.old-", dir=output_dir.parent))
+    backup.rmdir()
+    output_dir.rename(backup)
+    try:
+        temporary.rename(output_dir)
+    except BaseException:
+        backup.rename(output_dir)
+        raise
+    shutil.rmtree(backup)
+
+
+def _apply_umask(folder: Path) -> None:
+    """Gives the folder the permissions of a normally created one (the temporary folder and some weight writers
+    create owner-only files)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [folder, *folder.rglob("*")]:
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
+def folder_size(folder: Path) -> int:
+    return sum(path.stat().st_size for path in Path(folder).rglob("*") if path.is_file())
+
+
+def format_size(num_bytes: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if num_bytes < 1024 or unit == "GB":
+            return f"{num_bytes:.0f} {unit}" if unit == "B" else f"{num_bytes:.1f} {unit}"
+        num_bytes /= 1024
+
+
+# ----------------------------------------------------------------------------------------------------- the writer
+def write_model_folder(
+    pipeline: DiffusionPipeline,
+    output_dir: str | Path,
+    *,
+    overwrite: bool = False,
+    max_shard_size: str | int = "10GB",
+    metadata: dict | None = None,
+    readme: str | None = None,
+    extra_folders: dict[str, tuple[Path, list[str]]] | None = None,
+    source: Path | None = None,
+) -> Path:
+    """Writes `pipeline` as a self-contained folder, verifies every tensor on disk, then renames it into place.
+
+    Args:
+        extra_folders: component name -> (a local transformers folder to copy in, its `model_index.json` entry),
+            for components that are shipped but not loaded in memory (a text encoder and its tokenizer).
+        source: a path that must not be inside `output_dir` (it would be replaced).
+    """
+    output_dir = Path(output_dir)
+    check_output_dir(output_dir, overwrite, source)
+    created = [parent for parent in [output_dir.parent, *output_dir.parent.parents] if not parent.exists()]
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    temporary = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
+    try:
+        pipeline.save_pretrained(temporary, safe_serialization=True, max_shard_size=max_shard_size)
+        for name, (folder, _) in (extra_folders or {}).items():
+            _copy_transformers_folder(Path(folder), temporary / name, tokenizer=name.startswith("tokenizer"))
+        entries = {name: entry for name, (_, entry) in (extra_folders or {}).items()}
+        make_self_contained(temporary, pipeline, extra_entries=entries)
+        if metadata is not None:
+            (temporary / "conversion_metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
+        if readme is not None:
+            (temporary / "README.md").write_text(readme)
+        verify_folder(temporary, pipeline)
+        _apply_umask(temporary)
+        _commit(temporary, output_dir, overwrite)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        for parent in created:  # innermost first; only folders this call created, and only if still empty
+            if parent.is_dir() and not any(parent.iterdir()):
+                parent.rmdir()
+        raise
+    return output_dir
+
+
+def make_self_contained(folder: Path, pipeline: DiffusionPipeline, extra_entries: dict | None = None) -> None:
+    """Copies the pipeline's and components' code into `folder` and points `model_index.json` at the copies."""
+    index_path = folder / "model_index.json"
+    model_index = json.loads(index_path.read_text())
+
+    shipped = {"pipeline": (type(pipeline), folder / "pipeline.py")}
+    for name, component in pipeline.components.items():
+        module = type(component).__module__ if component is not None else ""
+        if module.startswith(CODE_PACKAGES):
+            shipped[name] = (type(component), folder / name / f"{module.rpartition('.')[2]}.py")
+    stems = [target.stem for _, target in shipped.values()]
+    if len(set(stems)) != len(stems):
+        # Remote modules are imported into one flat namespace (diffusers_modules.local.<stem>).
+        raise ModelFolderError(f"module file names must be unique across the folder, got {stems}")
+
+    for name, (cls, target) in shipped.items():
+        code_file = Path(inspect.getsourcefile(cls))
+        _check_standalone(code_file)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(code_file, target)
+        if name == "pipeline":
+            model_index["_class_name"] = [target.stem, cls.__name__]
+        else:
+            model_index[name] = [target.stem, cls.__name__]
+
+    model_index.update(extra_entries or {})
+    index_path.write_text(json.dumps(model_index, indent=2, sort_keys=True) + "\n")
+
+
+def _check_standalone(code_file: Path) -> None:
+    """A shipped module may import only installed libraries: not this package, not its siblings."""
+    tree = ast.parse(code_file.read_text())
+    for node in ast.walk(tree):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names = ["." * node.level + (node.module or "")]
+        for name in names:
+            if name.startswith(".") or name.split(".")[0] == "pixelgen_diffusers":
+                raise ModelFolderError(
+                    f"{code_file.name} imports {name}; a module shipped in a model folder must be self-contained"
+                )
+
+
+def _copy_transformers_folder(source: Path, target: Path, tokenizer: bool) -> None:
+    """Copies a transformers model or tokenizer folder: only the files loading needs, weights only as safetensors."""
+    if tokenizer:
+        files = [source / name for name in TOKENIZER_FILES if (source / name).is_file()]
+        if not any(path.name in ("tokenizer.json", "vocab.json", "tokenizer_config.json") for path in files):
+            raise ModelFolderError(f"tokenizer folder {source} has no tokenizer.json / vocab.json")
+    else:
+        weights = sorted(source.glob("*.safetensors"))
+        if not (source / "config.json").is_file() or not weights:
+            raise ModelFolderError(f"text encoder folder {source} needs config.json and *.safetensors weights")
+        files = [source / "config.json", *weights, *source.glob("*.safetensors.index.json")]
+        files += [path for path in [source / "generation_config.json"] if path.is_file()]
+    target.mkdir(parents=True, exist_ok=True)
+    for path in files:
+        shutil.copyfile(path, target / path.name)
+
+
+# ----------------------------------------------------------------------------------------------------- verification
+def read_safetensors_folder(folder: Path) -> dict[str, torch.Tensor]:
+    """Every tensor in the safetensors files of one component folder (sharded or not)."""
+    tensors = {}
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        tensors.update(load_file(path))
+    return tensors
+
+
+def stored_dtype(folder: Path) -> torch.dtype | None:
+    """The dtype of the first floating-point tensor stored in a component folder."""
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        with safe_open(path, framework="pt") as file:
+            for key in file.keys():
+                tensor = file.get_slice(key)
+                dtype = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}.get(tensor.get_dtype())
+                if dtype is not None:
+                    return dtype
+    return None
+
+
+def _same_bits(first: torch.Tensor, second: torch.Tensor) -> bool:
+    if first.dtype != second.dtype or first.shape != second.shape:
+        return False
+    return torch.equal(
+        first.contiguous().reshape(-1).view(torch.uint8), second.contiguous().reshape(-1).view(torch.uint8)
+    )
+
+
+def verify_folder(folder: Path, pipeline: DiffusionPipeline) -> None:
+    """Re-reads every model component from disk and checks that each tensor is bit-identical to the one in memory."""
+    for name, component in pipeline.components.items():
+        if not isinstance(component, ModelMixin):
+            continue
+        expected = {key: tensor.detach().cpu() for key, tensor in component.state_dict().items()}
+        on_disk = read_safetensors_folder(folder / name)
+        if set(on_disk) != set(expected):
+            difference = sorted(set(on_disk) ^ set(expected))
+            raise ModelFolderError(f"verification failed: {name} tensors on disk differ in names: {difference[:5]}")
+        for key, tensor in expected.items():
+            if not _same_bits(on_disk[key], tensor):
+                raise ModelFolderError(f"verification failed: {name}.{key} did not round-trip through safetensors")
+
+
+# ------------------------------------------------------------------------------------------------------ model card
+CITATION = """@article{ma2026pixelgen,
+  title={PixelGen: Pixel Diffusion Beats Latent Diffusion with Perceptual Loss},
+  author={Zehong Ma and Ruihan Xu and Shiliang Zhang},
+  year={2026},
+  eprint={2602.02493},
+  archivePrefix={arXiv},
+  primaryClass={cs.CV},
+  url={https://arxiv.org/abs/2602.02493},
+}"""
+
+
+def render_model_card(pipeline: DiffusionPipeline, model_name: str, metadata: dict | None = None) -> str:
+    """README.md with diffusers front matter, both ways to load the folder, the stored defaults and the citation."""
+    text_to_image = "prompt" in inspect.signature(type(pipeline).__call__).parameters
+    pipeline_class = type(pipeline).__name__
+    transformer = pipeline.transformer.config
+    scheduler = pipeline.scheduler.config
+    config = pipeline.config
+    folder = model_name
+    if text_to_image:
+        tags = ["pixelgen", "text-to-image", "pixel-space", "flow-matching", "jit"]
+        call = 'pipe(prompt="a photo of a corgi wearing sunglasses", generator=torch.Generator().manual_seed(0))'
+        cli = f'pixelgen generate --model {folder} --prompt "a photo of a corgi wearing sunglasses" --num-images 4'
+        pipeline_tag = "text-to-image"
+        text_encoder_id = getattr(config, "text_encoder_id", "Qwen/Qwen3-1.7B")
+        included = (metadata or {}).get("text_encoder_included", getattr(pipeline, "text_encoder", None) is not None)
+        text_note = (
+            f"The text encoder (`{text_encoder_id}`) and its tokenizer are included (`text_encoder/`, `tokenizer/`)."
+            if included
+            else f"The text encoder is not included: the pipeline loads `{text_encoder_id}` (its `text_encoder_id`) "
+            "on the first prompt, or takes `text_encoder=` / `tokenizer=` / `prompt_embeds=`."
+        )
+    else:
+        tags = ["pixelgen", "class-conditional", "pixel-space", "flow-matching", "jit"]
+        id2label = {int(key): value for key, value in (getattr(config, "id2label", None) or {}).items()}
+        example = id2label.get(207, "").split(",")[0].strip() or id2label.get(0, "0").split(",")[0].strip()
+        call = f'pipe(class_labels="{example}", generator=torch.Generator().manual_seed(0))'
+        cli = f'pixelgen generate --model {folder} --class "{example}" --num-images 4'
+        pipeline_tag = "unconditional-image-generation"
+        text_note = f"Class names: `pipe.id2label` ({len(id2label)} classes); `class_labels` takes names or ids."
+
+    source = (metadata or {}).get("source") or {}
+    origin = (
+        f"Converted from `{source['file_name']}` (sha256 `{source.get('sha256', '?')[:16]}…`, "
+        f"{source.get('weights', '?')} weights) with pixelgen-diffusers {metadata.get('converter_version', '?')}."
+        if source.get("file_name")
+        else "Exported with pixelgen-diffusers."
+    )
+    sampling = {
+        "sampling_method": scheduler.sampling_method,
+        "num_inference_steps": getattr(config, "num_inference_steps", None),
+        "guidance_scale": getattr(config, "guidance_scale", None),
+        "guidance_interval_min": getattr(config, "guidance_interval_min", None),
+        "guidance_interval_max": getattr(config, "guidance_interval_max", None),
+        "timeshift": scheduler.timeshift,
+        "solver_order": scheduler.solver_order,
+        "noise_scale": getattr(config, "noise_scale", None),
+    }
+    settings_source = (metadata or {}).get("sampling_defaults_source", "the pipeline config")
+    architecture = {key: value for key, value in transformer.items() if not key.startswith("_")}
+    front_matter = "\n".join(
+        ["---", "library_name: diffusers", "license: other", f"pipeline_tag: {pipeline_tag}", "tags:"]
+        + [f"- {tag}" for tag in tags]
+        + ["---"]
+    )
+    rows = "\n".join(f"| `{key}` | {value} |" for key, value in sampling.items())
+    architecture_rows = "\n".join(f"| `{key}` | {value} |" for key, value in architecture.items())
+    return f"""{front_matter}
+
+# {model_name}
+
+PixelGen ([arXiv 2602.02493](https://arxiv.org/abs/2602.02493), upstream code: Zehong-Ma/PixelGen) generates images
+directly in pixel space with a JiT transformer that predicts the clean image. {origin}
+
+This folder is self-contained: `pipeline.py`, `transformer/{_module_file(pipeline.transformer)}` and
+`scheduler/{_module_file(pipeline.scheduler)}` hold the code, so it loads with nothing but diffusers. {text_note}
+
+## Usage
+
+With plain diffusers (the folder's own code runs, hence `trust_remote_code=True`):
+
+```python
+import torch
+from diffusers import DiffusionPipeline
+
+folder = "path/to/{folder}"  # a local copy of this folder
+pipe = DiffusionPipeline.from_pretrained(folder, custom_pipeline=f"{{folder}}/pipeline.py", trust_remote_code=True)
+image = {call}.images[0]
+```
+
+A Hub subfolder can be fetched first with
+`huggingface_hub.snapshot_download("owner/repo", allow_patterns=["{folder}/*"])`.
+
+With `pip install pixelgen-diffusers` (the installed code runs; no `trust_remote_code` needed):
+
+```python
+from pixelgen_diffusers import {pipeline_class}, load_pipeline
+
+pipe = {pipeline_class}.from_pretrained("path/to/{folder}")  # or load_pipeline("owner/repo/{folder}")
+```
+
+```bash
+{cli}
+```
+
+## Recommended settings
+
+Stored as the pipeline's defaults ({settings_source}); every one can be overridden per call.
+
+| setting | value |
+| --- | --- |
+{rows}
+
+## Architecture
+
+| field | value |
+| --- | --- |
+{architecture_rows}
+
+## License
+
+The code in this folder is MIT-licensed (pixelgen-diffusers). The weights come from the upstream PixelGen release;
+check its terms before redistributing them.
+
+## Citation
+
+```bibtex
+{CITATION}
+```
+"""
+
+
+def _module_file(component) -> str:
+    return type(component).__module__.rpartition(".")[2] + ".py"
+
+
+# ------------------------------------------------------------------------------------------------------------ export
+def export_pipeline(
+    source: str | Path | DiffusionPipeline,
+    output_dir: str | Path,
+    *,
+    dtype: str | None = None,
+    max_shard_size: str | int = "10GB",
+    overwrite: bool = False,
+    verbose: bool = False,
+) -> Path:
+    """Turns a saved PixelGen pipeline (e.g. `save_pretrained` output after fine-tuning) or a pipeline object into a
+    self-contained model folder.
+
+    Args:
+        source: a folder holding a saved pipeline of ours, or a pipeline object.
+        dtype: storage dtype (`float32`, `bfloat16`, `float16`); by default the source's.
+    """
+    from .convert import DTYPES
+    from .hub import load_package_pipeline
+
+    if dtype is not None and dtype not in DTYPES:
+        raise ModelFolderError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    metadata = {}
+    source_path = None
+    if isinstance(source, DiffusionPipeline):
+        pipeline = source
+        if dtype is not None:  # in place, as `pipeline.to(dtype)` would
+            pipeline.transformer.to(DTYPES[dtype])
+    else:
+        source_path = Path(source)
+        if not (source_path / "model_index.json").is_file():
+            raise ModelFolderError(f"{source_path} is not a saved pipeline folder (no model_index.json)")
+        check_output_dir(Path(output_dir), overwrite, source_path)
+        torch_dtype = DTYPES[dtype] if dtype is not None else stored_dtype(source_path / "transformer")
+        pipeline = load_package_pipeline(source_path, dtype=torch_dtype or torch.float32)
+        if (source_path / "conversion_metadata.json").is_file():
+            metadata = json.loads((source_path / "conversion_metadata.json").read_text())
+    metadata = {
+        **metadata,
+        "exported_with": f"pixelgen-diffusers {_version()}",
+        "export_date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "exported_from": str(source_path) if source_path is not None else None,
+        "storage_dtype": str(pipeline.transformer.dtype).removeprefix("torch."),
+    }
+    model_name = metadata.get("model_name") or Path(output_dir).name
+    write_model_folder(
+        pipeline,
+        output_dir,
+        overwrite=overwrite,
+        max_shard_size=max_shard_size,
+        metadata=metadata,
+        readme=render_model_card(pipeline, model_name, metadata),
+        source=source_path,
+    )
+    if verbose:
+        parameters = sum(parameter.numel() for parameter in pipeline.transformer.parameters())
+        print(
+            f"Exported {type(pipeline).__name__} ({parameters:,} parameters, {metadata['storage_dtype']}) -> "
+            f"{output_dir} ({format_size(folder_size(Path(output_dir)))}); every tensor re-read and verified"
+        )
+    return Path(output_dir)
+
+
+def _version() -> str:
+    return sys.modules["pixelgen_diffusers"].__version__
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="turn a saved PixelGen pipeline into a self-contained folder that loads with plain diffusers",
+        description="Copy a saved PixelGen pipeline (save_pretrained output) into a self-contained model folder: "
+        "weights, configs, and the code diffusers needs to load it without pixelgen-diffusers.",
+    )
+    parser.add_argument("pipeline_dir", help="a folder written by save_pretrained (or a model folder)")
+    parser.add_argument("output_dir", help="folder to create")
+    parser.add_argument(
+        "--dtype", choices=("float32", "bfloat16", "float16"), help="storage dtype (default: as saved)"
+    )
+    parser.add_argument("--max-shard-size", default="10GB", help="shard safetensors above this size (default 10GB)")
+    parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT_DIR once the new folder is complete")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    export_pipeline(
+        args.pipeline_dir,
+        args.output_dir,
+        dtype=args.dtype,
+        max_shard_size=args.max_shard_size,
+        overwrite=args.overwrite,
+        verbose=True,
+    )
+    return 0

@@ -1,0 +1,142 @@
+# Copyright 2026 The pixelgen-diffusers authors. Licensed under the MIT license.
+"""Loading PixelGen pipelines from local folders and Hub ids, including a model folder inside a Hub repo.
+
+diffusers' `from_pretrained` takes a repo id or a local folder, but model repos such as
+`BiliSakura/PixelGen-diffusers` keep one model per subfolder. `load_pipeline("owner/repo/subfolder")` downloads only
+that subfolder (`snapshot_download(..., allow_patterns=["subfolder/*"])`) and loads it.
+"""
+
+import importlib
+import json
+import re
+from pathlib import Path
+
+from diffusers import DiffusionPipeline
+
+from .export import ModelFolderError
+
+
+# Pipeline class name -> the package module defining it.
+PACKAGE_PIPELINES = {
+    "PixelGenC2IPipeline": "pipeline_pixelgen_c2i",
+    "PixelGenT2IPipeline": "pipeline_pixelgen_t2i",
+}
+HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "force_download")
+_HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*")
+
+
+def package_pipeline_class(class_name: str) -> type | None:
+    """The installed pipeline class of that name, or None if it is not one of ours (or not installed)."""
+    module_name = PACKAGE_PIPELINES.get(class_name)
+    if module_name is None:
+        return None
+    try:
+        module = importlib.import_module(f"pixelgen_diffusers.{module_name}")
+    except ImportError:
+        return None
+    return getattr(module, class_name, None)
+
+
+def read_model_index(folder: Path) -> dict:
+    path = Path(folder) / "model_index.json"
+    if not path.is_file():
+        raise ModelFolderError(f"{folder} is not a diffusers model folder (no model_index.json)")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ModelFolderError(f"cannot read {path}: {error}") from None
+
+
+def resolve_model_folder(id_or_path: str | Path, **hub_kwargs) -> Path:
+    """A local folder as is; `owner/repo/subfolder` or `owner/repo` downloaded with huggingface_hub."""
+    path = Path(id_or_path).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ModelFolderError(f"{id_or_path} is a file, not a model folder")
+        return path
+    parts = str(id_or_path).strip("/").split("/")
+    if len(parts) < 2 or not all(_HUB_NAME.fullmatch(part) for part in parts):
+        raise ModelFolderError(
+            f"{id_or_path} is neither a local folder nor a Hub id (owner/repo or owner/repo/subfolder)"
+        )
+    import huggingface_hub
+
+    repo_id, subfolder = "/".join(parts[:2]), "/".join(parts[2:])
+    download_kwargs = {"repo_id": repo_id, **hub_kwargs}
+    if subfolder:
+        download_kwargs["allow_patterns"] = [f"{subfolder}/*"]
+    try:
+        snapshot = Path(huggingface_hub.snapshot_download(**download_kwargs))
+    except Exception as error:  # network, authentication, missing repo or revision: one message for all
+        message = " ".join(str(error).split())[:200]
+        raise ModelFolderError(f"{id_or_path} is not a local folder, and downloading {repo_id} failed: {message}")
+    folder = snapshot / subfolder if subfolder else snapshot
+    if not (folder / "model_index.json").is_file():
+        where = f"subfolder {subfolder}" if subfolder else "its root"
+        raise ModelFolderError(f"{id_or_path}: the downloaded repo has no model_index.json in {where}")
+    return folder
+
+
+def _ships_installed_code(folder: Path, model_index: dict, pipeline_class: type) -> bool:
+    """Whether every code file in a self-contained folder is byte-identical to the installed package's."""
+    package_dir = Path(importlib.import_module("pixelgen_diffusers").__file__).parent
+    stem = model_index["_class_name"][0]
+    pairs = [(folder / f"{stem}.py", Path(importlib.import_module(pipeline_class.__module__).__file__))]
+    for name, entry in model_index.items():
+        if isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str):
+            shipped = folder / name / f"{entry[0]}.py"
+            if shipped.is_file():
+                pairs.append((shipped, package_dir / f"{entry[0]}.py"))
+    return all(installed.is_file() and shipped.read_bytes() == installed.read_bytes() for shipped, installed in pairs)
+
+
+def load_package_pipeline(folder: str | Path, **kwargs) -> DiffusionPipeline:
+    """Loads a folder holding one of our pipelines with the installed classes, whatever its `model_index.json`
+    entries say (package modules from `save_pretrained`, copied modules of a self-contained folder, or modules that
+    were loaded as remote code)."""
+    folder = Path(folder)
+    class_name = read_model_index(folder).get("_class_name")
+    class_name = class_name[-1] if isinstance(class_name, list) else class_name
+    pipeline_class = package_pipeline_class(class_name)
+    if pipeline_class is None:
+        raise ModelFolderError(f"{folder} holds a {class_name}, which is not a pixelgen-diffusers pipeline")
+    return pipeline_class.from_pretrained(folder, **kwargs)
+
+
+def load_pipeline(id_or_path: str | Path, *, trust_remote_code: bool = True, **kwargs) -> DiffusionPipeline:
+    """Loads a PixelGen pipeline from a local folder, a Hub repo (`owner/repo`) or a Hub subfolder
+    (`owner/repo/subfolder`, downloading only that subfolder).
+
+    Folders whose code is this package's (saved pipelines, and self-contained folders shipping the installed code)
+    load with the installed classes. A self-contained folder with other code loads with its own code, as
+    `DiffusionPipeline.from_pretrained(folder, custom_pipeline=..., trust_remote_code=True)` would; pass
+    `trust_remote_code=False` to refuse that.
+
+    Args:
+        id_or_path: folder, `owner/repo` or `owner/repo/subfolder`.
+        kwargs: `revision`, `cache_dir`, `token`, `local_files_only`, `force_download` go to the download; the rest
+            (e.g. `torch_dtype`) to `from_pretrained`.
+    """
+    hub_kwargs = {key: kwargs.pop(key) for key in HUB_KWARGS if key in kwargs}
+    folder = resolve_model_folder(id_or_path, **hub_kwargs)
+    model_index = read_model_index(folder)
+    class_entry = model_index.get("_class_name")
+    class_name = class_entry[-1] if isinstance(class_entry, list) else class_entry
+    pipeline_class = package_pipeline_class(class_name)
+    code_file = folder / f"{class_entry[0]}.py" if isinstance(class_entry, list) else None
+    self_contained = code_file is not None and code_file.is_file()
+
+    if pipeline_class is not None and (
+        not self_contained or _ships_installed_code(folder, model_index, pipeline_class)
+    ):
+        return pipeline_class.from_pretrained(folder, **kwargs)
+    if self_contained:
+        if not trust_remote_code:
+            raise ModelFolderError(
+                f"{id_or_path} ships its own code ({code_file.name}), which differs from the installed package; "
+                "loading it needs trust_remote_code=True"
+            )
+        return DiffusionPipeline.from_pretrained(
+            folder, custom_pipeline=str(code_file), trust_remote_code=True, **kwargs
+        )
+    return DiffusionPipeline.from_pretrained(folder, **kwargs)

@@ -1,0 +1,227 @@
+"""The `pixelgen` command line: generate, convert, export; one-line errors with exit code 2."""
+
+import argparse
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from components import (
+    tiny_c2i_pipeline,
+    tiny_t2i_pipeline,
+    upstream_c2i_state_dict,
+    upstream_c2i_yaml,
+    upstream_jit_checkpoint,
+    upstream_lightning_checkpoint,
+)
+
+from pixelgen_diffusers import cli
+
+
+@pytest.fixture
+def model_folder(tmp_path):
+    """The tiny pipeline (2-step Heun by default) saved as a self-contained folder; returns (pipe, folder)."""
+    pipe = tiny_c2i_pipeline(num_inference_steps=2, guidance_scale=2.0, guidance_interval_min=0.1)
+    pipe.save_pretrained(tmp_path / "saved")
+    assert cli.main(["export", str(tmp_path / "saved"), str(tmp_path / "model")]) == 0
+    return pipe, tmp_path / "model"
+
+
+def run_cli(capsys, *argv):
+    code = cli.main([str(arg) for arg in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_line_error(code, err, command, fragment):
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"pixelgen {command}: error: "), err
+    assert fragment in lines[0]
+    assert "Traceback" not in err
+
+
+def pixels(path):
+    return np.asarray(PIL.Image.open(path))
+
+
+def assert_same_image(path, expected):
+    """Equal up to one uint8 level: float rounding between two model instances (or batch sizes) may differ."""
+    difference = np.abs(pixels(path).astype(int) - np.asarray(expected).astype(int))
+    assert difference.max() <= 1
+
+
+# ---------------------------------------------------------------------------------------------------------- generate
+def test_generate_writes_one_png_per_class_and_seed_equal_to_a_pipeline_call_with_that_seed(
+    tmp_path, capsys, model_folder
+):
+    pipe, folder = model_folder
+    out = tmp_path / "images"
+    code, stdout, _ = run_cli(
+        capsys, "generate", "--model", folder, "--class", "golden retriever", "--class", "5",
+        "--num-images", "2", "--seed", "10", "--device", "cpu", "--out", out,
+    )  # fmt: skip
+    assert code == 0
+    names = [
+        "3-golden_retriever-seed10.png",
+        "3-golden_retriever-seed11.png",
+        "5-shape_5-seed10.png",
+        "5-shape_5-seed11.png",
+    ]
+    assert sorted(path.name for path in out.iterdir()) == names
+    assert str(out) in stdout and all(name in stdout for name in names)
+
+    # Each file is the image a direct call makes with one generator seeded with the file's seed (model defaults).
+    for name, label, seed in (("3-golden_retriever-seed11.png", 3, 11), ("5-shape_5-seed10.png", 5, 10)):
+        expected = pipe(class_labels=[label], generator=torch.Generator().manual_seed(seed)).images[0]
+        assert_same_image(out / name, expected)
+
+
+def test_generate_results_do_not_depend_on_the_batch_size(tmp_path, capsys, model_folder):
+    _, folder = model_folder
+    arguments = ["generate", "--model", folder, "--class", "7", "--num-images", "3", "--device", "cpu"]
+    assert run_cli(capsys, *arguments, "--batch-size", "1", "--out", tmp_path / "one")[0] == 0
+    assert run_cli(capsys, *arguments, "--batch-size", "3", "--out", tmp_path / "three")[0] == 0
+    for seed in range(3):
+        name = f"7-shape_7-seed{seed}.png"
+        assert_same_image(tmp_path / "one" / name, pixels(tmp_path / "three" / name))
+
+
+def test_generate_overrides_steps_guidance_and_sampler(tmp_path, capsys, model_folder):
+    pipe, folder = model_folder
+    arguments = ["--steps", "3", "--guidance-scale", "1.5", "--sampler", "euler", "--seed", "4"]
+    code, _, _ = run_cli(capsys, "generate", "--model", folder, "--class", "2", *arguments, "--out", tmp_path / "o")
+    assert code == 0
+    expected = pipe(
+        class_labels=[2],
+        generator=torch.Generator().manual_seed(4),
+        num_inference_steps=3,
+        guidance_scale=1.5,
+        sampling_method="euler",
+    ).images[0]
+    assert_same_image(tmp_path / "o/2-shape_2-seed4.png", expected)
+
+
+def test_generate_without_model_uses_the_bundled_demo_or_says_it_is_missing(
+    tmp_path, capsys, model_folder, monkeypatch
+):
+    _, folder = model_folder
+    import pixelgen_diffusers.demo as demo
+
+    monkeypatch.setattr(demo, "model_dir", lambda: folder)
+    assert run_cli(capsys, "generate", "--class", "1", "--device", "cpu", "--out", tmp_path / "demo")[0] == 0
+    assert [path.name for path in (tmp_path / "demo").iterdir()] == ["1-shape_1-seed0.png"]
+
+    monkeypatch.setitem(sys.modules, "pixelgen_diffusers.demo", None)  # not installed
+    code, _, err = run_cli(capsys, "generate", "--class", "1", "--out", tmp_path / "none")
+    assert_one_line_error(code, err, "generate", "no --model given and the bundled demo model is not installed")
+
+
+@pytest.mark.parametrize(
+    "arguments, fragment",
+    [
+        (["--class", "goldn retriever"], "Did you mean 'golden retriever'"),
+        (["--class", "12"], "out of range: ids must be in [0, 10)"),
+        (["--prompt", "a cat"], "class-conditional model: use --class"),
+        ([], "--class is required"),
+        (["--class", "1", "--num-images", "0"], "--num-images must be a positive integer"),
+        (["--class", "1", "--device", "gpu0"], "--device 'gpu0' is not a torch device"),
+    ],
+)
+def test_generate_errors_are_one_line_with_exit_code_2(tmp_path, capsys, model_folder, arguments, fragment):
+    _, folder = model_folder
+    code, _, err = run_cli(capsys, "generate", "--model", folder, *arguments, "--out", tmp_path / "o")
+    assert_one_line_error(code, err, "generate", fragment)
+
+
+def test_generate_with_a_missing_model_folder_is_a_one_line_error(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "generate", "--model", "no_such_model", "--class", "1")
+    assert_one_line_error(code, err, "generate", "neither a local folder nor a Hub id")
+
+
+# ----------------------------------------------------------------------------------------------- convert / export
+def test_convert_command_writes_the_folder_and_prints_the_summary(tmp_path, capsys):
+    ema = upstream_c2i_state_dict(seed=1, bottleneck_dim=16)
+    torch.save(
+        upstream_lightning_checkpoint(ema, upstream_c2i_state_dict(seed=2, bottleneck_dim=16)), tmp_path / "a.ckpt"
+    )
+    config = upstream_c2i_yaml(tmp_path / "a.yaml", bottleneck_dim=16)
+    code, out, _ = run_cli(
+        capsys, "convert", tmp_path / "a.ckpt", tmp_path / "model", "--config", config, "--dtype", "float16"
+    )
+    assert code == 0
+    assert (tmp_path / "model/pipeline.py").is_file()
+    for fragment in ("parameters stored as float16", "bottleneck_dim=16", "heun 3 steps", "folder size"):
+        assert fragment in out
+
+
+def test_convert_command_errors_are_one_line_and_name_the_fix(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "convert", tmp_path / "missing.ckpt", tmp_path / "model")
+    assert_one_line_error(code, err, "convert", "source checkpoint not found")
+
+    weights = upstream_c2i_state_dict(bottleneck_dim=16)
+    args = argparse.Namespace(model="JiT-B/16", img_size=32)
+    torch.save(upstream_jit_checkpoint(weights, weights, weights, args=args), tmp_path / "jit.pth")
+    code, _, err = run_cli(capsys, "convert", tmp_path / "jit.pth", tmp_path / "model")
+    assert_one_line_error(code, err, "convert", "pass --allow-pickle")
+    # With --allow-pickle the saved args are read, and they contradict these (tiny) weights: named, one line.
+    code, _, err = run_cli(capsys, "convert", tmp_path / "jit.pth", tmp_path / "model", "--allow-pickle")
+    assert_one_line_error(code, err, "convert", "checkpoint args.model JiT-B/16 says patch_size=16")
+    assert not (tmp_path / "model").exists()
+
+    with pytest.raises(SystemExit) as exit_info:  # argparse's own usage error
+        cli.main(["convert", str(tmp_path / "jit.pth"), str(tmp_path / "model"), "--weights", "best"])
+    assert exit_info.value.code == 2 and "invalid choice: 'best'" in capsys.readouterr().err
+
+
+def test_export_command_and_its_existing_output_error(tmp_path, capsys):
+    tiny_c2i_pipeline().save_pretrained(tmp_path / "saved")
+    code, out, _ = run_cli(capsys, "export", tmp_path / "saved", tmp_path / "model", "--dtype", "bfloat16")
+    assert code == 0 and "verified" in out and (tmp_path / "model/transformer/transformer_jit.py").is_file()
+    code, _, err = run_cli(capsys, "export", tmp_path / "saved", tmp_path / "model")
+    assert_one_line_error(code, err, "export", "exists and is not empty; pass --overwrite")
+
+
+# ------------------------------------------------------------------------------------------------ the entry point
+def test_commands_are_registered_by_their_feature_modules():
+    parser = cli.build_parser()
+    subcommands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+    assert list(subcommands.choices)[:3] == ["generate", "convert", "export"]
+    assert len(subcommands.choices) == len(cli.COMMAND_MODULES)  # one command per listed module
+
+
+def test_console_script_prints_one_line_errors_without_traceback(tmp_path):
+    command = (
+        [shutil.which("pixelgen")] if shutil.which("pixelgen") else [sys.executable, "-m", "pixelgen_diffusers.cli"]
+    )
+    result = subprocess.run(
+        [*command, "convert", str(tmp_path / "missing.ckpt"), str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"pixelgen convert: error: source checkpoint not found: {tmp_path / 'missing.ckpt'}"
+    ]
+
+
+# ----------------------------------------------------------------------------------------------------- text-to-image
+def test_generate_with_a_text_to_image_model_takes_prompts_and_names_files_by_prompt_and_seed(tmp_path, capsys):
+    pipe = tiny_t2i_pipeline(num_inference_steps=2)
+    pipe.save_pretrained(tmp_path / "saved")
+    assert cli.main(["export", str(tmp_path / "saved"), str(tmp_path / "t2i")]) == 0
+    arguments = ["--model", tmp_path / "t2i", "--prompt", "A red square!", "--seed", "3", "--device", "cpu"]
+    code, stdout, _ = run_cli(capsys, "generate", *arguments, "--negative-prompt", "blurry", "--out", tmp_path / "o")
+    assert code == 0
+    assert [path.name for path in (tmp_path / "o").iterdir()] == ["00-a_red_square-seed3.png"]
+    expected = pipe(
+        prompt=["A red square!"], negative_prompt="blurry", generator=[torch.Generator().manual_seed(3)]
+    ).images[0]
+    assert_same_image(tmp_path / "o/00-a_red_square-seed3.png", expected)
+
+    code, _, err = run_cli(capsys, "generate", *arguments, "--class", "1", "--out", tmp_path / "o")
+    assert_one_line_error(code, err, "generate", "text-to-image model: use --prompt, not --class")

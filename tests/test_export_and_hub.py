@@ -1,0 +1,248 @@
+"""Self-contained folders from saved pipelines (`pixelgen_diffusers.export`) and loading them (`load_pipeline`)."""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import huggingface_hub
+import pytest
+import torch
+from components import run_python, tiny_c2i_pipeline, upstream_c2i_state_dict, upstream_lightning_checkpoint
+
+from pixelgen_diffusers import (
+    PixelGenC2IPipeline,
+    PixelGenScheduler,
+    PixelGenTransformer2DModel,
+    convert_checkpoint,
+    export_pipeline,
+    load_pipeline,
+)
+from pixelgen_diffusers.export import ModelFolderError, make_self_contained, read_safetensors_folder
+
+
+def sample(pipe, labels=(1, 3), seeds=(5, 6), steps=3):
+    """Latents of a 3-step run. Two model instances with equal weights agree to float rounding only (CPU kernels
+    may sum in another order for differently aligned weights), so comparisons use a 1e-5 tolerance."""
+    pipe.set_progress_bar_config(disable=True)
+    generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+    return pipe(list(labels), generator=generators, num_inference_steps=steps, output_type="latent").images
+
+
+def saved_and_exported(tmp_path, **pipeline_config):
+    """A tiny pipeline, its `save_pretrained` folder, and the self-contained export of that folder."""
+    pipe = tiny_c2i_pipeline(guidance_scale=2.0, guidance_interval_min=0.1, **pipeline_config)
+    pipe.save_pretrained(tmp_path / "saved")
+    exported = export_pipeline(tmp_path / "saved", tmp_path / "exported")
+    return pipe, tmp_path / "saved", exported
+
+
+# --------------------------------------------------------------------------------------------------------- export
+PLAIN_DIFFUSERS_LOAD_AND_RESAVE = """
+import sys, torch
+from diffusers import DiffusionPipeline
+
+folder, output, resaved = sys.argv[1:4]
+pipe = DiffusionPipeline.from_pretrained(
+    folder, custom_pipeline=folder + "/pipeline.py", trust_remote_code=True, local_files_only=True
+)
+pipe.set_progress_bar_config(disable=True)
+generators = [torch.Generator().manual_seed(seed) for seed in (5, 6)]
+latents = pipe(["golden retriever", 1], generator=generators, num_inference_steps=3, output_type="latent").images
+torch.save({"latents": latents, "module": type(pipe.transformer).__module__}, output)
+pipe.save_pretrained(resaved)  # records the components as diffusers_modules.local.* modules
+"""
+
+
+def test_exported_save_pretrained_folder_loads_in_plain_diffusers_and_its_resave_exports_again(tmp_path):
+    pipe, saved, exported = saved_and_exported(tmp_path)
+    assert not list(saved.rglob("*.py"))  # save_pretrained alone ships no code
+    index = json.loads((exported / "model_index.json").read_text())
+    assert index["_class_name"] == ["pipeline", "PixelGenC2IPipeline"]
+    assert index["transformer"] == ["transformer_jit", "PixelGenTransformer2DModel"]
+    assert index["scheduler"] == ["scheduling_pixelgen", "PixelGenScheduler"]
+    assert (exported / "transformer/transformer_jit.py").is_file() and (exported / "README.md").is_file()
+
+    run_python(PLAIN_DIFFUSERS_LOAD_AND_RESAVE, exported, tmp_path / "out.pt", tmp_path / "resaved", cwd=tmp_path)
+    result = torch.load(tmp_path / "out.pt")
+    assert result["module"] == "diffusers_modules.local.transformer_jit"
+    expected = sample(pipe, labels=(3, 1))  # "golden retriever" is class 3 in the tiny label table
+    torch.testing.assert_close(result["latents"], expected, rtol=0, atol=1e-5)
+
+    resaved_index = json.loads((tmp_path / "resaved/model_index.json").read_text())
+    assert resaved_index["transformer"][0] == "diffusers_modules.local.transformer_jit"
+    reexported = export_pipeline(tmp_path / "resaved", tmp_path / "reexported")
+    assert json.loads((reexported / "model_index.json").read_text())["transformer"] == index["transformer"]
+    torch.testing.assert_close(
+        sample(PixelGenC2IPipeline.from_pretrained(reexported)), sample(pipe), rtol=0, atol=1e-5
+    )
+
+
+def test_package_pipeline_class_loads_a_self_contained_folder_with_the_installed_classes(tmp_path):
+    pipe, _, exported = saved_and_exported(tmp_path)
+    loaded = PixelGenC2IPipeline.from_pretrained(exported)  # no trust_remote_code: the folder's code is not run
+    assert type(loaded.transformer) is PixelGenTransformer2DModel and type(loaded.scheduler) is PixelGenScheduler
+    assert loaded.id2label == pipe.id2label
+    assert (loaded.config.guidance_scale, loaded.config.guidance_interval_min) == (2.0, 0.1)
+    torch.testing.assert_close(sample(loaded), sample(pipe), rtol=0, atol=1e-5)
+    loaded.save_pretrained(tmp_path / "again")  # and it saves as an ordinary package pipeline
+    again = json.loads((tmp_path / "again/model_index.json").read_text())
+    assert again["transformer"] == ["pixelgen_diffusers.transformer_jit", "PixelGenTransformer2DModel"]
+
+
+def test_export_sets_the_storage_dtype_and_keeps_conversion_metadata(tmp_path):
+    ema = upstream_c2i_state_dict(seed=1)
+    torch.save(upstream_lightning_checkpoint(ema, upstream_c2i_state_dict(seed=2)), tmp_path / "tiny.ckpt")
+    converted = convert_checkpoint(tmp_path / "tiny.ckpt", tmp_path / "converted", in_context_start=1)
+    exported = export_pipeline(converted, tmp_path / "bf16", dtype="bfloat16")
+    stored = read_safetensors_folder(exported / "transformer")
+    assert {tensor.dtype for tensor in stored.values()} == {torch.bfloat16}
+    assert torch.equal(stored["pos_embed"], ema["pos_embed"].to(torch.bfloat16))
+    before = json.loads((converted / "conversion_metadata.json").read_text())
+    after = json.loads((exported / "conversion_metadata.json").read_text())
+    assert after["source"] == before["source"] and after["storage_dtype"] == "bfloat16"
+    assert after["exported_from"] == str(converted)
+    assert json.loads((exported / "model_index.json").read_text())["guidance_scale"] == 2.25
+
+    kept = export_pipeline(exported, tmp_path / "kept")  # without --dtype the stored dtype is kept
+    assert {tensor.dtype for tensor in read_safetensors_folder(kept / "transformer").values()} == {torch.bfloat16}
+
+
+def test_export_rejects_folders_that_are_not_our_pipelines_and_unsafe_outputs(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelFolderError, match="not a saved pipeline folder"):
+        export_pipeline(tmp_path / "empty", tmp_path / "out")
+    (tmp_path / "dit").mkdir()
+    (tmp_path / "dit/model_index.json").write_text(json.dumps({"_class_name": "DiTPipeline"}))
+    with pytest.raises(ModelFolderError, match="DiTPipeline, which is not a pixelgen-diffusers pipeline"):
+        export_pipeline(tmp_path / "dit", tmp_path / "out")
+
+    _, saved, exported = saved_and_exported(tmp_path)
+    with pytest.raises(ModelFolderError, match="exists and is not empty"):
+        export_pipeline(saved, exported)
+    with pytest.raises(ModelFolderError, match="contains the source"):
+        export_pipeline(saved, tmp_path, overwrite=True)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["dit", "empty", "exported", "saved"]
+
+
+def test_shipped_modules_must_not_import_the_package(tmp_path):
+    pipe = tiny_c2i_pipeline()
+    pipe.save_pretrained(tmp_path / "saved")
+    module = tmp_path / "leaky.py"
+    for line in ("from pixelgen_diffusers.labels import imagenet_id2label", "from .transformer_jit import x"):
+        module.write_text(line + "\n")
+        from pixelgen_diffusers.export import _check_standalone
+
+        with pytest.raises(ModelFolderError, match="must be self-contained"):
+            _check_standalone(module)
+    make_self_contained(tmp_path / "saved", pipe)  # the package's own modules pass
+    assert (tmp_path / "saved/pipeline.py").is_file()
+
+
+# ---------------------------------------------------------------------------------------------------- load_pipeline
+def test_load_pipeline_uses_the_installed_classes_for_our_saved_and_self_contained_folders(tmp_path):
+    pipe, saved, exported = saved_and_exported(tmp_path)
+    for folder in (saved, exported):
+        loaded = load_pipeline(folder)
+        assert type(loaded) is PixelGenC2IPipeline and type(loaded.transformer) is PixelGenTransformer2DModel
+        torch.testing.assert_close(sample(loaded), sample(pipe), rtol=0, atol=1e-5)
+    assert load_pipeline(exported, dtype=torch.bfloat16).transformer.dtype == torch.bfloat16
+
+
+LOAD_FOREIGN_CODE = """
+import sys
+from pixelgen_diffusers import load_pipeline
+
+pipe = load_pipeline(sys.argv[1])
+assert type(pipe).__module__ == "diffusers_modules.local.pipeline", type(pipe).__module__
+assert type(pipe.transformer).__module__ == "diffusers_modules.local.transformer_jit"
+assert pipe.transformer.marker == "edited"
+"""
+
+
+def test_load_pipeline_runs_a_folders_own_code_when_it_differs_from_the_package_and_only_if_trusted(tmp_path):
+    _, _, exported = saved_and_exported(tmp_path)
+    code = exported / "transformer/transformer_jit.py"
+    code.write_text(code.read_text() + "\nPixelGenTransformer2DModel.marker = 'edited'\n")
+    with pytest.raises(ModelFolderError, match="ships its own code .* needs trust_remote_code=True"):
+        load_pipeline(exported, trust_remote_code=False)
+    run_python(LOAD_FOREIGN_CODE, exported, cwd=tmp_path, block_package=False)
+
+
+class FakeHub:
+    """Stands in for `huggingface_hub.snapshot_download`: copies a local folder into a snapshot directory,
+    keeping only the files that `allow_patterns` selects, and records each call."""
+
+    def __init__(self, snapshot_root, files_root, layout):
+        self.snapshot_root, self.files_root, self.layout, self.calls = snapshot_root, files_root, layout, []
+
+    def __call__(self, **kwargs):
+        self.calls.append(kwargs)
+        snapshot = self.snapshot_root / f"snapshot-{len(self.calls)}"
+        for repo_folder, local_folder in self.layout.items():
+            patterns = kwargs.get("allow_patterns")
+            if patterns is None or f"{repo_folder}/*" in patterns:
+                shutil.copytree(local_folder, snapshot / repo_folder if repo_folder else snapshot, dirs_exist_ok=True)
+        snapshot.mkdir(parents=True, exist_ok=True)
+        return str(snapshot)
+
+
+def test_load_pipeline_downloads_only_the_subfolder_of_a_hub_id_with_a_subfolder(tmp_path, monkeypatch):
+    pipe, _, exported = saved_and_exported(tmp_path)
+    hub = FakeHub(tmp_path / "hub", tmp_path, {"PixelGen-Tiny": exported, "Other-Model": exported})
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", hub)
+
+    loaded = load_pipeline("someone/PixelGen-diffusers/PixelGen-Tiny", revision="main")
+    assert hub.calls == [
+        {"repo_id": "someone/PixelGen-diffusers", "revision": "main", "allow_patterns": ["PixelGen-Tiny/*"]}
+    ]
+    assert not (tmp_path / "hub/snapshot-1/Other-Model").exists()
+    torch.testing.assert_close(sample(loaded), sample(pipe), rtol=0, atol=1e-5)
+
+    with pytest.raises(ModelFolderError, match="no model_index.json in subfolder Missing"):
+        load_pipeline("someone/PixelGen-diffusers/Missing")
+
+
+def test_load_pipeline_downloads_the_whole_repo_for_an_owner_repo_id(tmp_path, monkeypatch):
+    pipe, _, exported = saved_and_exported(tmp_path)
+    hub = FakeHub(tmp_path / "hub", tmp_path, {"": exported})
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", hub)
+    loaded = load_pipeline("someone/PixelGen-Tiny", dtype=torch.float32)
+    assert hub.calls == [{"repo_id": "someone/PixelGen-Tiny"}]
+    torch.testing.assert_close(sample(loaded), sample(pipe), rtol=0, atol=1e-5)
+
+
+def test_load_pipeline_errors_are_one_line(tmp_path, monkeypatch):
+    def offline(**kwargs):
+        raise OSError("We couldn't connect to 'https://huggingface.co'.\nCheck your connection.")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    with pytest.raises(ModelFolderError, match="downloading someone/missing failed: We couldn't connect") as error:
+        load_pipeline("someone/missing/Sub")
+    assert "\n" not in str(error.value)
+    with pytest.raises(ModelFolderError, match="neither a local folder nor a Hub id"):
+        load_pipeline("no_such_folder")
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(ModelFolderError, match="is a file, not a model folder"):
+        load_pipeline(tmp_path / "file.txt")
+    with pytest.raises(ModelFolderError, match="no model_index.json"):
+        load_pipeline(tmp_path)
+
+
+def test_export_accepts_a_pipeline_object(tmp_path):
+    pipe = tiny_c2i_pipeline(noise_scale=2.0)
+    exported = export_pipeline(pipe, tmp_path / "model")
+    assert json.loads((exported / "model_index.json").read_text())["noise_scale"] == 2.0
+    assert (exported / "pipeline.py").is_file()
+    torch.testing.assert_close(sample(PixelGenC2IPipeline.from_pretrained(exported)), sample(pipe), rtol=0, atol=1e-5)
+
+
+def test_exported_folder_has_ordinary_permissions(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        folder = export_pipeline(tiny_c2i_pipeline(), tmp_path / "model")
+    finally:
+        os.umask(umask)
+    modes = {path.relative_to(folder): path.stat().st_mode & 0o777 for path in [folder, *folder.rglob("*")]}
+    assert modes[Path(".")] == 0o755 and modes[Path("transformer/diffusion_pytorch_model.safetensors")] == 0o644
+    assert set(modes.values()) == {0o755, 0o644}

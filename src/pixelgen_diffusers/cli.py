@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "pixelgen_diffusers.generate",
     "pixelgen_diffusers.convert",
     "pixelgen_diffusers.export",
+    "pixelgen_diffusers.sample",
 )
 
 

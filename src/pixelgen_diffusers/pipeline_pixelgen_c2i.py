@@ -62,10 +62,10 @@ class PixelGenC2IPipeline(DiffusionPipeline):
 
     @classmethod
     def load_config(cls, *args, **kwargs):
-        """Reads `model_index.json`. A self-contained model folder names its own copies of the code
-        (`["pipeline", ...]`, `["transformer_jit", ...]`); when this class is used directly from an installed package,
-        those entries are pointed at the package's own modules instead, so that `from_pretrained` needs no
-        `trust_remote_code` and returns the installed classes. Loading through `DiffusionPipeline` is unaffected."""
+        """Reads `model_index.json`. A self-contained model folder names its own copies of the code (`["pipeline",
+        ...]`, `["transformer_jit", ...]`); when this class is used directly from an installed package, those entries
+        are pointed at the package's own modules instead, so that `from_pretrained` needs no `trust_remote_code` and
+        returns the installed classes. Loading through `DiffusionPipeline` is unaffected."""
         outputs = super().load_config(*args, **kwargs)
         config = outputs[0] if isinstance(outputs, tuple) else outputs
         package = cls.__module__.rpartition(".")[0]

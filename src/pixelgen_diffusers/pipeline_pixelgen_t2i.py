@@ -70,12 +70,13 @@ class PixelGenT2IPipeline(DiffusionPipeline):
         )
         self._empty_prompt_cache = None
 
+    # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.load_config
     @classmethod
     def load_config(cls, *args, **kwargs):
-        """Reads `model_index.json`. A self-contained model folder names its own copies of the code
-        (`["pipeline", ...]`, `["transformer_jit_t2i", ...]`); when this class is used directly from an installed
-        package, those entries are pointed at the package's own modules instead, so that `from_pretrained` needs no
-        `trust_remote_code` and returns the installed classes. Loading through `DiffusionPipeline` is unaffected."""
+        """Reads `model_index.json`. A self-contained model folder names its own copies of the code (`["pipeline",
+        ...]`, `["transformer_jit", ...]`); when this class is used directly from an installed package, those entries
+        are pointed at the package's own modules instead, so that `from_pretrained` needs no `trust_remote_code` and
+        returns the installed classes. Loading through `DiffusionPipeline` is unaffected."""
         outputs = super().load_config(*args, **kwargs)
         config = outputs[0] if isinstance(outputs, tuple) else outputs
         package = cls.__module__.rpartition(".")[0]
@@ -209,18 +210,22 @@ class PixelGenT2IPipeline(DiffusionPipeline):
             raise ValueError(f"{name} must be a string or a list of strings, got an item {wrong[0]!r}.")
 
     # ------------------------------------------------------------------------------------------- call properties
+    # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.guidance_scale
     @property
     def guidance_scale(self) -> float:
         return self._guidance_scale
 
+    # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.do_classifier_free_guidance
     @property
     def do_classifier_free_guidance(self) -> bool:
         return self._guidance_scale > 1.0
 
+    # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.num_timesteps
     @property
     def num_timesteps(self) -> int:
         return self._num_timesteps
 
+    # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.interrupt
     @property
     def interrupt(self) -> bool:
         return self._interrupt
@@ -304,6 +309,7 @@ class PixelGenT2IPipeline(DiffusionPipeline):
                     f"callback_on_step_end_tensor_inputs has {unknown}; accepted: {self._callback_tensor_inputs}."
                 )
 
+    # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.prepare_latents
     def prepare_latents(self, batch_size, noise_scale, generator, device, latents=None):
         """Standard-normal noise in float32 (whatever the model dtype), times `noise_scale`."""
         size = self.transformer.config.sample_size
@@ -312,6 +318,7 @@ class PixelGenT2IPipeline(DiffusionPipeline):
             latents = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
         return latents.to(device=device, dtype=torch.float32) * noise_scale
 
+    # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.postprocess
     @staticmethod
     def postprocess(sample: torch.Tensor, output_type: str):
         """Pixels in [-1, 1] to images; PIL uses upstream's rounding, uint8 = clip((x + 1) * 127.5 + 0.5, 0, 255)."""

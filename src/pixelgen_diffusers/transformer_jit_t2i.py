@@ -41,6 +41,7 @@ from diffusers.models.normalization import RMSNorm
 from diffusers.utils.torch_utils import maybe_allow_in_graph
 
 
+# Copied from pixelgen_diffusers.transformer_jit.get_2d_sincos_pos_embed
 def get_2d_sincos_pos_embed(embed_dim: int, grid_size: int) -> torch.Tensor:
     """MAE/DiT fixed table, (grid_size**2, embed_dim): first half encodes the column, second half the row."""
     quarter = embed_dim // 4
@@ -199,6 +200,7 @@ class PixelGenT2IFeedForward(nn.Module):
         return self.proj_out(F.silu(gate) * up)
 
 
+# Copied from pixelgen_diffusers.transformer_jit.modulate
 def modulate(hidden_states: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return hidden_states * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
 

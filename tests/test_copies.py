@@ -1,0 +1,79 @@
+"""Model-folder modules must be standalone, so a few helpers exist twice; `# Copied from X` marks each copy and this
+test keeps every copy identical to its origin (diffusers' `make fix-copies` convention)."""
+
+import ast
+import importlib
+import inspect
+import re
+import textwrap
+from pathlib import Path
+
+import pixelgen_diffusers
+
+
+PACKAGE = Path(pixelgen_diffusers.__file__).parent
+MARKER = re.compile(r"^\s*# Copied from (pixelgen_diffusers\.[\w.]+)\s*$")
+STANDALONE = ["transformer_jit", "transformer_jit_t2i", "scheduling_pixelgen", "pipeline_pixelgen_c2i",
+              "pipeline_pixelgen_t2i"]  # fmt: skip
+
+
+def _definitions(tree: ast.AST, prefix: str = ""):
+    for node in getattr(tree, "body", []):
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            yield f"{prefix}{node.name}", node
+            if isinstance(node, ast.ClassDef):
+                yield from _definitions(node, f"{prefix}{node.name}.")
+
+
+def _body_source(source: str, node: ast.AST) -> str:
+    """The definition without its decorators, dedented."""
+    lines = source.splitlines()[node.lineno - 1 : node.end_lineno]
+    return textwrap.dedent("\n".join(lines))
+
+
+def _resolve(origin: str) -> str:
+    """Source of `package.module.Class.method`: the longest importable prefix is the module."""
+    parts = origin.split(".")
+    for split in range(len(parts) - 1, 0, -1):
+        try:
+            module = importlib.import_module(".".join(parts[:split]))
+        except ImportError:
+            continue
+        source = inspect.getsource(module)
+        wanted = ".".join(parts[split:])
+        for name, node in _definitions(ast.parse(source)):
+            if name == wanted:
+                return _body_source(source, node)
+        raise AssertionError(f"{origin}: no such definition")
+    raise AssertionError(f"{origin}: module not found")
+
+
+def test_copied_definitions_match_their_origin():
+    checked = 0
+    for path in sorted(PACKAGE.glob("*.py")):
+        source = path.read_text()
+        lines = source.splitlines()
+        for name, node in _definitions(ast.parse(source)):
+            first = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
+            match = MARKER.match(lines[first - 2]) if first >= 2 else None
+            if match:
+                assert _body_source(source, node) == _resolve(match.group(1)), f"{path.name}:{name} drifted"
+                checked += 1
+    assert checked >= 9
+
+
+def test_model_folder_modules_import_only_torch_diffusers_transformers():
+    allowed = {"torch", "diffusers", "transformers", "numpy", "PIL"}
+    for name in STANDALONE:
+        tree = ast.parse((PACKAGE / f"{name}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                roots = [alias.name.split(".")[0] for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                assert node.level == 0, f"{name}.py uses a relative import"
+                roots = [node.module.split(".")[0]]
+            else:
+                continue
+            for root in roots:
+                is_stdlib = root in __import__("sys").stdlib_module_names
+                assert is_stdlib or root in allowed, f"{name}.py imports {root}"

@@ -58,6 +58,7 @@ CASES = [
     ("euler", 6, 3.0, 1.0, 0.0, 1.0),
     ("adam_lm", 8, 3.0, 4.0, 0.0, 1.0),
     ("adam_lm", 7, 1.0, 1.0, 0.0, 1.0),
+    ("euler", 5, 2.0, 0.0, 0.0, 1.0),  # guidance 0 = the unconditional (null-class) model, as upstream
 ]
 
 
@@ -178,6 +179,9 @@ def test_id2label_survives_save_and_load(tmp_path):
         (dict(class_labels=[1, 2], generator=[torch.Generator()]), "Got a list of 1 generators for a batch of 2"),
         (dict(class_labels=1, output_type="jpg"), "Unknown output_type 'jpg'; accepted: pil, np, pt, latent"),
         (dict(class_labels=1.5), "A class label must be an int id or a class name"),
+        (dict(class_labels=[]), "class_labels is empty"),
+        (dict(class_labels=1, num_images_per_prompt=0), "num_images_per_prompt must be a positive integer"),
+        (dict(class_labels=1, guidance_interval_min=0.9, guidance_interval_max=0.1), "must not exceed"),
     ],
 )
 def test_bad_input_is_a_clear_error(kwargs, message):
@@ -287,3 +291,11 @@ def test_model_cpu_offload_and_group_offload_run_on_cpu():
     grouped.transformer.enable_group_offload(torch.device("cpu"), offload_type="block_level", num_blocks_per_group=1)
     images = grouped(1, num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="pt").images
     torch.testing.assert_close(images, expected)
+
+
+def test_progress_bar_follows_a_per_call_sampler_override():
+    pipe = tiny_c2i_pipeline(sampling_method="heun")
+    stream = io.StringIO()
+    pipe.set_progress_bar_config(file=stream, disable=False)
+    pipe(1, num_inference_steps=6, sampling_method="euler", output_type="latent")
+    assert "6/6" in stream.getvalue()

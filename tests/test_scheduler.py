@@ -159,3 +159,30 @@ def test_bad_configuration_is_a_clear_error(kwargs, message):
 def test_bad_step_count_is_a_clear_error():
     with pytest.raises(ValueError, match="num_inference_steps must be a positive integer"):
         PixelGenScheduler().set_timesteps(0)
+
+
+def test_order_follows_the_solver_chosen_for_the_run():
+    scheduler = PixelGenScheduler(sampling_method="heun")
+    assert scheduler.order == 2
+    scheduler.set_timesteps(4, sampling_method="euler")
+    assert scheduler.order == 1 and len(scheduler.timesteps) == 4
+    assert scheduler.config.sampling_method == "heun"  # the override is for this run only
+
+
+def test_adam_lm_started_mid_schedule_warms_up_with_the_velocities_it_has():
+    scheduler = PixelGenScheduler(sampling_method="adam_lm", solver_order=2)
+    scheduler.set_timesteps(10)
+    scheduler.set_begin_index(5)
+    x = torch.zeros(1, 3, 2, 2)
+    out = scheduler.step(torch.ones_like(x), scheduler.timesteps[5], x).prev_sample
+    dt = scheduler.grid[6] - scheduler.grid[5]
+    torch.testing.assert_close(out, x + dt)  # first step from index 5 is Euler, not a truncated AB2
+    second = scheduler.step(torch.ones_like(x), scheduler.timesteps[6], out).prev_sample
+    torch.testing.assert_close(second, out + (scheduler.grid[7] - scheduler.grid[6]))  # AB2 of a constant field
+
+
+def test_heun_cannot_start_at_a_corrector_evaluation():
+    scheduler = PixelGenScheduler(sampling_method="heun")
+    scheduler.set_timesteps(5)
+    with pytest.raises(ValueError, match="begin_index must be even"):
+        scheduler.set_begin_index(3)

@@ -372,14 +372,16 @@ def test_encode_prompt_follows_upstream_recipe():
         hidden = pipe.text_encoder(**tokens).last_hidden_state
         empty = pipe.text_encoder(**pipe.tokenizer([""], max_length=8, padding="max_length", return_tensors="pt"))
     expected = torch.cat([hidden, torch.zeros(2, 8, 8)], dim=-1).repeat_interleave(2, dim=0)
-    torch.testing.assert_close(prompt_embeds, expected)  # every position, padding included; zero-padded features
+    # every position, padding included; zero-padded features; rounded to bfloat16 as upstream's conditioner does
+    assert prompt_embeds.dtype == negative_embeds.dtype == torch.bfloat16
+    torch.testing.assert_close(prompt_embeds, expected.bfloat16())
     assert prompt_embeds[0, -1, :16].abs().sum() > 0
-    torch.testing.assert_close(negative_embeds, F.pad(empty.last_hidden_state, (0, 8)).expand(4, -1, -1))
+    torch.testing.assert_close(negative_embeds, F.pad(empty.last_hidden_state, (0, 8)).expand(4, -1, -1).bfloat16())
 
     narrow = tiny_t2i_pipeline(transformer_overrides={"txt_embed_dim": 12})
     narrow_embeds, no_negative = narrow.encode_prompt(prompts, do_classifier_free_guidance=False)
     assert no_negative is None
-    torch.testing.assert_close(narrow_embeds, hidden[..., :12])  # features cut to txt_embed_dim
+    torch.testing.assert_close(narrow_embeds, hidden[..., :12].bfloat16())  # features cut to txt_embed_dim
 
 
 def test_only_the_default_empty_negative_prompt_is_cached():
@@ -554,3 +556,12 @@ def test_pipeline_save_and_load_keeps_components_and_recommended_settings(tmp_pa
     tiny_t2i_pipeline(with_text_encoder=False).save_pretrained(tmp_path / "bare")
     bare = PixelGenT2IPipeline.from_pretrained(tmp_path / "bare")
     assert bare.text_encoder is None and bare.tokenizer is None
+
+
+def test_guidance_with_prompt_embeds_and_no_encoder_needs_negative_embeds():
+    pipe = tiny_t2i_pipeline(with_text_encoder=False)
+    embeds = torch.randn(1, 8, 24)
+    with pytest.raises(ValueError, match="needs `negative_prompt_embeds` when the pipeline has no text encoder"):
+        pipe(prompt_embeds=embeds, guidance_scale=4.0, num_inference_steps=2)
+    images = pipe(prompt_embeds=embeds, guidance_scale=1.0, num_inference_steps=2, output_type="pt").images
+    assert images.shape == (1, 3, 32, 32)

@@ -265,3 +265,19 @@ def test_lora_adapter_trains_only_the_adapter():
         model.disable_adapters()
         without_adapter = model(x, t, y).sample
     assert not torch.allclose(with_adapter, without_adapter)
+
+
+def test_dropout_acts_on_attention_and_feed_forward_outputs_of_middle_blocks_only():
+    model = tiny_transformer(depth=4, dropout=0.5)
+    dropouts = {name: module.p for name, module in model.named_modules() if isinstance(module, torch.nn.Dropout)}
+    assert (
+        dropouts["transformer_blocks.1.attn.out_dropout"] == 0.5 and dropouts["transformer_blocks.2.ff.dropout"] == 0.5
+    )
+    assert (
+        dropouts["transformer_blocks.0.attn.out_dropout"] == 0.0 and dropouts["transformer_blocks.3.ff.dropout"] == 0.0
+    )
+    x, t, y = _inputs()
+    with torch.no_grad():
+        assert torch.equal(model(x, t, y).sample, model(x, t, y).sample)  # eval mode: no dropout
+        model.train()
+        assert not torch.equal(model(x, t, y).sample, model(x, t, y).sample)

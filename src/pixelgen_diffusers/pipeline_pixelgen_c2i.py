@@ -59,6 +59,9 @@ class PixelGenC2IPipeline(DiffusionPipeline):
             noise_scale=noise_scale,
         )
         self._labels = None
+        self._guidance_scale = guidance_scale
+        self._num_timesteps = None
+        self._interrupt = False
 
     @classmethod
     def load_config(cls, *args, **kwargs):
@@ -127,7 +130,8 @@ class PixelGenC2IPipeline(DiffusionPipeline):
 
     @property
     def do_classifier_free_guidance(self) -> bool:
-        return self._guidance_scale > 1.0
+        """Upstream guides with v_u + w (v_c - v_u) for any w != 1 (w = 0 gives unconditional samples)."""
+        return self._guidance_scale != 1.0
 
     @property
     def num_timesteps(self) -> int:
@@ -137,7 +141,29 @@ class PixelGenC2IPipeline(DiffusionPipeline):
     def interrupt(self) -> bool:
         return self._interrupt
 
-    def check_inputs(self, height, width, num_inference_steps, batch_size, generator, latents, output_type, callback):
+    def check_inputs(
+        self,
+        num_labels,
+        num_images_per_prompt,
+        height,
+        width,
+        num_inference_steps,
+        guidance_interval,
+        generator,
+        latents,
+        output_type,
+        callback,
+    ):
+        if num_labels == 0:
+            raise ValueError("class_labels is empty: give at least one class id or name.")
+        if not (isinstance(num_images_per_prompt, int) and num_images_per_prompt > 0):
+            raise ValueError(f"num_images_per_prompt must be a positive integer, got {num_images_per_prompt!r}.")
+        if guidance_interval[0] > guidance_interval[1]:
+            raise ValueError(
+                f"guidance_interval_min ({guidance_interval[0]}) must not exceed guidance_interval_max"
+                f" ({guidance_interval[1]})."
+            )
+        batch_size = num_labels * num_images_per_prompt
         sample_size = self.transformer.config.sample_size
         if height != sample_size or width != sample_size:
             raise ValueError(
@@ -236,13 +262,14 @@ class PixelGenC2IPipeline(DiffusionPipeline):
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
 
-        label_ids = [label_id for label_id in self.get_label_ids(class_labels) for _ in range(num_images_per_prompt)]
-        batch_size = len(label_ids)
+        label_ids = self.get_label_ids(class_labels)
         self.check_inputs(
+            len(label_ids),
+            num_images_per_prompt,
             height,
             width,
             num_inference_steps,
-            batch_size,
+            (interval_min, interval_max),
             generator,
             latents,
             output_type,
@@ -253,9 +280,11 @@ class PixelGenC2IPipeline(DiffusionPipeline):
         device = self._execution_device
         model_dtype = self.transformer.dtype
 
-        class_labels = torch.tensor(label_ids, device=device)
-        null_labels = torch.full_like(class_labels, self.transformer.config.num_classes)
-        latents = self.prepare_latents(batch_size, noise_scale, generator, device, latents)
+        class_labels = torch.tensor(label_ids, dtype=torch.long, device=device).repeat_interleave(
+            num_images_per_prompt
+        )
+        null_labels = torch.full_like(class_labels, self.transformer.null_class_id)
+        latents = self.prepare_latents(len(class_labels), noise_scale, generator, device, latents)
 
         self.scheduler.set_timesteps(
             num_inference_steps,

@@ -69,6 +69,9 @@ class PixelGenT2IPipeline(DiffusionPipeline):
             text_encoder_id=text_encoder_id,
         )
         self._empty_prompt_cache = None
+        self._guidance_scale = guidance_scale
+        self._num_timesteps = None
+        self._interrupt = False
 
     # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.load_config
     @classmethod
@@ -145,7 +148,8 @@ class PixelGenT2IPipeline(DiffusionPipeline):
         ).last_hidden_state
         if embeds.shape[-1] < embed_dim:
             embeds = torch.cat([embeds, embeds.new_zeros(*embeds.shape[:-1], embed_dim - embeds.shape[-1])], dim=-1)
-        return embeds[..., :embed_dim].to(device)
+        # Upstream's conditioner hands the transformer bfloat16 features whatever the encoder ran in.
+        return embeds[..., :embed_dim].to(device=device, dtype=torch.bfloat16)
 
     def _empty_prompt_embeds(self, device: torch.device) -> torch.Tensor:
         """The default negative prompt "" encoded once per text encoder, (1, L, D); upstream caches it too."""
@@ -218,7 +222,8 @@ class PixelGenT2IPipeline(DiffusionPipeline):
     # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.do_classifier_free_guidance
     @property
     def do_classifier_free_guidance(self) -> bool:
-        return self._guidance_scale > 1.0
+        """Upstream guides with v_u + w (v_c - v_u) for any w != 1 (w = 0 gives unconditional samples)."""
+        return self._guidance_scale != 1.0
 
     # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.num_timesteps
     @property
@@ -249,6 +254,8 @@ class PixelGenT2IPipeline(DiffusionPipeline):
         width,
         num_inference_steps,
         num_images_per_prompt,
+        guidance_scale,
+        guidance_interval,
         generator,
         latents,
         output_type,
@@ -281,6 +288,23 @@ class PixelGenT2IPipeline(DiffusionPipeline):
                     f"negative_prompt_embeds has batch size {len(negative_prompt_embeds)}; accepted: 1 (shared by all"
                     f" prompts) or {num_prompts} (one per prompt)."
                 )
+
+        if (
+            prompt is None
+            and guidance_scale != 1.0
+            and negative_prompt is None
+            and negative_prompt_embeds is None
+            and self.text_encoder is None
+        ):
+            raise ValueError(
+                "Guidance with `prompt_embeds` needs `negative_prompt_embeds` when the pipeline has no text encoder:"
+                " get both from `encode_prompt`, or set guidance_scale=1.0."
+            )
+        if guidance_interval[0] > guidance_interval[1]:
+            raise ValueError(
+                f"guidance_interval_min ({guidance_interval[0]}) must not exceed guidance_interval_max"
+                f" ({guidance_interval[1]})."
+            )
 
         sample_size = self.transformer.config.sample_size
         if height != sample_size or width != sample_size:
@@ -401,6 +425,8 @@ class PixelGenT2IPipeline(DiffusionPipeline):
             width,
             num_inference_steps,
             num_images_per_prompt,
+            guidance_scale,
+            (interval_min, interval_max),
             generator,
             latents,
             output_type,

@@ -97,6 +97,8 @@ class PixelGenScheduler(SchedulerMixin, ConfigMixin):
         num_train_timesteps: int = 1000,
     ):
         self._check_solver(sampling_method, solver_order)
+        self.sampling_method = sampling_method
+        self.solver_order = solver_order
         self.timesteps = None
         self.num_inference_steps = None
         self._step_index = None
@@ -112,7 +114,7 @@ class PixelGenScheduler(SchedulerMixin, ConfigMixin):
     @property
     def order(self) -> int:
         """Model evaluations per step (diffusers' meaning), so that progress bars count steps, not evaluations."""
-        return 2 if self.config.sampling_method == "heun" else 1
+        return 2 if self.sampling_method == "heun" else 1
 
     @property
     def step_index(self) -> int | None:
@@ -123,6 +125,9 @@ class PixelGenScheduler(SchedulerMixin, ConfigMixin):
         return self._begin_index
 
     def set_begin_index(self, begin_index: int = 0) -> None:
+        """Start at evaluation `begin_index` (e.g. image-to-image); Heun must start at a step's first evaluation."""
+        if self.sampling_method == "heun" and begin_index % 2:
+            raise ValueError(f"Heun evaluations come in pairs: begin_index must be even, got {begin_index}.")
         self._begin_index = begin_index
 
     @staticmethod
@@ -142,30 +147,26 @@ class PixelGenScheduler(SchedulerMixin, ConfigMixin):
         """Builds the evaluation schedule; the optional arguments override the config for this run only."""
         if not (isinstance(num_inference_steps, int) and num_inference_steps > 0):
             raise ValueError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}.")
-        self.sampling_method = sampling_method or self.config.sampling_method
-        self.solver_order = solver_order if solver_order is not None else self.config.solver_order
-        self._check_solver(self.sampling_method, self.solver_order)
+        sampling_method = sampling_method or self.config.sampling_method
+        solver_order = solver_order if solver_order is not None else self.config.solver_order
+        self._check_solver(sampling_method, solver_order)
         timeshift = self.config.timeshift if timeshift is None else timeshift
         if timeshift <= 0:
             raise ValueError(f"timeshift must be positive, got {timeshift!r}.")
 
+        self.sampling_method, self.solver_order = sampling_method, solver_order
         self.num_inference_steps = num_inference_steps
         self.grid = self.time_grid(num_inference_steps, timeshift)
-        steps = torch.arange(num_inference_steps)
-        if self.sampling_method == "heun":
-            # Predictor at t_i and corrector at t_{i+1} for i < N-1, then one Euler step from t_{N-1}.
-            self.eval_step = torch.cat([steps[:-1].repeat_interleave(2), steps[-1:]])
-            is_corrector = torch.zeros(2 * num_inference_steps - 1, dtype=torch.bool)
-            is_corrector[1::2] = True
-            self.eval_is_corrector = is_corrector
-            timesteps = self.grid[self.eval_step + is_corrector.long()]
-        elif self.sampling_method == "euler":
-            self.eval_step = steps
-            self.eval_is_corrector = torch.zeros(num_inference_steps, dtype=torch.bool)
-            timesteps = self.grid[:-1]
+        if sampling_method == "heun":
+            # Evaluation j belongs to step j // 2: predictor at t_i (even j) and corrector at t_{i+1} (odd j) for
+            # i < N-1, then one Euler step from t_{N-1}.
+            evaluations = torch.arange(2 * num_inference_steps - 1)
+            timesteps = self.grid[(evaluations + 1) // 2]
+            # Both evaluations of a step take their guidance decision at the step's start.
+            self.interval_timesteps = self.grid[evaluations // 2]
+        elif sampling_method == "euler":
+            timesteps = self.interval_timesteps = self.grid[:-1]
         else:
-            self.eval_step = steps
-            self.eval_is_corrector = torch.zeros(num_inference_steps, dtype=torch.bool)
             # Upstream advances time by accumulating the grid's differences in float32, and calls the network
             # with (and tests guidance on) the accumulated value.
             timesteps = torch.zeros(num_inference_steps, dtype=torch.float32)
@@ -173,19 +174,18 @@ class PixelGenScheduler(SchedulerMixin, ConfigMixin):
             for i in range(num_inference_steps):
                 timesteps[i] = current
                 current = current + (self.grid[i + 1] - self.grid[i])
-            self.adams_coefficients = [
-                lagrange_integral_coefficients(
-                    self.grid[max(0, i + 1 - self.solver_order) : i + 1], self.grid[i], self.grid[i + 1]
-                )
-                for i in range(num_inference_steps)
-            ]
-        # The time each evaluation's guidance decision is made at: the step's start, for both Heun evaluations.
-        self.interval_timesteps = timesteps if self.sampling_method == "adam_lm" else self.grid[self.eval_step]
+            self.interval_timesteps = timesteps
+            self.adams_coefficients = [self._adams_coefficients(i, solver_order) for i in range(num_inference_steps)]
         self.timesteps = timesteps.to(device)
         self._step_index = None
         self._begin_index = None
         self._history = []
         self._predictor_state = None
+
+    def _adams_coefficients(self, step: int, order: int) -> torch.Tensor:
+        """Weights of the last min(order, step + 1) velocities for the step from grid[step] to grid[step + 1]."""
+        nodes = self.grid[max(0, step + 1 - order) : step + 1]
+        return lagrange_integral_coefficients(nodes, self.grid[step], self.grid[step + 1])
 
     def guidance_mask(self, interval_min: float, interval_max: float) -> list[bool]:
         """Per evaluation: whether guidance applies. Heun/Euler guide when min < t <= max, adam_lm when
@@ -219,11 +219,11 @@ class PixelGenScheduler(SchedulerMixin, ConfigMixin):
             raise IndexError(f"All {len(self.timesteps)} evaluations of this schedule have been stepped already.")
         velocity = model_output.float()
         sample = sample.float()
-        step = int(self.eval_step[self._step_index])
+        step = self._step_index // 2 if self.sampling_method == "heun" else self._step_index
         dt = self.grid[step + 1] - self.grid[step]
 
         if self.sampling_method == "heun":
-            if self.eval_is_corrector[self._step_index]:
+            if self._predictor_state is not None:  # corrector: average the two slopes from the step's start
                 start_sample, start_velocity = self._predictor_state
                 prev_sample = start_sample + (start_velocity + velocity) / 2 * dt
                 self._predictor_state = None
@@ -234,14 +234,14 @@ class PixelGenScheduler(SchedulerMixin, ConfigMixin):
         elif self.sampling_method == "euler":
             prev_sample = sample + velocity * dt
         else:
-            self._history.append(velocity)
+            self._history = [*self._history, velocity][-self.solver_order :]
             coefficients = self.adams_coefficients[step]
-            history = self._history[-len(coefficients) :]
+            if len(self._history) < len(coefficients):  # started mid-schedule: warm up with the velocities we have
+                coefficients = self._adams_coefficients(step, len(self._history))
             effective_velocity = torch.zeros_like(velocity)
-            for coefficient, past_velocity in zip(coefficients, history):
+            for coefficient, past_velocity in zip(coefficients, self._history[-len(coefficients) :]):
                 effective_velocity += coefficient * past_velocity
             prev_sample = sample + effective_velocity * dt
-            self._history = history
 
         self._step_index += 1
         if not return_dict:

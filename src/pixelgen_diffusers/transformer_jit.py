@@ -9,7 +9,6 @@ Architecture: "Back to Basics: Let Denoising Generative Models Denoise" (JiT, Li
 queries and keys, adaLN-Zero blocks with SwiGLU, and in-context class tokens inserted part-way through the stack.
 """
 
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -148,21 +147,24 @@ class PixelGenAttnProcessor:
             parallel_config=self._parallel_config,
         )
         hidden_states = hidden_states.flatten(2, 3).to(query.dtype)
-        return attn.to_out(hidden_states)
+        return attn.out_dropout(attn.to_out(hidden_states))
 
 
 class PixelGenAttention(nn.Module, AttentionModuleMixin):
     _default_processor_cls = PixelGenAttnProcessor
     _available_processors = [PixelGenAttnProcessor]
 
-    def __init__(self, dim: int, heads: int, dropout: float = 0.0, eps: float = 1e-6, processor=None):
+    def __init__(
+        self, dim: int, heads: int, dropout: float = 0.0, out_dropout: float = 0.0, eps: float = 1e-6, processor=None
+    ):
         super().__init__()
         self.heads = heads
-        self.dropout = dropout
+        self.dropout = dropout  # on the attention weights
         self.to_qkv = nn.Linear(dim, 3 * dim, bias=True)
         self.norm_q = RMSNorm(dim // heads, eps=eps)
         self.norm_k = RMSNorm(dim // heads, eps=eps)
         self.to_out = nn.Linear(dim, dim, bias=True)
+        self.out_dropout = nn.Dropout(out_dropout)
         self.set_processor(processor if processor is not None else self._default_processor_cls())
 
     def forward(self, hidden_states: torch.Tensor, image_rotary_emb: tuple[torch.Tensor, torch.Tensor]):
@@ -194,7 +196,7 @@ class PixelGenTransformerBlock(nn.Module):
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float, attention_dropout: float, dropout: float):
         super().__init__()
         self.norm1 = RMSNorm(dim, eps=1e-6)
-        self.attn = PixelGenAttention(dim, num_heads, dropout=attention_dropout)
+        self.attn = PixelGenAttention(dim, num_heads, dropout=attention_dropout, out_dropout=dropout)
         self.norm2 = RMSNorm(dim, eps=1e-6)
         # JiT's SwiGLU keeps the parameter count of a 4x GELU MLP: inner width int(int(dim * ratio) * 2 / 3).
         self.ff = PixelGenSwiGLU(dim, int(int(dim * mlp_ratio) * 2 / 3), dropout=dropout)

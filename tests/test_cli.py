@@ -10,6 +10,7 @@ import PIL.Image
 import pytest
 import torch
 from components import (
+    run_python,
     tiny_c2i_pipeline,
     tiny_t2i_pipeline,
     upstream_c2i_state_dict,
@@ -142,6 +143,31 @@ def test_generate_with_a_missing_model_folder_is_a_one_line_error(tmp_path, caps
     assert_one_line_error(code, err, "generate", "neither a local folder nor a Hub id")
 
 
+RUN_FOREIGN_CODE_FROM_THE_COMMAND_LINE = """
+import sys
+from pixelgen_diffusers import cli
+
+folder, out = sys.argv[1:3]
+for command, *arguments in (["generate", "--class", "1", "--device", "cpu"], ["sample", "--num-samples", "2"]):
+    assert cli.main([command, "--model", folder, "--trust-remote-code", *arguments, "--out", f"{out}/{command}"]) == 0
+assert sys.modules["diffusers_modules.local.transformer_jit"].PixelGenTransformer2DModel.marker == "edited"
+"""
+
+
+def test_generate_and_sample_run_a_folders_own_code_only_with_trust_remote_code(tmp_path, capsys, model_folder):
+    _, folder = model_folder
+    code_file = folder / "transformer/transformer_jit.py"
+    code_file.write_text(code_file.read_text() + "\nPixelGenTransformer2DModel.marker = 'edited'\n")
+    for command, *arguments in (["generate", "--class", "1"], ["sample", "--num-samples", "2"]):
+        code, _, err = run_cli(capsys, command, "--model", folder, *arguments, "--out", tmp_path / "refused")
+        refusal = "differs from the installed package (transformer/transformer_jit.py); to run it, pass --trust-remote"
+        assert_one_line_error(code, err, command, refusal)
+    assert not (tmp_path / "refused").exists()
+    run_python(RUN_FOREIGN_CODE_FROM_THE_COMMAND_LINE, folder, tmp_path / "out", cwd=tmp_path, block_package=False)
+    assert (tmp_path / "out/generate/1-shape_1-seed0.png").is_file()
+    assert np.load(tmp_path / "out/sample/samples.npz")["arr_0"].shape[0] == 2
+
+
 # ----------------------------------------------------------------------------------------------- convert / export
 def test_convert_command_writes_the_folder_and_prints_the_summary(tmp_path, capsys):
     ema = upstream_c2i_state_dict(seed=1, bottleneck_dim=16)
@@ -190,7 +216,23 @@ def test_commands_are_registered_by_their_feature_modules():
     parser = cli.build_parser()
     subcommands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
     assert list(subcommands.choices)[:3] == ["generate", "convert", "export"]
-    assert len(subcommands.choices) == len(cli.COMMAND_MODULES)  # one command per listed module
+    assert list(subcommands.choices) == list(cli.COMMAND_MODULES)  # each module registers the command it is listed as
+
+
+def test_a_command_whose_module_fails_to_import_reports_it_and_the_others_still_work(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(cli, "COMMAND_MODULES", {**cli.COMMAND_MODULES, "bogus": "pixelgen_diffusers.no_such_module"})
+    code, _, err = run_cli(capsys, "bogus", "--any", "arguments")
+    assert_one_line_error(
+        code, err, "bogus", "unavailable: importing pixelgen_diffusers.no_such_module failed: No module named"
+    )
+    code, _, err = run_cli(capsys, "convert", tmp_path / "missing.ckpt", tmp_path / "out")
+    assert_one_line_error(code, err, "convert", "source checkpoint not found")
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    assert "(unavailable: No module named" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:  # a working command still rejects arguments it does not know
+        cli.main(["convert", str(tmp_path / "a.ckpt"), str(tmp_path / "out"), "--no-such-option"])
+    assert exit_info.value.code == 2 and "unrecognized arguments: --no-such-option" in capsys.readouterr().err
 
 
 def test_console_script_prints_one_line_errors_without_traceback(tmp_path):

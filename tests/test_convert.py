@@ -480,6 +480,20 @@ def test_missing_or_unreadable_source_fails_with_one_line(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_unreadable_source_fails_with_one_line(tmp_path):
+    path, _, _ = write_lightning(tmp_path)
+    path.chmod(0)
+    try:
+        path.open("rb").close()
+        pytest.skip("this user reads files whatever their permissions (root)")
+    except PermissionError:
+        pass
+    with pytest.raises(ConversionError, match="cannot read source checkpoint .*tiny.ckpt: Permission denied") as error:
+        convert_checkpoint(path, tmp_path / "out")
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize(
     "yaml_overrides, message",
     [

@@ -8,7 +8,13 @@ from pathlib import Path
 import huggingface_hub
 import pytest
 import torch
-from components import run_python, tiny_c2i_pipeline, upstream_c2i_state_dict, upstream_lightning_checkpoint
+from components import (
+    run_python,
+    tiny_c2i_pipeline,
+    tiny_t2i_pipeline,
+    upstream_c2i_state_dict,
+    upstream_lightning_checkpoint,
+)
 
 from pixelgen_diffusers import (
     PixelGenC2IPipeline,
@@ -18,7 +24,7 @@ from pixelgen_diffusers import (
     export_pipeline,
     load_pipeline,
 )
-from pixelgen_diffusers.export import ModelFolderError, make_self_contained, read_safetensors_folder
+from pixelgen_diffusers.export import ModelFolderError, make_self_contained, read_safetensors_folder, stored_dtype
 
 
 def sample(pipe, labels=(1, 3), seeds=(5, 6), steps=3):
@@ -153,19 +159,22 @@ LOAD_FOREIGN_CODE = """
 import sys
 from pixelgen_diffusers import load_pipeline
 
-pipe = load_pipeline(sys.argv[1])
+pipe = load_pipeline(sys.argv[1], trust_remote_code=True)
 assert type(pipe).__module__ == "diffusers_modules.local.pipeline", type(pipe).__module__
 assert type(pipe.transformer).__module__ == "diffusers_modules.local.transformer_jit"
 assert pipe.transformer.marker == "edited"
 """
 
 
-def test_load_pipeline_runs_a_folders_own_code_when_it_differs_from_the_package_and_only_if_trusted(tmp_path):
+def test_load_pipeline_refuses_a_folders_own_code_by_default_and_runs_it_only_if_trusted(tmp_path):
     _, _, exported = saved_and_exported(tmp_path)
     code = exported / "transformer/transformer_jit.py"
     code.write_text(code.read_text() + "\nPixelGenTransformer2DModel.marker = 'edited'\n")
-    with pytest.raises(ModelFolderError, match="ships its own code .* needs trust_remote_code=True"):
-        load_pipeline(exported, trust_remote_code=False)
+    for refused in ({}, {"trust_remote_code": False}):
+        with pytest.raises(
+            ModelFolderError, match=r"own code, .* \(transformer/transformer_jit.py\); .* pass --trust-remote-code \("
+        ):
+            load_pipeline(exported, **refused)
     run_python(LOAD_FOREIGN_CODE, exported, cwd=tmp_path, block_package=False)
 
 
@@ -246,3 +255,27 @@ def test_exported_folder_has_ordinary_permissions(tmp_path):
     modes = {path.relative_to(folder): path.stat().st_mode & 0o777 for path in [folder, *folder.rglob("*")]}
     assert modes[Path(".")] == 0o755 and modes[Path("transformer/diffusion_pytorch_model.safetensors")] == 0o644
     assert set(modes.values()) == {0o755, 0o644}
+
+
+def test_export_of_a_pipeline_object_in_another_dtype_leaves_the_callers_pipeline_as_it_was(tmp_path):
+    pipe = tiny_c2i_pipeline()
+    transformer = pipe.transformer
+    before = {key: tensor.clone() for key, tensor in transformer.state_dict().items()}
+    exported = export_pipeline(pipe, tmp_path / "model", dtype="bfloat16")
+    stored = read_safetensors_folder(exported / "transformer")
+    assert {tensor.dtype for tensor in stored.values()} == {torch.bfloat16}
+    assert torch.equal(stored["pos_embed"], before["pos_embed"].to(torch.bfloat16))
+    assert pipe.transformer is transformer and transformer.dtype == torch.float32
+    after = transformer.state_dict()
+    assert all(torch.equal(after[key], tensor) for key, tensor in before.items())  # bit for bit, not cast back
+
+
+def test_export_keeps_the_stored_dtype_of_a_shipped_text_encoder(tmp_path):
+    pipe = tiny_t2i_pipeline()
+    pipe.text_encoder.to(torch.bfloat16)
+    pipe.save_pretrained(tmp_path / "saved")
+    assert stored_dtype(tmp_path / "saved/text_encoder") == torch.bfloat16
+    for name, dtype in (("kept", None), ("float16", "float16")):
+        exported = export_pipeline(tmp_path / "saved", tmp_path / name, dtype=dtype)
+        assert stored_dtype(exported / "text_encoder") == torch.bfloat16
+        assert stored_dtype(exported / "transformer") == (torch.float16 if dtype else torch.float32)

@@ -1,14 +1,18 @@
 """`pixelgen sample`: evaluation sets that depend only on the sample index (not batch size, not process count)."""
 
+import json
 import os
 import subprocess
 import sys
+import tracemalloc
 
 import numpy as np
+import PIL.Image
+import pytest
 import torch
-from components import tiny_c2i_pipeline
+from components import tiny_c2i_pipeline, tiny_t2i_pipeline
 
-from pixelgen_diffusers.sample import sample_many
+from pixelgen_diffusers.sample import pack_npz, sample_many
 
 
 SETTINGS = dict(num_inference_steps=2, guidance_scale=2.0)
@@ -50,3 +54,103 @@ def test_two_processes_write_the_same_set_as_one(tmp_path):
         assert result.returncode == 0, result.stderr[-2000:]
     one, two = np.load(tmp_path / "one" / "samples.npz"), np.load(tmp_path / "two" / "samples.npz")
     np.testing.assert_array_equal(one["arr_0"], two["arr_0"])
+    # One process of the two wrote the settings; both recorded the same ones.
+    recorded = [json.loads((tmp_path / name / "sampling_config.json").read_text()) for name in ("one", "two")]
+    assert recorded[0] == recorded[1] and recorded[0]["model"] == str(model_dir.resolve())
+
+
+# ---------------------------------------------------------------------------------------------------- bad settings
+def test_the_model_kind_decides_between_prompts_and_classes_and_a_mismatch_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="text-to-image model: it needs prompts"):
+        sample_many(tiny_t2i_pipeline(), tmp_path / "t2i", num_samples=2)
+    with pytest.raises(ValueError, match="class-conditional model: prompts .* are for text-to-image models"):
+        sample_many(tiny_c2i_pipeline(), tmp_path / "c2i", prompts=["a red square"])
+    with pytest.raises(ValueError, match="seed_per_prompt .* is for text-to-image models"):
+        sample_many(tiny_c2i_pipeline(), tmp_path / "c2i", num_samples=2, seed_per_prompt=True)
+    assert not list(tmp_path.iterdir())  # refused before anything was written
+
+
+@pytest.mark.parametrize("argument", ["num_samples", "batch_size", "images_per_prompt"])
+def test_sizes_must_be_positive_integers(tmp_path, argument):
+    option = "--" + argument.replace("_", "-")
+    with pytest.raises(ValueError, match=f"{argument} \\({option}\\) must be a positive integer, got 0"):
+        sample_many(tiny_t2i_pipeline(), tmp_path, prompts=["a red square"], **{argument: 0})
+
+
+# ------------------------------------------------------------------------------------------------- resume safety
+def test_a_run_records_its_settings_and_a_later_run_with_other_settings_is_refused(tmp_path):
+    pipe = tiny_c2i_pipeline()
+    sample_many(pipe, tmp_path, num_samples=2, seed=1, batch_size=2, pack=False, **SETTINGS)
+    recorded = json.loads((tmp_path / "sampling_config.json").read_text())
+    assert recorded == {"model": None, "dtype": "float32", "seed": 1, "num_samples": 2, **SETTINGS}
+
+    with pytest.raises(ValueError) as error:
+        sample_many(pipe, tmp_path, num_samples=2, seed=2, batch_size=2, num_inference_steps=2)
+    message = str(error.value)
+    assert "\n" not in message and "holds samples made with other settings" in message
+    assert "seed (recorded 1, now 2)" in message and "guidance_scale (recorded 2.0, now unset)" in message
+    assert "num_inference_steps" not in message  # equal fields are not named
+    assert not (tmp_path / "samples.npz").exists()
+
+    bfloat16 = tiny_c2i_pipeline()
+    bfloat16.transformer.to(torch.bfloat16)
+    with pytest.raises(ValueError, match=r"dtype \(recorded 'float32', now 'bfloat16'\)"):
+        sample_many(bfloat16, tmp_path, num_samples=2, seed=1, batch_size=2, **SETTINGS)
+    # The batch size is not a setting of the set: resuming with another one packs the same samples.
+    sample_many(pipe, tmp_path, num_samples=2, seed=1, batch_size=1, **SETTINGS)
+    assert np.load(tmp_path / "samples.npz")["arr_0"].shape[0] == 2
+    assert json.loads((tmp_path / "sampling_config.json").read_text()) == recorded
+
+
+def test_a_folder_with_samples_but_no_recorded_settings_is_refused(tmp_path):
+    PIL.Image.new("RGB", (32, 32)).save(tmp_path / "000000.png")
+    with pytest.raises(ValueError, match="holds samples but no sampling_config.json"):
+        sample_many(tiny_c2i_pipeline(), tmp_path, num_samples=2, **SETTINGS)
+
+
+def test_prompt_runs_record_a_hash_of_the_prompts(tmp_path):
+    pipe = tiny_t2i_pipeline(num_inference_steps=2)
+    sample_many(pipe, tmp_path, prompts=["a red square"], images_per_prompt=1, pack=False)
+    with pytest.raises(ValueError, match="prompts_sha256 .*images_per_prompt \\(recorded 1, now 2\\)"):
+        sample_many(pipe, tmp_path, prompts=["a blue square"], images_per_prompt=2)
+
+
+# -------------------------------------------------------------------------------------------------- text-to-image
+def test_seeds_count_over_the_set_or_with_seed_per_prompt_restart_at_seed_for_every_prompt(tmp_path):
+    pipe = tiny_t2i_pipeline(num_inference_steps=2)
+    prompts = ["a red square", "a blue circle"]
+    packed = {}
+    for name, seed_per_prompt in (("global", False), ("per_prompt", True)):
+        sample_many(
+            pipe, tmp_path / name, seed=7, batch_size=4, prompts=prompts, images_per_prompt=2,
+            seed_per_prompt=seed_per_prompt,
+        )  # fmt: skip
+        packed[name] = np.load(tmp_path / name / "samples.npz")["arr_0"].astype(int)
+    # Sample 3 is image k=1 of the second prompt: seed 7 + 3 over the set, 7 + 1 per prompt.
+    for name, sample_seed in (("global", 7 + 3), ("per_prompt", 7 + 1)):
+        expected = pipe(prompt=[prompts[1]], generator=[torch.Generator().manual_seed(sample_seed)]).images[0]
+        assert np.abs(packed[name][3] - np.asarray(expected).astype(int)).max() <= 1
+    # The first prompt's images (k = i) have the same seeds either way; the second prompt's do not.
+    assert np.abs(packed["global"][:2] - packed["per_prompt"][:2]).max() <= 1
+    assert np.abs(packed["global"][2:] - packed["per_prompt"][2:]).max() > 1
+
+
+# ---------------------------------------------------------------------------------------------------------- packing
+def test_packing_fills_one_preallocated_array_instead_of_stacking_a_list(tmp_path):
+    """A list of decoded images plus their stacked copy needs twice the array's memory; filling one array needs it
+    once (np.savez itself buffers up to 16 MB while writing, hence 31 MB of images and a 1.8x bound)."""
+    num_images, size = 10, 1024
+    ramp = np.arange(size, dtype=np.int64)[:, None, None]
+    expected = [np.broadcast_to((ramp * (i + 1)) % 256, (size, size, 3)).astype(np.uint8) for i in range(num_images)]
+    for i, image in enumerate(expected):
+        PIL.Image.fromarray(image).save(tmp_path / f"{i:06d}.png")
+    array_bytes = num_images * size * size * 3
+    tracemalloc.start()
+    try:
+        images = pack_npz(tmp_path, list(range(num_images)), tmp_path / "samples.npz")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1.8 * array_bytes, f"peak {peak / array_bytes:.2f}x the array"
+    np.testing.assert_array_equal(images, np.stack(expected))
+    np.testing.assert_array_equal(np.load(tmp_path / "samples.npz")["arr_0"], images)

@@ -34,9 +34,10 @@ from .export import (
     render_model_card,
     write_model_folder,
 )
+from .transformer_jit import PIXELGEN_PRESETS
+from .utils import DTYPES, one_line
 
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 WEIGHT_CHOICES = ("ema", "online", "ema1", "ema2")
 DEFAULT_TEXT_ENCODER = "Qwen/Qwen3-1.7B"
 
@@ -85,10 +86,7 @@ class KeyMap:
         unmapped = sorted(key for key in state_dict if self.to_diffusers(key) is None)
         if unmapped:
             raise ConversionError(f"unexpected weight keys (not part of the model): {_list_keys(unmapped)}")
-        renamed = {self.to_diffusers(key): tensor for key, tensor in state_dict.items()}
-        if len(renamed) != len(state_dict):  # cannot happen with a one-to-one table; guards edits to the tables
-            raise ConversionError("internal error: the key mapping is not one-to-one")
-        return renamed
+        return {self.to_diffusers(key): tensor for key, tensor in state_dict.items()}
 
 
 # Upstream `src/models/transformer/JiT.py` (reference section 2.4) -> PixelGenTransformer2DModel.
@@ -382,11 +380,6 @@ def load_checkpoint(path: str | Path, allow_pickle: bool = False) -> Any:
         raise ConversionError(f"source checkpoint not found: {path}")
     if not path.is_file():
         raise ConversionError(f"source checkpoint is not a file: {path}")
-    try:
-        with open(path, "rb"):
-            pass
-    except OSError as error:
-        raise ConversionError(f"cannot read source checkpoint {path}: {error.strerror or error}") from None
     if path.stat().st_size == 0:
         raise ConversionError(f"source checkpoint {path} is empty (0 bytes): the file is truncated or corrupt")
     try:
@@ -399,16 +392,13 @@ def load_checkpoint(path: str | Path, allow_pickle: bool = False) -> Any:
                 f"{path.name} cannot be loaded as plain tensors (it contains {found.group(1)}): it needs pickle, which"
                 " can run arbitrary code. If you trust the file, pass --allow-pickle (allow_pickle=True)"
             ) from None
-        raise ConversionError(f"{path.name} is truncated or corrupt ({_one_line(error)})") from None
+        raise ConversionError(f"{path.name} is truncated or corrupt ({one_line(error)})") from None
     except (RuntimeError, EOFError, KeyError, ValueError, zipfile.BadZipFile, pickle.PickleError) as error:
-        raise ConversionError(f"{path.name} is truncated or corrupt ({_one_line(error)})") from None
+        raise ConversionError(f"{path.name} is truncated or corrupt ({one_line(error)})") from None
     except ModuleNotFoundError as error:
         raise ConversionError(f"{path.name} needs the Python module {error.name!r} to unpickle") from None
-
-
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= 160 else text[:157] + "..."
+    except OSError as error:  # unreadable (permissions, I/O error)
+        raise ConversionError(f"cannot read source checkpoint {path}: {error.strerror or error}") from None
 
 
 def _is_state_dict(value: Any) -> bool:
@@ -428,9 +418,9 @@ class SelectedWeights:
 
 
 def select_weights(checkpoint: Any, weights: str = "ema") -> SelectedWeights:
-    """Picks one copy of the denoiser's weights out of an upstream checkpoint and strips its prefix."""
-    if weights not in WEIGHT_CHOICES:
-        raise ConversionError(f"--weights must be one of {', '.join(WEIGHT_CHOICES)}, got {weights!r}")
+    """Picks one copy of the denoiser's weights out of an upstream checkpoint and strips its prefix.
+
+    `weights` is one of `WEIGHT_CHOICES` (checked by `convert_checkpoint` before the checkpoint is read)."""
     if not isinstance(checkpoint, dict):
         raise ConversionError(f"not a PixelGen/JiT checkpoint: the file holds a {type(checkpoint).__name__}")
 
@@ -498,7 +488,7 @@ def read_upstream_config(path: str | Path) -> dict:
     try:
         config = yaml.safe_load(path.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        raise ConversionError(f"cannot read --config {path}: {_one_line(error)}") from None
+        raise ConversionError(f"cannot read --config {path}: {one_line(error)}") from None
     denoiser = config.get("model", {}).get("denoiser") if isinstance(config, dict) else None
     if not isinstance(denoiser, dict) or "class_path" not in denoiser:
         raise ConversionError(f"--config {path.name} is not a PixelGen config: it has no model.denoiser.class_path")
@@ -511,7 +501,7 @@ def read_labels(path: str | Path, num_classes: int) -> dict[int, str]:
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as error:
-        raise ConversionError(f"cannot read --labels {path}: {_one_line(error)}") from None
+        raise ConversionError(f"cannot read --labels {path}: {one_line(error)}") from None
     if path.suffix.lower() == ".json":
         try:
             data = json.loads(text)
@@ -558,8 +548,6 @@ def _ffn_ratio(hidden_size: int, inner_dim: int, preferred: float = 4.0) -> floa
 
 def match_preset(config: dict, family: str) -> str | None:
     """The published architecture these numbers describe (PixelGen-L/16 and JiT-L/16 share one; `family` picks)."""
-    from .transformer_jit import PIXELGEN_PRESETS
-
     fields = ("patch_size", "hidden_size", "depth", "num_heads", "bottleneck_dim", "in_context_len")
     matches = [
         name
@@ -600,8 +588,6 @@ def resolve_architecture(
         if kind is C2I and not init_args.get("use_bottleneck", True):
             stated["bottleneck_dim"] = (None, f"{config_name} model.denoiser.init_args.use_bottleneck: false")
     elif jit_args:
-        from .transformer_jit import PIXELGEN_PRESETS
-
         preset = PIXELGEN_PRESETS.get(jit_args.get("model"))
         if preset is not None:
             for field in ("patch_size", "hidden_size", "depth", "num_heads", "bottleneck_dim", "in_context_len"):
@@ -647,8 +633,6 @@ def resolve_architecture(
 
     preset = match_preset(config, family) if kind is C2I else None
     if kind is C2I:
-        from .transformer_jit import PIXELGEN_PRESETS
-
         for field in ("in_context_start", "dropout"):
             if field not in config and preset is not None and field in PIXELGEN_PRESETS[preset]:
                 config[field] = PIXELGEN_PRESETS[preset][field]
@@ -674,7 +658,7 @@ def build_transformer(kind: ModelKind, config: dict, state_dict: dict[str, torch
         with torch.device("meta"):
             model = transformer_class(**config)
     except (ValueError, TypeError) as error:
-        raise ConversionError(f"invalid architecture {config}: {_one_line(error)}") from None
+        raise ConversionError(f"invalid architecture {config}: {one_line(error)}") from None
 
     expected = model.state_dict()
     if kind is C2I and config.get("in_context_len") == 0 and "in_context_pos_embed" not in state_dict:
@@ -697,10 +681,6 @@ def build_transformer(kind: ModelKind, config: dict, state_dict: dict[str, torch
             )
 
     model.load_state_dict({key: tensor.contiguous() for key, tensor in state_dict.items()}, strict=True, assign=True)
-    if any(tensor.is_meta for tensor in [*model.parameters(), *model.buffers()]):
-        # A non-persistent buffer is not in the state dict: build the model for real and copy the weights in.
-        model = transformer_class(**config).to(next(iter(state_dict.values())).dtype)
-        model.load_state_dict(state_dict, strict=True)
     return model.eval()
 
 
@@ -993,7 +973,7 @@ def _resolve_folder(path_or_id: str | Path, option: str) -> Path:
     try:
         return Path(huggingface_hub.snapshot_download(repo_id=str(path_or_id)))
     except Exception as error:  # network, authentication, missing repo: all reported the same way
-        raise ConversionError(f"cannot download {option} {path_or_id}: {_one_line(error)}") from None
+        raise ConversionError(f"cannot download {option} {path_or_id}: {one_line(error)}") from None
 
 
 def format_summary(output_dir: Path, metadata: dict, transformer: torch.nn.Module) -> str:

@@ -11,6 +11,7 @@ anywhere. Both `pixelgen convert` and `pixelgen export` write through it.
 
 import argparse
 import ast
+import copy
 import datetime
 import inspect
 import json
@@ -24,6 +25,8 @@ import torch
 from diffusers import DiffusionPipeline, ModelMixin
 from safetensors import safe_open
 from safetensors.torch import load_file
+
+from .utils import DTYPES, is_text_to_image
 
 
 # Modules that hold the code of a component we ship: the package's own, or a copy loaded as remote code.
@@ -269,7 +272,7 @@ CITATION = """@article{ma2026pixelgen,
 
 def render_model_card(pipeline: DiffusionPipeline, model_name: str, metadata: dict | None = None) -> str:
     """README.md with diffusers front matter, both ways to load the folder, the stored defaults and the citation."""
-    text_to_image = "prompt" in inspect.signature(type(pipeline).__call__).parameters
+    text_to_image = is_text_to_image(pipeline)
     pipeline_class = type(pipeline).__name__
     transformer = pipeline.transformer.config
     scheduler = pipeline.scheduler.config
@@ -406,10 +409,10 @@ def export_pipeline(
     self-contained model folder.
 
     Args:
-        source: a folder holding a saved pipeline of ours, or a pipeline object.
-        dtype: storage dtype (`float32`, `bfloat16`, `float16`); by default the source's.
+        source: a folder holding a saved pipeline of ours, or a pipeline object (left as it is).
+        dtype: storage dtype of the transformer (`float32`, `bfloat16`, `float16`); by default the source's. A
+            text encoder keeps its own dtype.
     """
-    from .convert import DTYPES
     from .hub import load_package_pipeline
 
     if dtype is not None and dtype not in DTYPES:
@@ -418,15 +421,26 @@ def export_pipeline(
     source_path = None
     if isinstance(source, DiffusionPipeline):
         pipeline = source
-        if dtype is not None:  # in place, as `pipeline.to(dtype)` would
-            pipeline.transformer.to(DTYPES[dtype])
+        if dtype is not None and source.transformer.dtype != DTYPES[dtype]:
+            # A cast copy of the transformer in a shallow copy of the pipeline: the caller's pipeline keeps its
+            # weights bit for bit (casting there and back would round them).
+            pipeline = copy.copy(source)
+            pipeline.transformer = copy.deepcopy(source.transformer).to(DTYPES[dtype])
     else:
         source_path = Path(source)
         if not (source_path / "model_index.json").is_file():
             raise ModelFolderError(f"{source_path} is not a saved pipeline folder (no model_index.json)")
         check_output_dir(Path(output_dir), overwrite, source_path)
-        torch_dtype = DTYPES[dtype] if dtype is not None else stored_dtype(source_path / "transformer")
-        pipeline = load_package_pipeline(source_path, dtype=torch_dtype or torch.float32)
+        # Each component loads in the dtype it is stored in (diffusers would load all of them in one), except the
+        # transformer when `dtype` is given.
+        component_dtypes = {
+            name: stored_dtype(source_path / name) or torch.float32
+            for name in ("transformer", "text_encoder")
+            if (source_path / name).is_dir()
+        }
+        if dtype is not None:
+            component_dtypes["transformer"] = DTYPES[dtype]
+        pipeline = load_package_pipeline(source_path, dtype={**component_dtypes, "default": torch.float32})
         if (source_path / "conversion_metadata.json").is_file():
             metadata = json.loads((source_path / "conversion_metadata.json").read_text())
     metadata = {
@@ -468,9 +482,7 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("pipeline_dir", help="a folder written by save_pretrained (or a model folder)")
     parser.add_argument("output_dir", help="folder to create")
-    parser.add_argument(
-        "--dtype", choices=("float32", "bfloat16", "float16"), help="storage dtype (default: as saved)"
-    )
+    parser.add_argument("--dtype", choices=tuple(DTYPES), help="transformer storage dtype (default: as saved)")
     parser.add_argument("--max-shard-size", default="10GB", help="shard safetensors above this size (default 10GB)")
     parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT_DIR once the new folder is complete")
     parser.set_defaults(func=run)

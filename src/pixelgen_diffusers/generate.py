@@ -12,9 +12,8 @@ from pathlib import Path
 
 import torch
 
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-SAMPLERS = ("heun", "euler", "adam_lm")
+from .scheduling_pixelgen import SAMPLING_METHODS
+from .utils import DTYPES, is_text_to_image
 
 
 def demo_model_dir() -> Path:
@@ -90,13 +89,23 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--num-images", type=int, default=1, help="images per class or prompt (default 1)")
     parser.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
     parser.add_argument("--guidance-scale", type=float, help="classifier-free guidance scale (default: the model's)")
-    parser.add_argument("--sampler", choices=SAMPLERS, help="ODE solver (default: the model's)")
+    parser.add_argument("--sampler", choices=SAMPLING_METHODS, help="ODE solver (default: the model's)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first image; image i uses seed + i")
     parser.add_argument("--batch-size", type=int, default=4, help="images per forward batch (default 4)")
     parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="model dtype (default float32)")
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--out", default="outputs", help="output folder (default ./outputs)")
+    add_trust_remote_code_argument(parser)
     parser.set_defaults(func=run)
+
+
+def add_trust_remote_code_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="run the code a model folder ships when it differs from the installed pixelgen-diffusers (only for "
+        "folders you trust; folders with the installed code load without it)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -116,9 +125,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--device {args.device!r} is not a torch device (e.g. cpu, cuda, cuda:1, mps)") from None
 
     model = args.model if args.model is not None else demo_model_dir()
-    pipeline = load_pipeline(model, dtype=DTYPES[args.dtype]).to(device)
+    pipeline = load_pipeline(model, dtype=DTYPES[args.dtype], trust_remote_code=args.trust_remote_code).to(device)
     call_parameters = inspect.signature(pipeline.__call__).parameters
-    text_to_image = "prompt" in call_parameters
+    text_to_image = is_text_to_image(pipeline)
     jobs = plan_images(pipeline, args, text_to_image)
 
     options = {

@@ -13,14 +13,13 @@ from pathlib import Path
 
 from diffusers import DiffusionPipeline
 
+from .convert import MODEL_KINDS
 from .export import ModelFolderError
+from .utils import one_line
 
 
 # Pipeline class name -> the package module defining it.
-PACKAGE_PIPELINES = {
-    "PixelGenC2IPipeline": "pipeline_pixelgen_c2i",
-    "PixelGenT2IPipeline": "pipeline_pixelgen_t2i",
-}
+PACKAGE_PIPELINES = {kind.pipeline_class: kind.pipeline_module for kind in MODEL_KINDS.values()}
 HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "force_download")
 _HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*")
 
@@ -47,6 +46,12 @@ def read_model_index(folder: Path) -> dict:
         raise ModelFolderError(f"cannot read {path}: {error}") from None
 
 
+def pipeline_class_name(model_index: dict) -> str | None:
+    """The pipeline class a `model_index.json` names: `"Name"`, or `["module", "Name"]` for a folder shipping code."""
+    class_entry = model_index.get("_class_name")
+    return class_entry[-1] if isinstance(class_entry, list) else class_entry
+
+
 def resolve_model_folder(id_or_path: str | Path, **hub_kwargs) -> Path:
     """A local folder as is; `owner/repo/subfolder` or `owner/repo` downloaded with huggingface_hub."""
     path = Path(id_or_path).expanduser()
@@ -68,8 +73,9 @@ def resolve_model_folder(id_or_path: str | Path, **hub_kwargs) -> Path:
     try:
         snapshot = Path(huggingface_hub.snapshot_download(**download_kwargs))
     except Exception as error:  # network, authentication, missing repo or revision: one message for all
-        message = " ".join(str(error).split())[:200]
-        raise ModelFolderError(f"{id_or_path} is not a local folder, and downloading {repo_id} failed: {message}")
+        raise ModelFolderError(
+            f"{id_or_path} is not a local folder, and downloading {repo_id} failed: {one_line(error)}"
+        ) from None
     folder = snapshot / subfolder if subfolder else snapshot
     if not (folder / "model_index.json").is_file():
         where = f"subfolder {subfolder}" if subfolder else "its root"
@@ -77,8 +83,8 @@ def resolve_model_folder(id_or_path: str | Path, **hub_kwargs) -> Path:
     return folder
 
 
-def _ships_installed_code(folder: Path, model_index: dict, pipeline_class: type) -> bool:
-    """Whether every code file in a self-contained folder is byte-identical to the installed package's."""
+def _differing_code_files(folder: Path, model_index: dict, pipeline_class: type) -> list[str]:
+    """The code files of a self-contained folder that are not byte-identical to the installed package's."""
     package_dir = Path(importlib.import_module("pixelgen_diffusers").__file__).parent
     stem = model_index["_class_name"][0]
     pairs = [(folder / f"{stem}.py", Path(importlib.import_module(pipeline_class.__module__).__file__))]
@@ -87,7 +93,11 @@ def _ships_installed_code(folder: Path, model_index: dict, pipeline_class: type)
             shipped = folder / name / f"{entry[0]}.py"
             if shipped.is_file():
                 pairs.append((shipped, package_dir / f"{entry[0]}.py"))
-    return all(installed.is_file() and shipped.read_bytes() == installed.read_bytes() for shipped, installed in pairs)
+    return [
+        shipped.relative_to(folder).as_posix()
+        for shipped, installed in pairs
+        if not (installed.is_file() and shipped.read_bytes() == installed.read_bytes())
+    ]
 
 
 def load_package_pipeline(folder: str | Path, **kwargs) -> DiffusionPipeline:
@@ -95,25 +105,25 @@ def load_package_pipeline(folder: str | Path, **kwargs) -> DiffusionPipeline:
     entries say (package modules from `save_pretrained`, copied modules of a self-contained folder, or modules that
     were loaded as remote code)."""
     folder = Path(folder)
-    class_name = read_model_index(folder).get("_class_name")
-    class_name = class_name[-1] if isinstance(class_name, list) else class_name
+    class_name = pipeline_class_name(read_model_index(folder))
     pipeline_class = package_pipeline_class(class_name)
     if pipeline_class is None:
         raise ModelFolderError(f"{folder} holds a {class_name}, which is not a pixelgen-diffusers pipeline")
     return pipeline_class.from_pretrained(folder, **kwargs)
 
 
-def load_pipeline(id_or_path: str | Path, *, trust_remote_code: bool = True, **kwargs) -> DiffusionPipeline:
+def load_pipeline(id_or_path: str | Path, *, trust_remote_code: bool = False, **kwargs) -> DiffusionPipeline:
     """Loads a PixelGen pipeline from a local folder, a Hub repo (`owner/repo`) or a Hub subfolder
     (`owner/repo/subfolder`, downloading only that subfolder).
 
     Folders whose code is this package's (saved pipelines, and self-contained folders shipping the installed code)
-    load with the installed classes. A self-contained folder with other code loads with its own code, as
-    `DiffusionPipeline.from_pretrained(folder, custom_pipeline=..., trust_remote_code=True)` would; pass
-    `trust_remote_code=False` to refuse that.
+    load with the installed classes. A self-contained folder with other code runs that code, so, as in diffusers, it
+    loads only with `trust_remote_code=True` (as `DiffusionPipeline.from_pretrained(folder, custom_pipeline=...,
+    trust_remote_code=True)` would).
 
     Args:
         id_or_path: folder, `owner/repo` or `owner/repo/subfolder`.
+        trust_remote_code: run the code a folder ships when it differs from the installed package's.
         kwargs: `revision`, `cache_dir`, `token`, `local_files_only`, `force_download` go to the download; the rest
             (e.g. `torch_dtype`) to `from_pretrained`.
     """
@@ -121,20 +131,20 @@ def load_pipeline(id_or_path: str | Path, *, trust_remote_code: bool = True, **k
     folder = resolve_model_folder(id_or_path, **hub_kwargs)
     model_index = read_model_index(folder)
     class_entry = model_index.get("_class_name")
-    class_name = class_entry[-1] if isinstance(class_entry, list) else class_entry
-    pipeline_class = package_pipeline_class(class_name)
+    pipeline_class = package_pipeline_class(pipeline_class_name(model_index))
     code_file = folder / f"{class_entry[0]}.py" if isinstance(class_entry, list) else None
     self_contained = code_file is not None and code_file.is_file()
 
-    if pipeline_class is not None and (
-        not self_contained or _ships_installed_code(folder, model_index, pipeline_class)
-    ):
+    if pipeline_class is not None and not self_contained:
         return pipeline_class.from_pretrained(folder, **kwargs)
     if self_contained:
+        differing = _differing_code_files(folder, model_index, pipeline_class) if pipeline_class else [code_file.name]
+        if not differing:
+            return pipeline_class.from_pretrained(folder, **kwargs)
         if not trust_remote_code:
             raise ModelFolderError(
-                f"{id_or_path} ships its own code ({code_file.name}), which differs from the installed package; "
-                "loading it needs trust_remote_code=True"
+                f"{id_or_path} ships its own code, which differs from the installed package ({', '.join(differing)});"
+                " to run it, pass --trust-remote-code (trust_remote_code=True in Python)"
             )
         return DiffusionPipeline.from_pretrained(
             folder, custom_pipeline=str(code_file), trust_remote_code=True, **kwargs

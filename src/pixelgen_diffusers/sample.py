@@ -7,9 +7,18 @@ the batch size and of the number of processes, and a stopped run resumes where i
 each is written to a temporary name and renamed). With several processes (`accelerate launch` or `torchrun`),
 process r takes the samples i with i % world_size == r. At the end the first process packs every PNG into
 `samples.npz` (`arr_0`: uint8 NHWC, `arr_1`: class ids), the layout of the ADM evaluation suite.
+
+Text-to-image seeds count over the whole set (`seed + i`), so no two images share a noise. Upstream's GenEval
+instead seeds image k of every prompt with k (0..3): `seed_per_prompt=True` (`--seed-per-prompt`) seeds it with
+`seed + k`, which with seed 0 reproduces that convention.
+
+The first run records its settings in `sampling_config.json`; a later run into the same folder must have the same
+ones, so a resumed run never mixes two sample sets.
 """
 
 import argparse
+import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -18,17 +27,105 @@ import PIL.Image
 import torch
 from tqdm.auto import tqdm
 
-from .generate import DTYPES, SAMPLERS
+from .generate import add_trust_remote_code_argument
+from .scheduling_pixelgen import SAMPLING_METHODS
+from .utils import DTYPES, is_text_to_image
+
+
+CONFIG_FILE = "sampling_config.json"
+
+
+def check_sizes(num_samples: int, batch_size: int, images_per_prompt: int) -> None:
+    for name, value in (
+        ("num_samples", num_samples),
+        ("batch_size", batch_size),
+        ("images_per_prompt", images_per_prompt),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            option = "--" + name.replace("_", "-")
+            raise ValueError(f"{name} ({option}) must be a positive integer, got {value!r}")
 
 
 def sample_conditions(pipeline, num_samples: int, prompts: list[str] | None, images_per_prompt: int) -> list:
     """The condition of every sample index: a class id, or a prompt."""
-    if prompts is not None:
+    if is_text_to_image(pipeline):
+        if prompts is None:
+            raise ValueError("this is a text-to-image model: it needs prompts (--prompts, one prompt per line)")
         if not prompts:
             raise ValueError("the prompt file holds no prompts")
         return [prompts[i // images_per_prompt] for i in range(len(prompts) * images_per_prompt)]
+    if prompts is not None:
+        raise ValueError(
+            "this is a class-conditional model: prompts (--prompts) are for text-to-image models; it samples "
+            "num_samples (--num-samples) class-balanced images"
+        )
     num_classes = pipeline.transformer.config.num_classes
     return [i % num_classes for i in range(num_samples)]
+
+
+def sampling_config(
+    pipeline,
+    model: str | None,
+    num_samples: int,
+    seed: int,
+    prompts: list[str] | None,
+    images_per_prompt: int,
+    seed_per_prompt: bool,
+    call_kwargs: dict,
+) -> dict:
+    """Every setting that decides the sample set (not the batch size or process count), as JSON reads it back."""
+    config = {"model": model, "dtype": str(pipeline.transformer.dtype).removeprefix("torch."), "seed": seed}
+    if prompts is None:
+        config["num_samples"] = num_samples
+    else:
+        config["num_prompts"] = len(prompts)
+        config["prompts_sha256"] = hashlib.sha256("\n".join(prompts).encode("utf-8")).hexdigest()
+        config["images_per_prompt"] = images_per_prompt
+        config["seed_per_prompt"] = seed_per_prompt
+    config.update(sorted(call_kwargs.items()))
+    return json.loads(json.dumps(config, default=repr))
+
+
+def check_sampling_config(out_dir: Path, config: dict, state) -> None:
+    """Records `config` in a new output folder, or checks that it equals the one recorded there. Every process
+    decides alike (the main process writes, between two barriers), so all of them fail together or none does."""
+    path = out_dir / CONFIG_FILE
+    recorded_before = path.is_file()
+    has_samples = any(out_dir.glob("[0-9]*.png"))
+    state.wait_for_everyone()  # nobody writes before every process has looked
+    if not recorded_before and has_samples:
+        raise ValueError(
+            f"{out_dir} holds samples but no {CONFIG_FILE}, so their settings are unknown; use a new --out folder"
+        )
+    write_error = None
+    if state.is_main_process and not recorded_before:
+        try:
+            temporary = path.with_name(f".{path.name}.tmp")
+            temporary.write_text(json.dumps(config, indent=2) + "\n")
+            os.replace(temporary, path)
+        except OSError as error:
+            write_error = error
+    state.wait_for_everyone()
+    if write_error is not None:
+        raise write_error
+    try:
+        recorded = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"cannot read {path}: {error}") from None
+    differing = [
+        f"{key} (recorded {_describe(recorded, key)}, now {_describe(config, key)})"
+        for key in [*recorded, *(key for key in config if key not in recorded)]
+        if recorded.get(key, ...) != config.get(key, ...)
+    ]
+    if differing:
+        raise ValueError(
+            f"{out_dir} holds samples made with other settings: {', '.join(differing)}; resume with the recorded "
+            "settings or use a new --out folder"
+        )
+
+
+def _describe(config: dict, key: str) -> str:
+    return repr(config[key]) if key in config else "unset"
 
 
 def write_png(image: PIL.Image.Image, path: Path) -> None:
@@ -38,10 +135,17 @@ def write_png(image: PIL.Image.Image, path: Path) -> None:
 
 
 def pack_npz(folder: Path, conditions: list, output: Path) -> np.ndarray:
-    """Stacks sample_000000.png ... into one uint8 array (N, H, W, 3), in index order."""
-    images = np.stack(
-        [np.asarray(PIL.Image.open(folder / f"{i:06d}.png").convert("RGB")) for i in range(len(conditions))]
-    )
+    """Reads 000000.png ... into one uint8 array (N, H, W, 3), in index order. The array is allocated once and
+    filled image by image, so packing 50k samples needs the memory of the array, not twice that."""
+    with PIL.Image.open(folder / f"{0:06d}.png") as image:
+        width, height = image.size
+    images = np.empty((len(conditions), height, width, 3), dtype=np.uint8)
+    for i in range(len(conditions)):
+        path = folder / f"{i:06d}.png"
+        with PIL.Image.open(path) as image:
+            if image.size != (width, height):
+                raise ValueError(f"{path} is {image.width}x{image.height}, but sample 0 is {width}x{height}")
+            images[i] = np.asarray(image.convert("RGB"))
     labels = np.array([c if isinstance(c, int) else -1 for c in conditions], dtype=np.int64)
     np.savez(output, arr_0=images, arr_1=labels)
     return images
@@ -56,18 +160,37 @@ def sample_many(
     prompts: list[str] | None = None,
     images_per_prompt: int = 4,
     pack: bool = True,
+    seed_per_prompt: bool = False,
+    model: str | None = None,
     **call_kwargs,
 ) -> Path:
     """Writes sample PNGs to `out_dir` (skipping those already there) and, unless `pack=False`, `samples.npz`.
-    `call_kwargs` go to the pipeline (steps, guidance, sampler...). Returns the output folder."""
+
+    Args:
+        prompts: text-to-image models only (required there): `images_per_prompt` samples of each.
+        seed_per_prompt: text-to-image only; image k of every prompt uses `seed + k` instead of `seed + i`.
+        model: the model's id or folder, recorded in `sampling_config.json` (default: `pipeline.name_or_path`).
+        call_kwargs: go to the pipeline (steps, guidance, sampler...).
+    Returns:
+        The output folder.
+    """
     from accelerate import PartialState
 
-    if num_samples < 1 or batch_size < 1:
-        raise ValueError(f"num_samples and batch_size must be positive, got {num_samples} and {batch_size}")
+    check_sizes(num_samples, batch_size, images_per_prompt)
+    conditions = sample_conditions(pipeline, num_samples, prompts, images_per_prompt)
+    if seed_per_prompt and prompts is None:
+        raise ValueError("seed_per_prompt (--seed-per-prompt) is for text-to-image models, which sample prompts")
+    model = model if model is not None else getattr(pipeline, "name_or_path", None)
+    if model is not None and Path(model).exists():
+        model = str(Path(model).resolve())
+    config = sampling_config(
+        pipeline, model, num_samples, seed, prompts, images_per_prompt, seed_per_prompt, call_kwargs
+    )
+
     state = PartialState()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    conditions = sample_conditions(pipeline, num_samples, prompts, images_per_prompt)
+    check_sampling_config(out_dir, config, state)
     mine = [i for i in range(len(conditions)) if i % state.num_processes == state.process_index]
     todo = [i for i in mine if not (out_dir / f"{i:06d}.png").exists()]
     key = "prompt" if prompts is not None else "class_labels"
@@ -77,7 +200,8 @@ def sample_many(
     ) as bar:
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
-            generators = [torch.Generator("cpu").manual_seed(seed + i) for i in batch]
+            seeds = [seed + (i % images_per_prompt if seed_per_prompt else i) for i in batch]
+            generators = [torch.Generator("cpu").manual_seed(sample_seed) for sample_seed in seeds]
             images = pipeline(**{key: [conditions[i] for i in batch]}, generator=generators, **call_kwargs).images
             for i, image in zip(batch, images):
                 write_png(image, out_dir / f"{i:06d}.png")
@@ -104,11 +228,17 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--images-per-prompt", type=int, default=4, help="text-to-image: images per prompt")
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward batch, per process")
     parser.add_argument("--seed", type=int, default=0, help="sample i uses a generator seeded with seed + i")
+    parser.add_argument(
+        "--seed-per-prompt",
+        action="store_true",
+        help="text-to-image: image k of every prompt uses seed + k (upstream GenEval's convention with seed 0)",
+    )
     parser.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
     parser.add_argument("--guidance-scale", type=float, help="classifier-free guidance scale (default: the model's)")
-    parser.add_argument("--sampler", choices=SAMPLERS, help="ODE solver (default: the model's)")
+    parser.add_argument("--sampler", choices=SAMPLING_METHODS, help="ODE solver (default: the model's)")
     parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="model dtype (default float32)")
     parser.add_argument("--no-npz", action="store_true", help="write PNGs only")
+    add_trust_remote_code_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -117,11 +247,13 @@ def run(args: argparse.Namespace) -> int:
 
     from .hub import load_pipeline
 
+    check_sizes(args.num_samples, args.batch_size, args.images_per_prompt)
     prompts = None
     if args.prompts:
         lines = Path(args.prompts).read_text(encoding="utf-8").splitlines()
         prompts = [line.strip() for line in lines if line.strip()]
-    pipeline = load_pipeline(args.model, dtype=DTYPES[args.dtype]).to(PartialState().device)
+    pipeline = load_pipeline(args.model, dtype=DTYPES[args.dtype], trust_remote_code=args.trust_remote_code)
+    pipeline = pipeline.to(PartialState().device)
     options = {
         "num_inference_steps": args.steps,
         "guidance_scale": args.guidance_scale,
@@ -137,6 +269,8 @@ def run(args: argparse.Namespace) -> int:
         prompts=prompts,
         images_per_prompt=args.images_per_prompt,
         pack=not args.no_npz,
+        seed_per_prompt=args.seed_per_prompt,
+        model=args.model,
         **options,
     )
     return 0

@@ -106,17 +106,12 @@ def test_generate_overrides_steps_guidance_and_sampler(tmp_path, capsys, model_f
     assert_same_image(tmp_path / "o/2-shape_2-seed4.png", expected)
 
 
-def test_generate_without_model_uses_the_bundled_demo_or_says_it_is_missing(
-    tmp_path, capsys, model_folder, monkeypatch
-):
-    _, folder = model_folder
-    import pixelgen_diffusers.demo as demo
+def test_generate_without_model_uses_the_bundled_demo_or_says_it_is_missing(tmp_path, capsys, monkeypatch):
+    arguments = ["--class", "circle", "--class", "7", "--steps", "2", "--device", "cpu"]
+    assert run_cli(capsys, "generate", *arguments, "--out", tmp_path / "demo")[0] == 0
+    assert sorted(path.name for path in (tmp_path / "demo").iterdir()) == ["1-circle-seed0.png", "7-square-seed0.png"]
 
-    monkeypatch.setattr(demo, "model_dir", lambda: folder)
-    assert run_cli(capsys, "generate", "--class", "1", "--device", "cpu", "--out", tmp_path / "demo")[0] == 0
-    assert [path.name for path in (tmp_path / "demo").iterdir()] == ["1-shape_1-seed0.png"]
-
-    monkeypatch.setitem(sys.modules, "pixelgen_diffusers.demo", None)  # not installed
+    monkeypatch.setitem(sys.modules, "pixelgen_diffusers.demo", None)  # as if the demo were not installed
     code, _, err = run_cli(capsys, "generate", "--class", "1", "--out", tmp_path / "none")
     assert_one_line_error(code, err, "generate", "no --model given and the bundled demo model is not installed")
 

@@ -12,6 +12,7 @@ Zehong-Ma/PixelGen; nothing of it ships here), reporting the speed ratio and the
 import argparse
 import importlib.util
 import re
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -21,7 +22,13 @@ import torch
 from pixelgen_diffusers import PixelGenC2IPipeline, PixelGenScheduler, PixelGenTransformer2DModel
 
 
-TINY = dict(sample_size=64, patch_size=8, hidden_size=192, depth=6, num_heads=3, in_context_len=8, in_context_start=2)
+SMALL_PRESETS = {
+    "tiny": dict(sample_size=64, patch_size=8, hidden_size=192, depth=6, num_heads=3, in_context_len=8,
+                 in_context_start=2),
+    # PixelGen-XL's token count (256 px, patch 16) at a CPU-friendly width and depth.
+    "small": dict(sample_size=256, patch_size=16, hidden_size=384, depth=8, num_heads=6, in_context_len=32,
+                  in_context_start=2),
+}  # fmt: skip
 UPSTREAM_TO_OURS = [
     (r"^in_context_posemb$", "in_context_pos_embed"),
     (r"^t_embedder\.mlp\.0\.", "time_embedder.linear_1."),
@@ -44,8 +51,8 @@ UPSTREAM_TO_OURS = [
 
 def build_pipeline(args) -> PixelGenC2IPipeline:
     torch.manual_seed(0)
-    if args.preset == "tiny":
-        transformer = PixelGenTransformer2DModel(**TINY)
+    if args.preset in SMALL_PRESETS:
+        transformer = PixelGenTransformer2DModel(**SMALL_PRESETS[args.preset])
     else:
         transformer = PixelGenTransformer2DModel.from_preset(args.preset)
     with torch.no_grad():  # random, non-degenerate weights (the zero-initialised layers would make x_hat trivial)
@@ -64,21 +71,35 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_pipeline(pipe, args, noise, labels) -> tuple[float, int, torch.Tensor]:
-    rows = []
-    handle = pipe.transformer.register_forward_pre_hook(lambda module, inputs: rows.append(inputs[0].shape[0]))
-    pipe(labels, latents=noise, output_type="latent")  # warm-up (and compilation)
-    rows.clear()
-    synchronize(args.device)
-    start = time.perf_counter()
+def measure(runners: dict, args) -> dict:
+    """Runs each callable once to warm up, then `repeats` rounds alternating between them (so drifting clock speed
+    or background load hits all alike); returns each one's median seconds per run."""
+    for run in runners.values():
+        run()
+    times = {name: [] for name in runners}
     for _ in range(args.repeats):
-        sample = pipe(labels, latents=noise, output_type="latent").images
-    synchronize(args.device)
+        for name, run in runners.items():
+            synchronize(args.device)
+            start = time.perf_counter()
+            run()
+            synchronize(args.device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def count_rows(module: torch.nn.Module, run) -> tuple[int, torch.Tensor]:
+    rows = []
+    handle = module.register_forward_pre_hook(lambda _, inputs: rows.append(inputs[0].shape[0]))
+    output = run()
     handle.remove()
-    return (time.perf_counter() - start) / args.repeats, sum(rows) // args.repeats, sample
+    return sum(rows), output
 
 
-def time_upstream(pipe, args, noise, labels) -> tuple[float, int, torch.Tensor]:
+def ours_runner(pipe, noise, labels):
+    return lambda: pipe(labels, latents=noise, output_type="latent").images
+
+
+def upstream_runner(pipe, args, noise, labels):
     """Upstream's JiT and HeunSamplerJiT/EulerSamplerJiT/AdamLMSamplerJiT, loaded from a local checkout."""
     repo = Path(args.upstream_repo)
     sys.path.insert(0, str(repo))
@@ -112,8 +133,6 @@ def time_upstream(pipe, args, noise, labels) -> tuple[float, int, torch.Tensor]:
     sampler = sampler_class(scheduler=LinearScheduler(), guidance_fn=simple_guidance_fn, num_steps=args.steps,
                             guidance=args.guidance_scale, guidance_interval_min=0.1, guidance_interval_max=0.9,
                             timeshift=2.0, **extra)  # fmt: skip
-    rows = []
-    net.register_forward_pre_hook(lambda module, inputs: rows.append(inputs[0].shape[0]))
     condition = torch.tensor(labels, device=args.device)
     uncondition = torch.full_like(condition, config.num_classes)
 
@@ -121,26 +140,19 @@ def time_upstream(pipe, args, noise, labels) -> tuple[float, int, torch.Tensor]:
         with torch.no_grad():
             return sampler(lambda x, t, y: net(x.to(net.pos_embed.dtype), t, y).float(), noise, condition, uncondition)
 
-    run()
-    rows.clear()
-    synchronize(args.device)
-    start = time.perf_counter()
-    for _ in range(args.repeats):
-        sample = run()
-    synchronize(args.device)
-    return (time.perf_counter() - start) / args.repeats, sum(rows) // args.repeats, sample
+    return net, run
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="tiny", help="'tiny' or a preset name such as PixelGen-XL/16")
+    parser.add_argument("--preset", default="tiny", help="'tiny', 'small' or a preset name such as PixelGen-XL/16")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--sampler", default="heun", choices=["heun", "euler", "adam_lm"])
     parser.add_argument("--guidance-scale", type=float, default=2.25)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3, help="timed rounds (median)")
     parser.add_argument("--compile", action="store_true", help="also time compile_repeated_blocks()")
     parser.add_argument("--upstream-repo", help="local checkout of Zehong-Ma/PixelGen to compare against")
     args = parser.parse_args()
@@ -153,18 +165,24 @@ def main() -> None:
         f"{args.preset} {size}px, batch {args.batch}, {args.sampler} {args.steps} steps, {args.dtype}, {args.device}"
     )
 
-    seconds, rows, sample = time_pipeline(pipe, args, noise, labels)
-    print(f"pixelgen-diffusers eager   : {args.batch / seconds:8.3f} images/s  {rows} transformer rows/run")
+    runners = {"ours": ours_runner(pipe, noise, labels)}
+    rows, sample = count_rows(pipe.transformer, runners["ours"])
     if args.upstream_repo:
-        upstream_seconds, upstream_rows, upstream_sample = time_upstream(pipe, args, noise, labels)
-        print(f"upstream PixelGen          : {args.batch / upstream_seconds:8.3f} images/s  {upstream_rows} rows/run")
-        print(f"speed-up (same run)        : {upstream_seconds / seconds:8.2f}x")
+        net, runners["upstream"] = upstream_runner(pipe, args, noise, labels)
+        upstream_rows, upstream_sample = count_rows(net, runners["upstream"])
+    seconds = measure(runners, args)
+    print(f"pixelgen-diffusers eager   : {args.batch / seconds['ours']:8.3f} images/s  {rows} transformer rows/run")
+    if args.upstream_repo:
+        print(
+            f"upstream PixelGen          : {args.batch / seconds['upstream']:8.3f} images/s  {upstream_rows} rows/run"
+        )
+        print(f"speed-up (same run)        : {seconds['upstream'] / seconds['ours']:8.2f}x")
         print(f"max |ours - upstream|      : {(sample - upstream_sample).abs().max().item():.2e}")
     if args.compile:
         pipe.transformer.compile_repeated_blocks(fullgraph=True)
-        compiled_seconds, _, _ = time_pipeline(pipe, args, noise, labels)
-        print(f"pixelgen-diffusers compiled: {args.batch / compiled_seconds:8.3f} images/s "
-              f"({seconds / compiled_seconds:.2f}x eager)")  # fmt: skip
+        compiled = measure({"compiled": runners["ours"]}, args)["compiled"]
+        speed_up = seconds["ours"] / compiled
+        print(f"pixelgen-diffusers compiled: {args.batch / compiled:8.3f} images/s ({speed_up:.2f}x eager)")
 
 
 if __name__ == "__main__":

@@ -141,9 +141,14 @@ class PixelGenC2IPipeline(DiffusionPipeline):
     def interrupt(self) -> bool:
         return self._interrupt
 
-    def check_inputs(
+    def check_inputs(self, num_labels, *sampling_inputs):
+        if num_labels == 0:
+            raise ValueError("class_labels is empty: give at least one class id or name.")
+        self.check_sampling_inputs(num_labels, *sampling_inputs)
+
+    def check_sampling_inputs(
         self,
-        num_labels,
+        num_conditions,
         num_images_per_prompt,
         height,
         width,
@@ -154,8 +159,7 @@ class PixelGenC2IPipeline(DiffusionPipeline):
         output_type,
         callback,
     ):
-        if num_labels == 0:
-            raise ValueError("class_labels is empty: give at least one class id or name.")
+        """Checks that do not depend on the kind of condition: sizes, steps, interval, generators, latents, output."""
         if not (isinstance(num_images_per_prompt, int) and num_images_per_prompt > 0):
             raise ValueError(f"num_images_per_prompt must be a positive integer, got {num_images_per_prompt!r}.")
         if guidance_interval[0] > guidance_interval[1]:
@@ -163,7 +167,6 @@ class PixelGenC2IPipeline(DiffusionPipeline):
                 f"guidance_interval_min ({guidance_interval[0]}) must not exceed guidance_interval_max"
                 f" ({guidance_interval[1]})."
             )
-        batch_size = num_labels * num_images_per_prompt
         sample_size = self.transformer.config.sample_size
         if height != sample_size or width != sample_size:
             raise ValueError(
@@ -171,6 +174,7 @@ class PixelGenC2IPipeline(DiffusionPipeline):
             )
         if not (isinstance(num_inference_steps, int) and num_inference_steps > 0):
             raise ValueError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}.")
+        batch_size = num_conditions * num_images_per_prompt
         if isinstance(generator, list) and len(generator) != batch_size:
             raise ValueError(
                 f"Got a list of {len(generator)} generators for a batch of {batch_size} images: pass one generator"

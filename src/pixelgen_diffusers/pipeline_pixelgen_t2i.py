@@ -300,12 +300,41 @@ class PixelGenT2IPipeline(DiffusionPipeline):
                 "Guidance with `prompt_embeds` needs `negative_prompt_embeds` when the pipeline has no text encoder:"
                 " get both from `encode_prompt`, or set guidance_scale=1.0."
             )
+        self.check_sampling_inputs(
+            num_prompts,
+            num_images_per_prompt,
+            height,
+            width,
+            num_inference_steps,
+            guidance_interval,
+            generator,
+            latents,
+            output_type,
+            callback,
+        )
+
+    # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.check_sampling_inputs
+    def check_sampling_inputs(
+        self,
+        num_conditions,
+        num_images_per_prompt,
+        height,
+        width,
+        num_inference_steps,
+        guidance_interval,
+        generator,
+        latents,
+        output_type,
+        callback,
+    ):
+        """Checks that do not depend on the kind of condition: sizes, steps, interval, generators, latents, output."""
+        if not (isinstance(num_images_per_prompt, int) and num_images_per_prompt > 0):
+            raise ValueError(f"num_images_per_prompt must be a positive integer, got {num_images_per_prompt!r}.")
         if guidance_interval[0] > guidance_interval[1]:
             raise ValueError(
                 f"guidance_interval_min ({guidance_interval[0]}) must not exceed guidance_interval_max"
                 f" ({guidance_interval[1]})."
             )
-
         sample_size = self.transformer.config.sample_size
         if height != sample_size or width != sample_size:
             raise ValueError(
@@ -313,9 +342,7 @@ class PixelGenT2IPipeline(DiffusionPipeline):
             )
         if not (isinstance(num_inference_steps, int) and num_inference_steps > 0):
             raise ValueError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}.")
-        if not (isinstance(num_images_per_prompt, int) and num_images_per_prompt > 0):
-            raise ValueError(f"num_images_per_prompt must be a positive integer, got {num_images_per_prompt!r}.")
-        batch_size = num_prompts * num_images_per_prompt
+        batch_size = num_conditions * num_images_per_prompt
         if isinstance(generator, list) and len(generator) != batch_size:
             raise ValueError(
                 f"Got a list of {len(generator)} generators for a batch of {batch_size} images: pass one generator"

@@ -14,6 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..scheduling_pixelgen import x_to_velocity as velocity  # the sampler's conversion, with its 0.05 clamp
+
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -43,12 +45,6 @@ def drop_labels(
     that classifier-free guidance needs."""
     drop = torch.rand(class_labels.shape, generator=generator, device=class_labels.device) < probability
     return torch.where(drop, torch.full_like(class_labels, null_class_id), class_labels)
-
-
-def velocity(image: torch.Tensor, noisy: torch.Tensor, t: torch.Tensor, t_eps: float = 0.05) -> torch.Tensor:
-    """The flow velocity (x - x_t) / (1 - t) implied by a clean image, with 1 - t clamped below at `t_eps` so that
-    near-clean samples do not blow up the loss."""
-    return (image - noisy) / (1 - t.view(-1, 1, 1, 1)).clamp_min(t_eps)
 
 
 def noise_gate(t: torch.Tensor, threshold: float) -> torch.Tensor:

@@ -19,6 +19,13 @@ from diffusers.utils import BaseOutput
 SAMPLING_METHODS = ("heun", "euler", "adam_lm")
 
 
+def x_to_velocity(x_hat: torch.Tensor, sample: torch.Tensor, t: torch.Tensor, t_eps: float = 0.05) -> torch.Tensor:
+    """Velocity implied by a clean-image prediction, v = (x_hat - x_t) / max(1 - t, t_eps), in float32; the clamp
+    keeps the conversion finite near t = 1. Sampling and training both use it."""
+    t = torch.as_tensor(t, dtype=torch.float32, device=sample.device).reshape(-1, *([1] * (sample.ndim - 1)))
+    return (x_hat.float() - sample.float()) / (1.0 - t).clamp_min(t_eps)
+
+
 @dataclass
 class PixelGenSchedulerOutput(BaseOutput):
     prev_sample: torch.Tensor
@@ -198,9 +205,7 @@ class PixelGenScheduler(SchedulerMixin, ConfigMixin):
 
     def convert_model_output(self, model_output: torch.Tensor, timestep: torch.Tensor, sample: torch.Tensor):
         """x-prediction to velocity, v = (x_hat - x_t) / max(1 - t, t_eps), in float32."""
-        timestep = torch.as_tensor(timestep, dtype=torch.float32, device=sample.device)
-        denominator = (1.0 - timestep.reshape(-1, *([1] * (sample.ndim - 1)))).clamp_min(self.config.t_eps)
-        return (model_output.float() - sample.float()) / denominator
+        return x_to_velocity(model_output, sample, timestep, self.config.t_eps)
 
     def step(
         self,

@@ -16,16 +16,18 @@ from .scheduling_pixelgen import SAMPLING_METHODS
 from .utils import DTYPES, is_text_to_image
 
 
-def demo_model_dir() -> Path:
-    """The bundled demo model, used when no --model is given."""
+def demo_model_dir(text_to_image: bool = False) -> Path:
+    """The bundled demo model used when no --model is given: the text-to-image one for prompts, the class-to-image
+    one for classes."""
     try:
-        from .demo import model_dir
+        from . import demo
 
-        path = Path(model_dir())
+        path = Path(demo.t2i_model_dir() if text_to_image else demo.model_dir())
     except (ImportError, AttributeError, OSError):
         path = None
     if path is None or not (path / "model_index.json").is_file():
-        raise ValueError("no --model given and the bundled demo model is not installed")
+        kind = "text-to-image" if text_to_image else "class-to-image"
+        raise ValueError(f"no --model given and the bundled {kind} demo model is not installed")
     return path
 
 
@@ -80,7 +82,11 @@ def add_parser(subparsers) -> None:
         description="Generate images with a PixelGen model folder, Hub repo or Hub subfolder (owner/repo/subfolder). "
         "Sampling settings default to the model's recommended ones.",
     )
-    parser.add_argument("--model", help="folder, owner/repo or owner/repo/subfolder (default: the bundled demo model)")
+    parser.add_argument(
+        "--model",
+        help="folder, owner/repo or owner/repo/subfolder (default: the bundled demo model, text-to-image with"
+        " --prompt, class-to-image with --class)",
+    )
     parser.add_argument(
         "--class", dest="classes", action="append", metavar="CLASS", help="class name or id; repeat for several"
     )
@@ -124,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     except RuntimeError:
         raise ValueError(f"--device {args.device!r} is not a torch device (e.g. cpu, cuda, cuda:1, mps)") from None
 
-    model = args.model if args.model is not None else demo_model_dir()
+    model = args.model if args.model is not None else demo_model_dir(text_to_image=bool(args.prompts))
     pipeline = load_pipeline(model, dtype=DTYPES[args.dtype], trust_remote_code=args.trust_remote_code).to(device)
     call_parameters = inspect.signature(pipeline.__call__).parameters
     text_to_image = is_text_to_image(pipeline)

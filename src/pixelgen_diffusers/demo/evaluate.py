@@ -159,17 +159,28 @@ def add_parser(subparsers) -> None:
     """Registers `pixelgen eval-demo`."""
     parser = subparsers.add_parser(
         "eval-demo",
-        help="score the bundled demo model (or another shapes model) with the demo classifier",
-        description="Accuracy of the demo classifier on generated images and Frechet distance of its features to"
-        " real held-out images, per sampler / steps / guidance. Without --methods/--steps/--guidance it runs the"
-        " README's table; with any of them, their product.",
+        help="score the bundled demo models (or other shapes models) with the demo classifiers",
+        description="Class-to-image (default): accuracy of the demo classifier on generated images and Frechet"
+        " distance of its features to real held-out images. Text-to-image (--t2i): a GenEval-style score on prompts"
+        " naming colour/shape/background combinations held out from training, per task and overall. Rows are"
+        " samplers / steps / guidance scales: without --methods/--steps/--guidance the README's table; with any of"
+        " them, their product.",
     )
-    parser.add_argument("--model", help="a pipeline folder trained on the shapes dataset (default: the bundled demo)")
+    parser.add_argument("--t2i", action="store_true", help="score the text-to-image demo (GenEval-style)")
+    parser.add_argument(
+        "--model",
+        help="a pipeline folder trained on the shapes (or captioned shapes) data (default: the bundled demo)",
+    )
     parser.add_argument("--methods", nargs="+", choices=METHODS, help="samplers (default: all)")
     parser.add_argument("--steps", nargs="+", type=int, help="step counts (default: 10 25)")
-    parser.add_argument("--guidance", nargs="+", type=float, help="guidance scales (default: 1 2 3)")
-    parser.add_argument("--num-samples", type=int, default=200, help="generated images per row")
-    parser.add_argument("--num-real", type=int, default=1000, help="real held-out images for the reference")
+    parser.add_argument("--guidance", nargs="+", type=float, help="guidance scales (default: 1 2 3; --t2i: 2 4)")
+    parser.add_argument("--num-samples", type=int, help="generated images per row (default 200; not with --t2i)")
+    parser.add_argument(
+        "--num-real", type=int, help="real held-out images for the reference (default 1000; not with --t2i)"
+    )
+    parser.add_argument(
+        "--images-per-prompt", type=int, help="--t2i: images per evaluation prompt (default 1; 8x for single object)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write the rows to this JSON file")
     parser.set_defaults(func=run_from_args)
@@ -178,6 +189,28 @@ def add_parser(subparsers) -> None:
 def run_from_args(args) -> int:
     from ..hub import load_pipeline
     from . import model_dir
+
+    for option, value in (
+        ("--steps", min(args.steps or [1])),
+        ("--num-samples", args.num_samples),
+        ("--num-real", args.num_real),
+        ("--images-per-prompt", args.images_per_prompt),
+    ):
+        if value is not None and value < 1:
+            raise ValueError(f"{option} must be a positive integer, got {value}")
+    if args.t2i:
+        if args.num_samples is not None or args.num_real is not None:
+            raise ValueError(
+                "--num-samples and --num-real are for the class-to-image score; with --t2i use --images-per-prompt"
+            )
+        from .evaluate_t2i import run_from_args as run_t2i
+
+        args.images_per_prompt = args.images_per_prompt or 1
+        return run_t2i(args)
+    if args.images_per_prompt is not None:
+        raise ValueError("--images-per-prompt is for the text-to-image score (--t2i)")
+    num_samples = args.num_samples if args.num_samples is not None else 200
+    num_real = args.num_real if args.num_real is not None else 1000
 
     pipeline = load_pipeline(args.model or model_dir())
     pipeline.set_progress_bar_config(disable=True)
@@ -188,7 +221,7 @@ def run_from_args(args) -> int:
     else:
         table = DEFAULT_TABLE
     print(format_table([]))
-    rows = evaluate(pipeline, table, args.num_samples, args.num_real, args.seed, progress=True)
+    rows = evaluate(pipeline, table, num_samples, num_real, args.seed, progress=True)
     if args.json:
         with open(args.json, "w") as file:
             json.dump(rows, file, indent=2)

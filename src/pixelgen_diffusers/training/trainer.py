@@ -1,6 +1,6 @@
 # Copyright 2026 The pixelgen-diffusers authors. Licensed under the MIT license.
-"""The PixelGen trainer: one loop for one device or many (`accelerate launch`), with EMA, sample grids, atomic
-checkpoints that are loadable pipeline folders, and bit-for-bit `--resume`."""
+"""The PixelGen trainer: one loop for one device or many (`accelerate launch`), for class-to-image and text-to-image
+models, with EMA, sample grids, atomic checkpoints that are loadable pipeline folders, and bit-for-bit `--resume`."""
 
 import dataclasses
 import json
@@ -18,15 +18,28 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..pipeline_pixelgen_c2i import PixelGenC2IPipeline
+from ..pipeline_pixelgen_t2i import PixelGenT2IPipeline
 from ..scheduling_pixelgen import PixelGenScheduler
 from ..transformer_jit import PIXELGEN_PRESETS, PixelGenTransformer2DModel
-from .data import ImageClassDataset, StepBatchSampler
+from ..transformer_jit_t2i import PixelGenT2ITransformer2DModel
+from .captions import CaptionEmbeddingCache, EmbeddedCaptionDataset, load_embedding, load_text_encoder
+from .data import ImageCaptionDataset, ImageClassDataset, StepBatchSampler, is_caption_folder
 from .losses import EMA, PixelGenLoss, load_dino, load_lpips
 
 
 logger = logging.getLogger(__name__)
 
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
+MODEL_TYPES = ("c2i", "t2i")
+DEFAULT_TEXT_ENCODER = "Qwen/Qwen3-1.7B"
+# The sampling recipe of a new model (upstream's evaluation settings per kind); a pretrained folder's own recipe wins.
+DEFAULT_SAMPLING = {
+    "c2i": dict(sampling_method="heun", sampling_timeshift=1.0, solver_order=2, num_inference_steps=50,
+                guidance_scale=1.0, guidance_interval_min=0.0, guidance_interval_max=1.0),
+    "t2i": dict(sampling_method="adam_lm", sampling_timeshift=3.0, solver_order=2, num_inference_steps=25,
+                guidance_scale=4.0, guidance_interval_min=0.0, guidance_interval_max=1.0),
+}  # fmt: skip
+SAMPLING_FIELDS = tuple(DEFAULT_SAMPLING["c2i"])
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 STATE_DIR = "training_state"
 
@@ -37,16 +50,28 @@ class TrainingConfig:
     Everything a training run depends on; stored in every checkpoint.
 
     Model: `pretrained` (a pipeline or transformer folder, or Hub id, to fine-tune) or a fresh model from `preset`
-    and/or `model_config` (constructor arguments of [`PixelGenTransformer2DModel`], e.g. `{"hidden_size": 128}`);
-    `num_classes` always comes from the data. Objective: upstream's defaults (see [`PixelGenLoss`]); `lpips` and
-    `dino` are local paths, Hub ids or modules, and enable the perceptual terms; `repa_layer` enables REPA.
-    Sampling settings (`sampling_method` ... `guidance_interval_max`) are used for the sample grids and stored as
-    the defaults of the saved pipelines.
+    and/or `model_config` (constructor arguments of [`PixelGenTransformer2DModel`], e.g. `{"hidden_size": 128}`, or
+    of [`PixelGenT2ITransformer2DModel`]); `num_classes` always comes from the data. `model_type` is `"c2i"` or
+    `"t2i"`; by default the pretrained model's kind, else `"t2i"` for a captioned `data_dir` (a `metadata.jsonl` or
+    `.txt` captions, see [`ImageCaptionDataset`]).
+
+    Text-to-image: `text_encoder` is the Qwen3 encoder (a folder or Hub id holding it and its tokenizer, a pipeline
+    folder with `text_encoder/` and `tokenizer/`, or a module with `tokenizer` given too); default: the pretrained
+    folder's, else its `text_encoder_id`, else Qwen/Qwen3-1.7B. Captions are encoded once into
+    `caption_cache_dir` (default `<output_dir>/caption_embeddings`) and dropped to the empty prompt with probability
+    `caption_dropout`.
+
+    Objective: upstream's defaults (see [`PixelGenLoss`]); `lpips` and `dino` are local paths, Hub ids or modules,
+    and enable the perceptual terms; `repa_layer` enables REPA. Sampling settings (`sampling_method` ...
+    `guidance_interval_max`) are used for the sample grids and stored as the defaults of the saved pipelines; those
+    left `None` keep the pretrained folder's recipe (or the defaults of the model kind for a new model).
     """
 
     data_dir: str
     output_dir: str
     labels_file: str | None = None
+    caption_column: str = "text"
+    model_type: str | None = None
     pretrained: str | None = None
     preset: str | None = None
     model_config: dict = field(default_factory=dict)
@@ -60,6 +85,10 @@ class TrainingConfig:
     max_grad_norm: float = 1.0
     ema_decay: float = 0.9999
     label_dropout: float = 0.1
+    caption_dropout: float = 0.1
+    text_encoder: str | torch.nn.Module | None = None
+    tokenizer: object | None = None
+    caption_cache_dir: str | None = None
     p_mean: float = -0.8
     p_std: float = 0.8
     timeshift: float = 1.0
@@ -83,19 +112,30 @@ class TrainingConfig:
     checkpoint_every: int = 5000
     checkpoints_total_limit: int | None = None
     resume: str | None = None
-    sampling_method: str = "heun"
-    sampling_timeshift: float = 1.0
-    num_inference_steps: int = 50
-    guidance_scale: float = 1.0
-    guidance_interval_min: float = 0.0
-    guidance_interval_max: float = 1.0
+    sampling_method: str | None = None
+    sampling_timeshift: float | None = None
+    solver_order: int | None = None
+    num_inference_steps: int | None = None
+    guidance_scale: float | None = None
+    guidance_interval_min: float | None = None
+    guidance_interval_max: float | None = None
 
     def __post_init__(self):
-        positive = ("max_steps", "batch_size", "log_every", "sample_every", "checkpoint_every", "num_inference_steps")
+        positive = ("max_steps", "batch_size", "log_every", "sample_every", "checkpoint_every")
         for name in positive:
             value = getattr(self, name)
             if not (isinstance(value, int) and value > 0):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        if self.num_inference_steps is not None and not (
+            isinstance(self.num_inference_steps, int) and self.num_inference_steps > 0
+        ):
+            raise ValueError(f"num_inference_steps must be a positive integer, got {self.num_inference_steps!r}.")
+        if self.model_type is not None and self.model_type not in MODEL_TYPES:
+            raise ValueError(f"model_type is {self.model_type!r}; accepted: {', '.join(MODEL_TYPES)}.")
+        if not 0 <= self.caption_dropout < 1:
+            raise ValueError(f"caption_dropout must be in [0, 1), got {self.caption_dropout}.")
+        if isinstance(self.text_encoder, torch.nn.Module) and self.tokenizer is None:
+            raise ValueError("text_encoder is a module, so tokenizer must be given too.")
         if self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(f"mixed_precision is {self.mixed_precision!r}; accepted: {', '.join(MIXED_PRECISION)}.")
         if self.preset is not None and self.preset not in PIXELGEN_PRESETS:
@@ -112,23 +152,72 @@ class TrainingConfig:
     def to_json_dict(self) -> dict:
         """The config as JSON; backbones given as modules are recorded by class name."""
         values = {config_field.name: getattr(self, config_field.name) for config_field in dataclasses.fields(self)}
-        for name in ("lpips", "dino"):
-            if isinstance(values[name], torch.nn.Module):
+        for name in ("lpips", "dino", "text_encoder", "tokenizer"):
+            if values[name] is not None and not isinstance(values[name], str):
                 values[name] = f"<{type(values[name]).__name__} module>"
         return values
 
 
 # ---------------------------------------------------------------------------------------------------- the model
-def build_transformer(config: TrainingConfig, num_classes: int) -> PixelGenTransformer2DModel:
+def _transformer_subfolder(pretrained: str) -> str | None:
+    """A transformer folder is used as is; a pipeline folder (or Hub id) through its `transformer/`."""
+    return None if (Path(pretrained) / "config.json").is_file() else "transformer"
+
+
+def pretrained_json(pretrained: str, filename: str) -> dict | None:
+    """A JSON file of the pretrained pipeline folder (local or on the Hub), or None when it has none."""
+    path = Path(pretrained) / filename
+    if path.is_file():
+        return json.loads(path.read_text())
+    if Path(pretrained).exists():
+        return None
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return json.loads(Path(hf_hub_download(pretrained, filename)).read_text())
+    except Exception:  # a transformer-only repo, or no such file: no recipe to keep
+        return None
+
+
+def pretrained_model_type(pretrained: str) -> str:
+    config = PixelGenTransformer2DModel.load_config(pretrained, subfolder=_transformer_subfolder(pretrained))
+    return "t2i" if "txt_max_length" in config else "c2i"
+
+
+def resolve_sampling(config: TrainingConfig, model_type: str) -> dict:
+    """The saved pipelines' sampling recipe: what the config sets, else the pretrained folder's recipe (pipeline
+    and scheduler config), else the model kind's defaults."""
+    recipe = dict(DEFAULT_SAMPLING[model_type])
     if config.pretrained is not None:
-        path = Path(config.pretrained)
-        subfolder = "transformer" if not (path / "config.json").is_file() else None
-        transformer = PixelGenTransformer2DModel.from_pretrained(config.pretrained, subfolder=subfolder)
-        if transformer.config.num_classes != num_classes:
+        pipeline_config = pretrained_json(config.pretrained, "model_index.json") or {}
+        scheduler_config = pretrained_json(config.pretrained, "scheduler/scheduler_config.json") or {}
+        stored = {
+            "sampling_method": scheduler_config.get("sampling_method"),
+            "sampling_timeshift": scheduler_config.get("timeshift"),
+            "solver_order": scheduler_config.get("solver_order"),
+        }
+        stored.update({name: pipeline_config.get(name) for name in SAMPLING_FIELDS if name in pipeline_config})
+        recipe.update({name: value for name, value in stored.items() if value is not None})
+    recipe.update({name: getattr(config, name) for name in SAMPLING_FIELDS if getattr(config, name) is not None})
+    return recipe
+
+
+def build_transformer(config: TrainingConfig, model_type: str, num_classes: int | None = None) -> torch.nn.Module:
+    model_class = PixelGenT2ITransformer2DModel if model_type == "t2i" else PixelGenTransformer2DModel
+    if config.pretrained is not None:
+        subfolder = _transformer_subfolder(config.pretrained)
+        transformer = model_class.from_pretrained(config.pretrained, subfolder=subfolder)
+        if model_type == "c2i" and transformer.config.num_classes != num_classes:
             raise ValueError(
                 f"The pretrained model has {transformer.config.num_classes} classes but data_dir has {num_classes};"
                 " they must match."
             )
+        return transformer
+    if model_type == "t2i":
+        if config.preset is not None:
+            raise ValueError(f"preset {config.preset!r} is a class-to-image architecture; use model_config for t2i.")
+        transformer = PixelGenT2ITransformer2DModel(**{"sample_size": config.sample_size, **config.model_config})
+        initialize_t2i_weights(transformer)
         return transformer
     arguments = dict(PIXELGEN_PRESETS[config.preset]) if config.preset else {}
     arguments.update(sample_size=config.sample_size, num_classes=num_classes)
@@ -138,16 +227,20 @@ def build_transformer(config: TrainingConfig, num_classes: int) -> PixelGenTrans
     return transformer
 
 
+def _xavier_linears(model: torch.nn.Module) -> None:
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear):
+            torch.nn.init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
+
+
 @torch.no_grad()
 def initialize_weights(transformer: PixelGenTransformer2DModel) -> None:
     """JiT's initialisation of a new model: Xavier-uniform linears (and patch convs, as linears) with zero biases,
     N(0, 0.02) class/time embeddings and in-context positions, and zeroed adaLN modulations and output layer, so
     that every block starts as the identity."""
-    for module in transformer.modules():
-        if isinstance(module, torch.nn.Linear):
-            torch.nn.init.xavier_uniform_(module.weight)
-            if module.bias is not None:
-                torch.nn.init.zeros_(module.bias)
+    _xavier_linears(transformer)
     for conv in (transformer.patch_embedder.proj_in, transformer.patch_embedder.proj_out):
         if conv is not None:
             torch.nn.init.xavier_uniform_(conv.weight.view(conv.weight.shape[0], -1))
@@ -164,19 +257,39 @@ def initialize_weights(transformer: PixelGenTransformer2DModel) -> None:
         torch.nn.init.zeros_(linear.bias)
 
 
-def make_pipeline(transformer, config: TrainingConfig, id2label: dict[int, str]) -> PixelGenC2IPipeline:
-    """The pipeline a checkpoint is saved as, with the run's sampling settings as its defaults."""
-    scheduler = PixelGenScheduler(sampling_method=config.sampling_method, timeshift=config.sampling_timeshift)
-    pipeline = PixelGenC2IPipeline(
-        transformer,
-        scheduler,
-        id2label=id2label,
-        num_inference_steps=config.num_inference_steps,
-        guidance_scale=config.guidance_scale,
-        guidance_interval_min=config.guidance_interval_min,
-        guidance_interval_max=config.guidance_interval_max,
+@torch.no_grad()
+def initialize_t2i_weights(transformer: PixelGenT2ITransformer2DModel) -> None:
+    """The same scheme for a new text-to-image model: Xavier-uniform linears with zero biases, N(0, 0.02) time
+    embedding and text positions, zeroed adaLN modulations (image and text blocks) and output layer."""
+    _xavier_linears(transformer)
+    torch.nn.init.normal_(transformer.time_embedder.linear_1.weight, std=0.02)
+    torch.nn.init.normal_(transformer.time_embedder.linear_2.weight, std=0.02)
+    torch.nn.init.normal_(transformer.text_pos_embed, std=0.02)
+    blocks = [*transformer.text_refiner_blocks, *transformer.transformer_blocks]
+    for linear in [block.adaln_modulation for block in blocks] + [transformer.final_layer.proj_out]:
+        torch.nn.init.zeros_(linear.weight)
+        torch.nn.init.zeros_(linear.bias)
+
+
+def make_pipeline(transformer, config: TrainingConfig, sampling: dict, id2label=None, text_encoder_id=None):
+    """The pipeline a checkpoint is saved as, with the run's sampling recipe as its defaults: class-to-image with
+    `id2label`, else text-to-image (without its text encoder, which loads from `text_encoder_id` when prompted)."""
+    scheduler = PixelGenScheduler(
+        sampling_method=sampling["sampling_method"],
+        timeshift=sampling["sampling_timeshift"],
+        solver_order=sampling["solver_order"],
+    )
+    settings = dict(
+        num_inference_steps=sampling["num_inference_steps"],
+        guidance_scale=sampling["guidance_scale"],
+        guidance_interval_min=sampling["guidance_interval_min"],
+        guidance_interval_max=sampling["guidance_interval_max"],
         noise_scale=config.noise_scale,
     )
+    if id2label is not None:
+        pipeline = PixelGenC2IPipeline(transformer, scheduler, id2label=id2label, **settings)
+    else:
+        pipeline = PixelGenT2IPipeline(transformer, scheduler, text_encoder_id=text_encoder_id, **settings)
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
 
@@ -188,17 +301,6 @@ def image_grid(images: list[PIL.Image.Image], rows: int) -> PIL.Image.Image:
     for index, image in enumerate(images):
         grid.paste(image, ((index % columns) * width, (index // columns) * height))
     return grid
-
-
-@torch.no_grad()
-def save_sample_grid(transformer, config: TrainingConfig, id2label: dict[int, str], path: Path) -> None:
-    """One row per class (up to 10), four images each, from a fixed seed so grids are comparable across steps."""
-    pipeline = make_pipeline(transformer, config, id2label)
-    class_ids = list(range(min(len(id2label), 10)))
-    generator = torch.Generator(transformer.device).manual_seed(config.seed)
-    images = pipeline(class_ids, num_images_per_prompt=4, generator=generator).images
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image_grid(images, rows=len(class_ids)).save(path)
 
 
 # ---------------------------------------------------------------------------------------------- checkpointing
@@ -246,18 +348,34 @@ class Trainer:
             mixed_precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
         self.accelerator = Accelerator(mixed_precision=mixed_precision)
         self.output_dir = Path(config.output_dir)
-        self.dataset = ImageClassDataset(config.data_dir, self._sample_size(), config.labels_file)
-        self.id2label = self.dataset.id2label
+        self.model_type = self._model_type()
+        self.sampling = resolve_sampling(config, self.model_type)
+        self.id2label, self.text_encoder_id, empty_prompt_embeds = None, None, None
+        if self.model_type == "t2i":
+            images = ImageCaptionDataset(config.data_dir, self._sample_size(), config.caption_column)
+            text_encoder, tokenizer, self.text_encoder_id = self._text_encoder()  # before building the model
+        else:
+            self.dataset = ImageClassDataset(config.data_dir, self._sample_size(), config.labels_file)
+            self.id2label = self.dataset.id2label
 
         torch.manual_seed(config.seed)  # the same initial weights on every process
-        transformer = build_transformer(config, len(self.id2label))
+        transformer = build_transformer(config, self.model_type, None if self.id2label is None else len(self.id2label))
+        if self.model_type == "t2i":
+            embedding_files = self._cache_caption_embeddings(transformer, text_encoder, tokenizer, images.captions)
+            text_encoder = tokenizer = None  # training steps only read the cache
+            self.dataset = EmbeddedCaptionDataset(images, [embedding_files[caption] for caption in images.captions])
+            empty_prompt_embeds = load_embedding(embedding_files[""])[None]
+            # The grid's prompts: the first distinct captions of the data, with their cached embeddings.
+            self.sample_prompts = list(dict.fromkeys(images.captions))[:4]
+            self.sample_files = [embedding_files[caption] for caption in self.sample_prompts]
+            self.empty_embedding_file = embedding_files[""]
         if config.gradient_checkpointing:
             transformer.enable_gradient_checkpointing()
         transformer.train()
         self.ema = EMA(transformer, config.ema_decay)  # before the REPA hook is attached to `transformer`
         objective = PixelGenLoss(
             transformer,
-            label_dropout=config.label_dropout,
+            label_dropout=config.caption_dropout if self.model_type == "t2i" else config.label_dropout,
             p_mean=config.p_mean,
             p_std=config.p_std,
             timeshift=config.timeshift,
@@ -272,6 +390,7 @@ class Trainer:
             repa_layer=config.repa_layer,
             repa_weight=config.repa_weight,
             adaptive_weight_start=config.adaptive_weight_start,
+            empty_prompt_embeds=empty_prompt_embeds,
         )
         self.parameters = [parameter for parameter in objective.parameters() if parameter.requires_grad]
         optimizer = torch.optim.AdamW(
@@ -287,13 +406,85 @@ class Trainer:
         self.generator = torch.Generator(self.accelerator.device).manual_seed(config.seed + 1 + rank)
         self.step = 0
 
+    def _model_type(self) -> str:
+        config = self.config
+        if config.pretrained is not None:
+            model_type = pretrained_model_type(config.pretrained)
+            if config.model_type is not None and config.model_type != model_type:
+                raise ValueError(
+                    f"model_type is {config.model_type!r} but the pretrained model {config.pretrained!r} is"
+                    f" {model_type!r}."
+                )
+            return model_type
+        if config.model_type is not None:
+            return config.model_type
+        return "t2i" if is_caption_folder(config.data_dir) else "c2i"
+
     def _sample_size(self) -> int:
         config = self.config
         if config.pretrained is None:
             return config.model_config.get("sample_size", config.sample_size)
-        path = Path(config.pretrained)
-        subfolder = "transformer" if not (path / "config.json").is_file() else None
+        subfolder = _transformer_subfolder(config.pretrained)
         return PixelGenTransformer2DModel.load_config(config.pretrained, subfolder=subfolder)["sample_size"]
+
+    def _text_encoder(self):
+        """The Qwen3 encoder and tokenizer of a text-to-image run (see `TrainingConfig`), and the id that the saved
+        pipelines record as their `text_encoder_id`."""
+        config = self.config
+        pipeline_config = pretrained_json(config.pretrained, "model_index.json") if config.pretrained else None
+        default_id = (pipeline_config or {}).get("text_encoder_id", DEFAULT_TEXT_ENCODER)
+        if isinstance(config.text_encoder, torch.nn.Module):
+            return config.text_encoder.eval().requires_grad_(False), config.tokenizer, default_id
+        if config.text_encoder is not None:
+            source = str(config.text_encoder)
+            return *load_text_encoder(source), source
+        if config.pretrained is not None and (Path(config.pretrained) / "text_encoder").is_dir():
+            return *load_text_encoder(config.pretrained), default_id
+        return *load_text_encoder(default_id), default_id
+
+    def _cache_caption_embeddings(self, transformer, text_encoder, tokenizer, captions: list[str]) -> dict[str, Path]:
+        """Encodes the captions (and the empty prompt) not cached yet, on the main process first; returns each
+        caption's embedding file. The encoder is released afterwards: training steps only read the cache."""
+        pipeline = PixelGenT2IPipeline(transformer, PixelGenScheduler(), text_encoder, tokenizer)
+        root = self.config.caption_cache_dir or self.output_dir / "caption_embeddings"
+        cache = CaptionEmbeddingCache(root, pipeline)
+        with self.accelerator.main_process_first():
+            if self.accelerator.is_main_process:
+                text_encoder.to(self.accelerator.device)
+            cache.encode([*captions, ""], device=text_encoder.device)
+        if self.accelerator.is_main_process:
+            logger.info(f"Caption embeddings in {cache.folder}: {cache.hits} cached, {cache.misses} encoded.")
+        self.caption_cache = cache
+        files = {caption: cache.path(caption) for caption in {*captions, ""}}
+        del pipeline, cache.pipeline, cache.text_encoder, cache.tokenizer, text_encoder
+        return files
+
+    def make_pipeline(self, transformer):
+        return make_pipeline(transformer, self.config, self.sampling, self.id2label, self.text_encoder_id)
+
+    @torch.no_grad()
+    def save_sample_grid(self, path: Path) -> None:
+        """One row per class (up to 10) or per prompt (the data's first 4 captions), four images each, from a fixed
+        seed so grids are comparable across steps."""
+        transformer = self.ema.model
+        pipeline = self.make_pipeline(transformer)
+        generator = torch.Generator(transformer.device).manual_seed(self.config.seed)
+        if self.model_type == "t2i":
+            prompt_embeds = torch.stack([load_embedding(file) for file in self.sample_files])
+            negative = load_embedding(self.empty_embedding_file)[None]
+            images = pipeline(
+                prompt_embeds=prompt_embeds,
+                negative_prompt_embeds=negative,
+                num_images_per_prompt=4,
+                generator=generator,
+            ).images
+            rows = len(prompt_embeds)
+        else:
+            class_ids = list(range(min(len(self.id2label), 10)))
+            images = pipeline(class_ids, num_images_per_prompt=4, generator=generator).images
+            rows = len(class_ids)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image_grid(images, rows=rows).save(path)
 
     @property
     def unwrapped(self) -> PixelGenLoss:
@@ -322,7 +513,7 @@ class Trainer:
         rank = accelerator.process_index
         torch.save(_rng_state(self.generator), temporary / STATE_DIR / f"rng_state_{rank}.pt")
         if accelerator.is_main_process:
-            make_pipeline(self.ema.model, self.config, self.id2label).save_pretrained(temporary)
+            self.make_pipeline(self.ema.model).save_pretrained(temporary)
             save_file(self._trainable_state_dict(), temporary / STATE_DIR / "model.safetensors")
             torch.save(self.optimizer.state_dict(), temporary / STATE_DIR / "optimizer.pt")
             state = {
@@ -418,10 +609,10 @@ class Trainer:
         window_start, window_steps, window_losses = time.perf_counter(), 0, {}
         self.objective.train()
         checkpoint = None
-        for images, class_labels in loader:
+        for images, conditions in loader:
             images = images.to(accelerator.device, non_blocking=True)
-            class_labels = class_labels.to(accelerator.device, non_blocking=True)
-            losses = self.objective(images, class_labels, generator=self.generator, step=self.step)
+            conditions = conditions.to(accelerator.device, non_blocking=True)
+            losses = self.objective(images, conditions, generator=self.generator, step=self.step)
             accelerator.backward(losses["loss"])
             if config.max_grad_norm > 0:
                 accelerator.clip_grad_norm_(self.parameters, config.max_grad_norm)
@@ -448,7 +639,7 @@ class Trainer:
                 window_start, window_steps, window_losses = time.perf_counter(), 0, {}
             if self.step % config.sample_every == 0 and accelerator.is_main_process:
                 grid_path = self.output_dir / "samples" / f"step-{self.step:07d}.png"
-                save_sample_grid(self.ema.model, config, self.id2label, grid_path)
+                self.save_sample_grid(grid_path)
             if self.step % config.checkpoint_every == 0 or self.step == config.max_steps:
                 checkpoint = self.save_checkpoint()
         progress.close()
@@ -457,8 +648,8 @@ class Trainer:
 
 
 def train(config: TrainingConfig) -> Path:
-    """Trains a PixelGen class-to-image model; returns the final checkpoint, a loadable pipeline folder whose
-    transformer holds the EMA weights."""
+    """Trains a PixelGen class-to-image or text-to-image model; returns the final checkpoint, a loadable pipeline
+    folder whose transformer holds the EMA weights."""
     return Trainer(config).train()
 
 
@@ -480,14 +671,20 @@ def add_parser(subparsers) -> None:
     defaults = TrainingConfig(data_dir="", output_dir="")
     parser = subparsers.add_parser(
         "train",
-        help="train or fine-tune a class-to-image model on a folder of images",
-        description="Train a PixelGen class-to-image model with upstream's recipe (x-prediction flow matching, EMA,"
-        " optional LPIPS / P-DINO / REPA). Multi-GPU: `accelerate launch -m pixelgen_diffusers.cli train ...`.",
+        help="train or fine-tune a class-to-image or text-to-image model on a folder of images",
+        description="Train a PixelGen model with upstream's recipe (x-prediction flow matching, EMA, optional LPIPS /"
+        " P-DINO / REPA): class-to-image on class folders, text-to-image on captioned images (metadata.jsonl or"
+        " .txt files). Multi-GPU: `accelerate launch -m pixelgen_diffusers.cli train ...`.",
     )
     arg = parser.add_argument
-    arg("--data-dir", required=True, help="images, one sub-folder per class (or see --labels-file)")
+    arg("--data-dir", required=True, help="class sub-folders (or see --labels-file), or captioned images")
     arg("--output-dir", required=True, help="checkpoints, sample grids and train_log.jsonl go here")
     arg("--labels-file", help="JSON {path: label} or `path,label` lines, paths relative to --data-dir")
+    arg("--model-type", choices=MODEL_TYPES, help="default: the pretrained model's, else t2i for captioned data")
+    arg("--caption-column", default=defaults.caption_column, help="caption column of metadata.jsonl")
+    arg("--caption-dropout", type=float, default=defaults.caption_dropout, help="rate of empty-prompt captions")
+    arg("--text-encoder", help="Qwen3 folder or Hub id with its tokenizer (default: the pretrained model's)")
+    arg("--caption-cache-dir", help="caption embedding cache (default: OUTPUT_DIR/caption_embeddings)")
     arg("--pretrained", help="pipeline or transformer folder (or Hub id) to fine-tune")
     arg("--preset", choices=sorted(PIXELGEN_PRESETS), help="architecture of a new model")
     arg("--model-config", type=_json_object, default={}, help="constructor overrides, e.g. '{\"hidden_size\": 128}'")
@@ -523,12 +720,14 @@ def add_parser(subparsers) -> None:
     arg("--checkpoint-every", type=int, default=defaults.checkpoint_every)
     arg("--checkpoints-total-limit", type=int)
     arg("--resume", help="'latest' (in --output-dir) or a checkpoint folder")
-    arg("--sampling-method", default=defaults.sampling_method, choices=("heun", "euler", "adam_lm"))
-    arg("--sampling-timeshift", type=float, default=defaults.sampling_timeshift)
-    arg("--num-inference-steps", type=int, default=defaults.num_inference_steps)
-    arg("--guidance-scale", type=float, default=defaults.guidance_scale)
-    arg("--guidance-interval-min", type=float, default=defaults.guidance_interval_min)
-    arg("--guidance-interval-max", type=float, default=defaults.guidance_interval_max)
+    # The saved pipelines' sampling recipe; unset values keep the pretrained folder's (or the model kind's default).
+    arg("--sampling-method", choices=("heun", "euler", "adam_lm"))
+    arg("--sampling-timeshift", type=float)
+    arg("--solver-order", type=int, choices=(1, 2, 3, 4), help="Adams-Bashforth order of adam_lm")
+    arg("--num-inference-steps", type=int)
+    arg("--guidance-scale", type=float)
+    arg("--guidance-interval-min", type=float)
+    arg("--guidance-interval-max", type=float)
     parser.set_defaults(func=run_from_args)
 
 

@@ -22,8 +22,18 @@ import PIL.ImageDraw
 import torch
 
 from pixelgen_diffusers.demo import t2i_model_dir
-from pixelgen_diffusers.demo.attribute_classifier import ATTRIBUTE_CLASSIFIER_PATH, train_attribute_classifier
-from pixelgen_diffusers.demo.captions import T2I_TRAIN_SEED, write_captioned_dataset
+from pixelgen_diffusers.demo.attribute_classifier import (
+    ATTRIBUTE_CLASSIFIER_PATH,
+    attribute_accuracy,
+    load_attribute_classifier,
+    train_attribute_classifier,
+)
+from pixelgen_diffusers.demo.captions import (
+    T2I_EVAL_SEED,
+    T2I_TRAIN_SEED,
+    make_captioned_shapes,
+    write_captioned_dataset,
+)
 from pixelgen_diffusers.demo.evaluate_t2i import DEFAULT_T2I_TABLE, choose_t2i_default, evaluate_t2i, format_t2i_table
 from pixelgen_diffusers.demo.text_encoder import build_text_encoder, build_tokenizer
 from pixelgen_diffusers.export import export_pipeline
@@ -55,14 +65,6 @@ README_PROMPTS = (
 README_GRID = Path(__file__).resolve().parents[1] / "docs" / "demo_t2i_samples.png"
 
 
-def write_text_encoder(folder: Path) -> None:
-    """The frozen tiny Qwen3 encoder and its tokenizer, as `folder/text_encoder` and `folder/tokenizer`."""
-    tokenizer = build_tokenizer()
-    text_encoder = build_text_encoder(len(tokenizer))
-    tokenizer.save_pretrained(folder / "tokenizer")
-    text_encoder.save_pretrained(folder / "text_encoder")
-
-
 def export_demo(pipeline, output_dir: Path) -> None:
     """Exports as a self-contained folder, without recording where the pipeline was loaded from."""
     pipeline.register_to_config(_name_or_path="pixelgen_diffusers/demo/model_t2i")
@@ -72,7 +74,15 @@ def export_demo(pipeline, output_dir: Path) -> None:
 
 def fix_model_card(path: Path) -> None:
     """The exporter's card is written for converted upstream checkpoints; this model's weights are our own."""
-    text = path.read_text()
+    text = path.read_text().replace("a photo of a corgi wearing sunglasses", README_PROMPTS[0])
+    encoder_note = (
+        "The text encoder (a 2-layer, 32-wide `Qwen3Model` frozen at its random initialisation) and its tokenizer (a"
+        " `Qwen2Tokenizer` whose BPE merges were trained on the caption grammar) are included (`text_encoder/`,"
+        " `tokenizer/`). Prompts follow the grammar in `pixelgen_diffusers/demo/captions.py`, e.g."
+        f' "{README_PROMPTS[0]}".'
+    )
+    included = r"The text encoder \(`[^`]*`\) and its tokenizer are included \(`text_encoder/`, `tokenizer/`\)\."
+    text = re.sub(included, encoder_note, text)
     title = "# pixelgen-diffusers text-to-image demo: captioned shapes at 32x32\n"
     text = re.sub(r"^# .*\n", title, text, count=1, flags=re.M)
     license_text = (
@@ -116,6 +126,11 @@ def main() -> None:
         help="torch threads; 1 is fastest on a busy 2-core machine (2 threads oversubscribe it)",
     )
     parser.add_argument(
+        "--reuse-classifier",
+        action="store_true",
+        help="score with the shipped attribute classifier instead of training it again (training is deterministic)",
+    )
+    parser.add_argument(
         "--refresh-code",
         action="store_true",
         help="only re-export the shipped model with the installed package's code (after editing the pipeline,"
@@ -134,23 +149,18 @@ def main() -> None:
     data_dir = work_dir / "captions"
     if not (data_dir / "metadata.jsonl").is_file():
         write_captioned_dataset(data_dir, args.num_images, seed=T2I_TRAIN_SEED)
-    encoder_dir = work_dir / "text_encoder"
-    if not (encoder_dir / "text_encoder").is_dir():
-        write_text_encoder(encoder_dir)
+    # Frozen at its seeded random init, in float32 both here and in the shipped pipeline, so that training and
+    # sampling compute the same caption features.
+    tokenizer = build_tokenizer()
+    text_encoder = build_text_encoder(len(tokenizer))
     timings["dataset and encoder"] = time.perf_counter() - start
-
-    start = time.perf_counter()
-    classifier, accuracy = train_attribute_classifier()
-    print(
-        f"Attribute classifier on real held-out images: {json.dumps(accuracy)} (saved to {ATTRIBUTE_CLASSIFIER_PATH})"
-    )
-    timings["classifier"] = time.perf_counter() - start
 
     start = time.perf_counter()
     config = TrainingConfig(
         data_dir=str(data_dir),
         output_dir=str(work_dir / "run"),
-        text_encoder=str(encoder_dir),
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
         sample_size=32,
         model_config=DEMO_T2I_MODEL,
         max_steps=args.max_steps,
@@ -164,6 +174,7 @@ def main() -> None:
         checkpoints_total_limit=2,
         resume="latest",
         sampling_method="euler",
+        sampling_timeshift=1.0,
         num_inference_steps=10,
         guidance_scale=4.0,
     )
@@ -171,7 +182,18 @@ def main() -> None:
     timings["training"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    pipeline = PixelGenT2IPipeline.from_pretrained(checkpoint)
+    if args.reuse_classifier and ATTRIBUTE_CLASSIFIER_PATH.is_file():
+        classifier = load_attribute_classifier()
+        accuracy = attribute_accuracy(classifier, *make_captioned_shapes(1000, T2I_EVAL_SEED, held_out=True)[::2])
+    else:
+        classifier, accuracy = train_attribute_classifier()
+    print(
+        f"Attribute classifier on real held-out images: {json.dumps(accuracy)} (saved to {ATTRIBUTE_CLASSIFIER_PATH})"
+    )
+    timings["classifier"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    pipeline = PixelGenT2IPipeline.from_pretrained(checkpoint, text_encoder=text_encoder, tokenizer=tokenizer)
     pipeline.set_progress_bar_config(disable=True)
     rows = evaluate_t2i(pipeline, DEFAULT_T2I_TABLE, classifier=classifier, progress=True)
     print(format_t2i_table(rows))

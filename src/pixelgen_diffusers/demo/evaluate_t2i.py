@@ -35,13 +35,12 @@ DEFAULT_T2I_TABLE = [
     ("euler", 10, 1.0),
     ("euler", 10, 2.0),
     ("euler", 10, 4.0),
-    ("euler", 25, 2.0),
+    ("euler", 10, 6.0),
     ("euler", 25, 4.0),
-    ("heun", 5, 2.0),
     ("heun", 5, 4.0),
     ("heun", 10, 4.0),
-    ("adam_lm", 10, 2.0),
     ("adam_lm", 10, 4.0),
+    ("adam_lm", 10, 6.0),
     ("adam_lm", 25, 4.0),
 ]
 SINGLE_OBJECT_IMAGES_PER_SHAPE = 8

@@ -2,6 +2,7 @@
 its attribute classifier, the GenEval-style evaluation, and the CLI defaults."""
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -231,7 +232,7 @@ def test_eval_demo_t2i_command_prints_a_table_and_writes_json(tmp_path, capsys):
     assert "--images-per-prompt" in capsys.readouterr().err
 
 
-def test_pixelgen_generate_prompt_uses_the_t2i_demo_by_default(tmp_path, capsys):
+def test_pixelgen_generate_prompt_uses_the_t2i_demo_by_default(tmp_path, capsys, monkeypatch):
     prompts = ["--prompt", "a red star on a blue background", "--prompt", "a heart"]
     assert cli_main(["generate", *prompts, "--num-images", "2", "--out", str(tmp_path)]) == 0
     written = sorted(path.name for path in tmp_path.glob("*.png"))
@@ -242,3 +243,7 @@ def test_pixelgen_generate_prompt_uses_the_t2i_demo_by_default(tmp_path, capsys)
         "01-a_heart-seed1.png",
     ]
     assert PIL.Image.open(tmp_path / written[0]).size == (32, 32)
+
+    monkeypatch.setitem(sys.modules, "pixelgen_diffusers.demo", None)  # as if the demos were not installed
+    assert cli_main(["generate", "--prompt", "a heart", "--out", str(tmp_path / "none")]) == 2
+    assert "bundled demo model is not installed (the text-to-image one)" in capsys.readouterr().err

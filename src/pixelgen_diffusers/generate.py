@@ -20,14 +20,14 @@ def demo_model_dir(text_to_image: bool = False) -> Path:
     """The bundled demo model used when no --model is given: the text-to-image one for prompts, the class-to-image
     one for classes."""
     try:
-        from . import demo
+        from .demo import model_dir, t2i_model_dir
 
-        path = Path(demo.t2i_model_dir() if text_to_image else demo.model_dir())
+        path = Path(t2i_model_dir() if text_to_image else model_dir())
     except (ImportError, AttributeError, OSError):
         path = None
     if path is None or not (path / "model_index.json").is_file():
         kind = "text-to-image" if text_to_image else "class-to-image"
-        raise ValueError(f"no --model given and the bundled {kind} demo model is not installed")
+        raise ValueError(f"no --model given and the bundled demo model is not installed (the {kind} one)")
     return path
 
 

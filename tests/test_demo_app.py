@@ -1,12 +1,15 @@
 """`pixelgen demo`: the app's logic on real pipelines, and the app itself driven in a real headless Chromium."""
 
+import importlib.util
 import os
 import shlex
 import shutil
 import socket
+import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -302,3 +305,97 @@ def test_in_a_browser_a_person_picks_a_class_generates_downloads_and_sees_errors
     browser.find_element(By.CSS_SELECTOR, "#generate").click()
     wait.until(shown.text_to_be_present_in_element((By.CSS_SELECTOR, "#status"), "Unknown class name 'unicorn'"))
     assert browser.find_element(By.CSS_SELECTOR, "#generate").is_enabled()
+
+
+def test_concurrent_users_are_queued_and_get_their_own_images(served_demo, demo_pipeline, tmp_path):
+    from gradio_client import Client
+
+    client = Client(served_demo, verbose=False, analytics_enabled=False, download_files=str(tmp_path))
+    recipe = ("euler", 10, 3.0, 0.0, 1.0, 1.0)
+    jobs = [
+        client.submit(["8"], 2, 3, False, *recipe, api_name="/generate"),
+        client.submit(["heart"], 1, 0, True, *recipe, api_name="/generate"),  # a random seed
+    ]
+    (stars, _, star_command, _, _, star_seed, _), (hearts, _, _, _, settings, heart_seed, status) = (
+        job.result(timeout=60) for job in jobs
+    )
+    assert [item["caption"] for item in stars] == ["star · seed 3", "star · seed 4"] and star_seed == 3
+    assert "--class star --num-images 2 --seed 3" in star_command
+    assert settings["seed"] == heart_seed and status == f"Done: 1 image(s), seed {heart_seed}."
+    assert hearts[0]["caption"] == f"heart · seed {heart_seed}"
+    # Each user gets exactly the images a direct call makes with their class and seed (nothing mixed up).
+    for item, class_id, seed in ((stars[1], 8, 4), (hearts[0], 5, heart_seed)):
+        expected = demo_pipeline(class_id, generator=torch.Generator().manual_seed(seed)).images[0]
+        difference = np.asarray(PIL.Image.open(item["image"]).convert("RGB")).astype(int) - np.asarray(expected)
+        assert np.abs(difference).max() <= 1
+
+
+def test_text_to_image_app_takes_prompts(tmp_path):
+    require(
+        importlib.util.find_spec("gradio") is not None,
+        'Gradio is not installed: pip install "pixelgen-diffusers[demo]"',
+    )
+    from gradio_client import Client
+
+    from pixelgen_diffusers.demo_app import build_app, launch_app
+
+    app = build_app(tiny_t2i_pipeline(sampling_method="euler", num_inference_steps=2), model="my/t2i")
+    component_ids = {block.elem_id for block in app.blocks.values()}
+    assert {"prompt", "negative-prompt"} <= component_ids and "class-picker" not in component_ids
+    port = free_port()
+    launch_app(app, port=port, block=False, quiet=True)
+    try:
+        client = Client(
+            f"http://127.0.0.1:{port}/", verbose=False, analytics_enabled=False, download_files=str(tmp_path)
+        )
+        gallery, trajectory, command, files, _, _, status = client.predict(
+            "a red circle", "blurry", 1, 7, False, "euler", 2, 4.0, 0.0, 1.0, 3.0, api_name="/generate"
+        )
+    finally:
+        app.close()
+    assert status == "Done: 1 image(s), seed 7." and gallery[0]["caption"] == "a red circle · seed 7"
+    assert command.startswith("pixelgen generate --model my/t2i --prompt 'a red circle' --negative-prompt blurry")
+    assert PIL.Image.open(trajectory).size == (2 * (FRAME_SIZE + 4) - 4, FRAME_SIZE)
+    assert [Path(path).name for path in files] == ["00-a_red_circle-seed7.png"]
+
+
+def test_pixelgen_demo_serves_the_bundled_model_on_localhost_only(tmp_path):
+    require(
+        importlib.util.find_spec("gradio") is not None,
+        'Gradio is not installed: pip install "pixelgen-diffusers[demo]"',
+    )
+    port = free_port()
+    command = [sys.executable, "-m", "pixelgen_diffusers.cli", "demo", "--port", str(port), "--device", "cpu"]
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TEMP_DIR": str(tmp_path)}
+    server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert server.poll() is None, server.stdout.read()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+                    page = response.read().decode()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "pixelgen demo did not start serving within 90 s"
+                time.sleep(0.5)
+        assert "PixelGen" in page
+        # Listening sockets on that port (/proc/net/tcp: hex address:port, state 0A = LISTEN) are loopback only.
+        listening = [
+            line.split()[1]
+            for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
+            if line.split()[1].endswith(f":{port:04X}") and line.split()[3] == "0A"
+        ]
+        assert listening == [f"0100007F:{port:04X}"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_pixelgen_demo_rejects_a_bad_port_in_one_line(capsys):
+    require(
+        importlib.util.find_spec("gradio") is not None,
+        'Gradio is not installed: pip install "pixelgen-diffusers[demo]"',
+    )
+    assert cli_main(["demo", "--port", "70000"]) == 2
+    assert capsys.readouterr().err.strip() == "pixelgen demo: error: --port must be in [1, 65535], got 70000"

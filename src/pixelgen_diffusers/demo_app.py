@@ -17,6 +17,7 @@ import random
 import shlex
 import tempfile
 import threading
+import time
 import weakref
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -37,6 +38,8 @@ MAX_STEPS = 250
 # The trajectory strip shows at most this many evaluations (evenly spaced, always the last), each FRAME_SIZE pixels.
 MAX_TRAJECTORY_FRAMES = 12
 FRAME_SIZE = 128
+# Seconds between two trajectory pictures sent to the page while sampling runs.
+STREAM_INTERVAL = 0.25
 # Small models' images are shown enlarged: keep their pixels sharp.
 PAGE_CSS = "#gallery img, #trajectory img { image-rendering: pixelated; }"
 
@@ -197,7 +200,7 @@ class PixelGenDemo:
     # ---------------------------------------------------------------------------------------------------- sampling
     def generate(
         self, entries, settings: SamplingSettings, negative_prompt: str | None = None
-    ) -> Iterator[tuple[int, int, list[PIL.Image.Image]] | Result]:
+    ) -> Iterator[tuple[int, int, PIL.Image.Image] | Result]:
         """Checks everything, then samples. Yields `(evaluation, num_evaluations, trajectory so far)` after every
         model evaluation, then the `Result`. Closing the iterator early stops the sampling."""
         self.check_settings(settings)
@@ -258,7 +261,7 @@ class PixelGenDemo:
                     break
                 _, index, num_evaluations, prediction = event
                 for image_frames, frame in zip(frames, self.pipeline.postprocess(prediction, "pil")):
-                    image_frames.append(frame)
+                    image_frames.append(self.trajectory_frame(frame))
                 yield index + 1, num_evaluations, self.trajectory_image(frames)
         finally:
             stop.set()
@@ -282,20 +285,23 @@ class PixelGenDemo:
         )
 
     @staticmethod
+    def trajectory_frame(image: PIL.Image.Image) -> PIL.Image.Image:
+        """An image at FRAME_SIZE px; small models' images are enlarged without smoothing, so their pixels show."""
+        resample = PIL.Image.NEAREST if image.width < FRAME_SIZE else PIL.Image.LANCZOS
+        return image.resize((FRAME_SIZE, FRAME_SIZE), resample)
+
+    @staticmethod
     def trajectory_image(frames: list[list[PIL.Image.Image]]) -> PIL.Image.Image:
-        """One row per image: up to MAX_TRAJECTORY_FRAMES of its predictions, evenly spaced and always with the
-        latest, left to right, FRAME_SIZE px each (small models enlarged without smoothing: their pixels stay
-        visible)."""
+        """One row per image: up to MAX_TRAJECTORY_FRAMES of its frames, evenly spaced and always with the latest,
+        left to right."""
         num_frames = len(frames[0])
         count = min(num_frames, MAX_TRAJECTORY_FRAMES)
         picked = [round(k * (num_frames - 1) / max(count - 1, 1)) for k in range(count)]
-        resample = PIL.Image.NEAREST if frames[0][0].width < FRAME_SIZE else PIL.Image.LANCZOS
         pitch = FRAME_SIZE + 4
         grid = PIL.Image.new("RGB", (count * pitch - 4, len(frames) * pitch - 4), "white")
         for row, image_frames in enumerate(frames):
             for column, index in enumerate(picked):
-                frame = image_frames[index].resize((FRAME_SIZE, FRAME_SIZE), resample)
-                grid.paste(frame, (column * pitch, row * pitch))
+                grid.paste(image_frames[index], (column * pitch, row * pitch))
         return grid
 
 
@@ -406,6 +412,7 @@ def build_app(pipeline, model: str | None = None, dtype: str = "float32"):
             if randomize:
                 seed_value = random.randint(0, limits["seed"][1])
             settings = SamplingSettings(count, seed_value, method, num_steps, scale, low, high, shift)
+            last_shown = -math.inf
             try:
                 for update in demo.generate(entries, settings, negative_prompt=negative):
                     if isinstance(update, Result):
@@ -421,6 +428,9 @@ def build_app(pipeline, model: str | None = None, dtype: str = "float32"):
                         return
                     evaluation, num_evaluations, trajectory_so_far = update
                     progress((evaluation, num_evaluations), desc="sampling", unit="evaluations")
+                    if time.monotonic() - last_shown < STREAM_INTERVAL:
+                        continue  # large models take many evaluations: send the page a few pictures a second
+                    last_shown = time.monotonic()
                     yield (
                         gr.skip(), trajectory_so_far, gr.skip(), gr.skip(), gr.skip(), gr.skip(),
                         f"Sampling: model evaluation {evaluation} of {num_evaluations}",

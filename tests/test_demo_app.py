@@ -312,19 +312,19 @@ def test_concurrent_users_are_queued_and_get_their_own_images(served_demo, demo_
 
     client = Client(served_demo, verbose=False, analytics_enabled=False, download_files=str(tmp_path))
     recipe = ("euler", 10, 3.0, 0.0, 1.0, 1.0)
+    random_seed = client.predict(0, True, api_name="/choose_seed")
+    assert 0 <= random_seed < 2**32 and client.predict(17, False, api_name="/choose_seed") == 17
     jobs = [
-        client.submit(["8"], 2, 3, False, *recipe, api_name="/generate"),
-        client.submit(["heart"], 1, 0, True, *recipe, api_name="/generate"),  # a random seed
+        client.submit(["8"], 2, 3, *recipe, api_name="/generate"),
+        client.submit(["heart"], 1, random_seed, *recipe, api_name="/generate"),
     ]
-    (stars, _, star_command, _, _, star_seed, _), (hearts, _, _, _, settings, heart_seed, status) = (
-        job.result(timeout=60) for job in jobs
-    )
-    assert [item["caption"] for item in stars] == ["star · seed 3", "star · seed 4"] and star_seed == 3
+    (stars, _, star_command, _, _, _), (hearts, _, _, _, settings, status) = (job.result(timeout=60) for job in jobs)
+    assert [item["caption"] for item in stars] == ["star · seed 3", "star · seed 4"]
     assert "--class star --num-images 2 --seed 3" in star_command
-    assert settings["seed"] == heart_seed and status == f"Done: 1 image(s), seed {heart_seed}."
-    assert hearts[0]["caption"] == f"heart · seed {heart_seed}"
+    assert settings["seed"] == random_seed and status == f"Done: 1 image(s), seed {random_seed}."
+    assert hearts[0]["caption"] == f"heart · seed {random_seed}"
     # Each user gets exactly the images a direct call makes with their class and seed (nothing mixed up).
-    for item, class_id, seed in ((stars[1], 8, 4), (hearts[0], 5, heart_seed)):
+    for item, class_id, seed in ((stars[1], 8, 4), (hearts[0], 5, random_seed)):
         expected = demo_pipeline(class_id, generator=torch.Generator().manual_seed(seed)).images[0]
         difference = np.asarray(PIL.Image.open(item["image"]).convert("RGB")).astype(int) - np.asarray(expected)
         assert np.abs(difference).max() <= 1
@@ -348,8 +348,8 @@ def test_text_to_image_app_takes_prompts(tmp_path):
         client = Client(
             f"http://127.0.0.1:{port}/", verbose=False, analytics_enabled=False, download_files=str(tmp_path)
         )
-        gallery, trajectory, command, files, _, _, status = client.predict(
-            "a red circle", "blurry", 1, 7, False, "euler", 2, 4.0, 0.0, 1.0, 3.0, api_name="/generate"
+        gallery, trajectory, command, files, _, status = client.predict(
+            "a red circle", "blurry", 1, 7, "euler", 2, 4.0, 0.0, 1.0, 3.0, api_name="/generate"
         )
     finally:
         app.close()

@@ -407,10 +407,12 @@ def build_app(pipeline, model: str | None = None, dtype: str = "float32"):
                 downloads = gr.Files(label="PNG files", elem_id="downloads", interactive=False)
                 settings_view = gr.JSON(label="Settings", elem_id="settings")
 
-        def run(entries, negative, count, seed_value, randomize, method, num_steps, scale, low, high, shift,
+        def choose_seed(seed_value, randomize):
+            """A fresh random seed when asked for one, shown in the seed box before the run uses it."""
+            return random.randint(0, limits["seed"][1]) if randomize else seed_value
+
+        def run(entries, negative, count, seed_value, method, num_steps, scale, low, high, shift,
                 progress=gr.Progress()):  # fmt: skip
-            if randomize:
-                seed_value = random.randint(0, limits["seed"][1])
             settings = SamplingSettings(count, seed_value, method, num_steps, scale, low, high, shift)
             last_shown = -math.inf
             try:
@@ -422,7 +424,6 @@ def build_app(pipeline, model: str | None = None, dtype: str = "float32"):
                             update.command,
                             [str(path) for path in update.paths],
                             update.settings,
-                            update.settings["seed"],
                             f"Done: {len(update.paths)} image(s), seed {update.settings['seed']}.",
                         )
                         return
@@ -432,19 +433,22 @@ def build_app(pipeline, model: str | None = None, dtype: str = "float32"):
                         continue  # large models take many evaluations: send the page a few pictures a second
                     last_shown = time.monotonic()
                     yield (
-                        gr.skip(), trajectory_so_far, gr.skip(), gr.skip(), gr.skip(), gr.skip(),
+                        gr.skip(), trajectory_so_far, gr.skip(), gr.skip(), gr.skip(),
                         f"Sampling: model evaluation {evaluation} of {num_evaluations}",
                     )  # fmt: skip
             except (ValueError, RuntimeError) as error:
-                # In the page, where the user looks; the toast repeats it. The app carries on.
-                yield (gr.skip(),) * 6 + (f"**Error:** {one_line(error, None)}",)
+                # In the page, where the user looks (the status line and a toast); the app carries on.
+                yield (gr.skip(),) * 5 + (f"**Error:** {one_line(error, None)}",)
                 raise gr.Error(one_line(error, None), print_exception=False) from None
 
         generate.click(
+            choose_seed, inputs=[seed, random_seed], outputs=seed, queue=False, api_name="choose_seed"
+        ).then(
             run,
-            inputs=[condition, negative_prompt, num_images, seed, random_seed, sampler, steps, guidance_scale,
-                    interval_min, interval_max, timeshift],
-            outputs=[gallery, trajectory, command, downloads, settings_view, seed, status],
+            inputs=[condition, negative_prompt, num_images, seed, sampler, steps, guidance_scale, interval_min,
+                    interval_max, timeshift],
+            outputs=[gallery, trajectory, command, downloads, settings_view, status],
+            show_progress_on=[gallery],  # the status line, the error and the earlier results stay readable
             concurrency_limit=1,
             api_name="generate",
         )  # fmt: skip

@@ -181,6 +181,17 @@ def test_a_failing_run_is_reported_and_the_next_run_works(tmp_path):
     assert run_to_the_end(demo, "a cat", settings(num_images=1))[1].paths[0].is_file()
 
 
+def test_pipeline_code_without_the_prediction_still_samples_without_a_trajectory(demo_pipeline, monkeypatch):
+    # As a folder converted by an older version runs its own code: callbacks get only the latents.
+    monkeypatch.setattr(demo_pipeline, "_callback_tensor_inputs", ["latents"])
+    demo = PixelGenDemo(demo_pipeline)
+    progress, result = run_to_the_end(demo, ["circle"], settings(num_images=1))
+    assert len(progress) == 5 and progress[-1][2] is None and result.trajectory is None
+    assert result.paths[0].is_file()
+    del demo  # its files go with it
+    assert not result.paths[0].exists()
+
+
 def test_closing_the_stream_stops_sampling(demo_pipeline):
     demo = PixelGenDemo(demo_pipeline)
     updates = demo.generate(["circle"], settings(num_inference_steps=50))

@@ -74,7 +74,7 @@ class Result:
 
     paths: list[Path]
     captions: list[str]
-    trajectory: PIL.Image.Image
+    trajectory: PIL.Image.Image | None
     command: str
     settings: dict
 
@@ -219,11 +219,14 @@ class PixelGenDemo:
 
         events = queue.Queue()
         stop = threading.Event()
+        # Folders converted by older versions run their own pipeline code, which may not pass the prediction.
+        watched = [name for name in ("pred_original_sample",) if name in self.pipeline._callback_tensor_inputs]
 
         def on_step_end(pipeline, index, timestep, tensors):
             if stop.is_set():
                 pipeline._interrupt = True  # diffusers' way to end a run from a callback
-            events.put(("step", index, pipeline.num_timesteps, tensors["pred_original_sample"].cpu()))
+            prediction = tensors["pred_original_sample"].cpu() if watched else None
+            events.put(("step", index, pipeline.num_timesteps, prediction))
             return {}
 
         def sample():
@@ -242,7 +245,7 @@ class PixelGenDemo:
                         timeshift=settings.timeshift,
                         output_type="pil",
                         callback_on_step_end=on_step_end,
-                        callback_on_step_end_tensor_inputs=["pred_original_sample"],
+                        callback_on_step_end_tensor_inputs=watched,
                     )
                 events.put(("done", output.images))
             except Exception as error:  # shown to the user; the app carries on
@@ -260,8 +263,9 @@ class PixelGenDemo:
                     images = event[1]
                     break
                 _, index, num_evaluations, prediction = event
-                for image_frames, frame in zip(frames, self.pipeline.postprocess(prediction, "pil")):
-                    image_frames.append(self.trajectory_frame(frame))
+                if prediction is not None:
+                    for image_frames, frame in zip(frames, self.pipeline.postprocess(prediction, "pil")):
+                        image_frames.append(self.trajectory_frame(frame))
                 yield index + 1, num_evaluations, self.trajectory_image(frames)
         finally:
             stop.set()
@@ -291,10 +295,12 @@ class PixelGenDemo:
         return image.resize((FRAME_SIZE, FRAME_SIZE), resample)
 
     @staticmethod
-    def trajectory_image(frames: list[list[PIL.Image.Image]]) -> PIL.Image.Image:
+    def trajectory_image(frames: list[list[PIL.Image.Image]]) -> PIL.Image.Image | None:
         """One row per image: up to MAX_TRAJECTORY_FRAMES of its frames, evenly spaced and always with the latest,
-        left to right."""
+        left to right; None without frames."""
         num_frames = len(frames[0])
+        if num_frames == 0:
+            return None
         count = min(num_frames, MAX_TRAJECTORY_FRAMES)
         picked = [round(k * (num_frames - 1) / max(count - 1, 1)) for k in range(count)]
         pitch = FRAME_SIZE + 4

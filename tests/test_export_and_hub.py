@@ -81,7 +81,9 @@ def test_exported_save_pretrained_folder_loads_in_plain_diffusers_and_its_resave
     assert (tmp_path / "resaved/transformer/transformer_jit.py").read_bytes() == (
         exported / "transformer/transformer_jit.py"
     ).read_bytes()
-    run_python(PLAIN_DIFFUSERS_LOAD_AND_RESAVE, tmp_path / "resaved", tmp_path / "out2.pt", tmp_path / "r2", cwd=tmp_path)
+    run_python(
+        PLAIN_DIFFUSERS_LOAD_AND_RESAVE, tmp_path / "resaved", tmp_path / "out2.pt", tmp_path / "r2", cwd=tmp_path
+    )
     torch.testing.assert_close(torch.load(tmp_path / "out2.pt")["latents"], expected, rtol=0, atol=1e-5)
     reexported = export_pipeline(tmp_path / "resaved", tmp_path / "reexported")
     assert json.loads((reexported / "model_index.json").read_text())["transformer"] == index["transformer"]

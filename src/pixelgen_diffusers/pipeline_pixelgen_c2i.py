@@ -6,11 +6,11 @@ Self-contained on purpose (torch and diffusers only): model folders ship this fi
 """
 
 import difflib
+import importlib
 import inspect
 import json
 import os
 import shutil
-import sys
 from collections import defaultdict
 from typing import Any, Callable
 
@@ -95,10 +95,21 @@ class PixelGenC2IPipeline(DiffusionPipeline):
         config["_class_name"] = class_name
         for name, entry in config.items():
             if isinstance(entry, (list, tuple)) and len(entry) == 2 and isinstance(entry[0], str):
-                module = sys.modules.get(f"{package}.{entry[0].rpartition('.')[2]}")
-                if module is not None and hasattr(module, entry[1]):
+                try:  # the package's module of that name (transformer_jit, scheduling_pixelgen), if it has one
+                    module = importlib.import_module(f"{package}.{entry[0].rpartition('.')[2]}")
+                except ImportError:
+                    continue
+                if hasattr(module, entry[1]):
                     config[name] = [module.__name__, entry[1]]
         return outputs
+
+    @classmethod
+    def from_pipe(cls, pipeline: DiffusionPipeline, **kwargs) -> DiffusionPipeline:
+        """diffusers' `from_pipe`, reusing every component this class takes: diffusers switches a model over only
+        when its class is the exact annotated one, and our components' classes may come from a model folder's code."""
+        accepted = inspect.signature(cls.__init__).parameters
+        components = {name: module for name, module in pipeline.components.items() if name in accepted}
+        return super().from_pipe(pipeline, **{**components, **kwargs})
 
     def save_config(self, save_directory: str | os.PathLike, *args, **kwargs) -> None:
         """Writes `model_index.json` (the last step of `save_pretrained`), then this pipeline's code and its
@@ -151,8 +162,7 @@ class PixelGenC2IPipeline(DiffusionPipeline):
                 if name:
                     (later_names if position else first_names)[name][class_id] = None
         return {
-            name: list(first_names.get(name) or later_names[name])
-            for name in sorted({*first_names, *later_names})
+            name: list(first_names.get(name) or later_names[name]) for name in sorted({*first_names, *later_names})
         }
 
     def get_label_ids(self, label: str | int | list[str | int] | torch.Tensor | np.ndarray) -> list[int]:

@@ -10,11 +10,11 @@ right padding to the transformer's `txt_max_length`, and the last hidden state o
 the attention mask goes to Qwen only), zero-padded or cut to `txt_embed_dim` features.
 """
 
+import importlib
 import inspect
 import json
 import os
 import shutil
-import sys
 from typing import Any, Callable
 
 import PIL.Image
@@ -107,10 +107,22 @@ class PixelGenT2IPipeline(DiffusionPipeline):
         config["_class_name"] = class_name
         for name, entry in config.items():
             if isinstance(entry, (list, tuple)) and len(entry) == 2 and isinstance(entry[0], str):
-                module = sys.modules.get(f"{package}.{entry[0].rpartition('.')[2]}")
-                if module is not None and hasattr(module, entry[1]):
+                try:  # the package's module of that name (transformer_jit, scheduling_pixelgen), if it has one
+                    module = importlib.import_module(f"{package}.{entry[0].rpartition('.')[2]}")
+                except ImportError:
+                    continue
+                if hasattr(module, entry[1]):
                     config[name] = [module.__name__, entry[1]]
         return outputs
+
+    # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.from_pipe
+    @classmethod
+    def from_pipe(cls, pipeline: DiffusionPipeline, **kwargs) -> DiffusionPipeline:
+        """diffusers' `from_pipe`, reusing every component this class takes: diffusers switches a model over only
+        when its class is the exact annotated one, and our components' classes may come from a model folder's code."""
+        accepted = inspect.signature(cls.__init__).parameters
+        components = {name: module for name, module in pipeline.components.items() if name in accepted}
+        return super().from_pipe(pipeline, **{**components, **kwargs})
 
     # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.save_config
     def save_config(self, save_directory: str | os.PathLike, *args, **kwargs) -> None:

@@ -1,16 +1,33 @@
 """Behaving as diffusers users and the model card expect: class names, guidance semantics, pipeline reuse and
 composition (from_pipe, save_pretrained, two-stage text encoding, fuse_qkv_projections, wrong-class loading)."""
 
+import argparse
 import json
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from components import TINY_T2I, tiny_c2i_pipeline, tiny_t2i_pipeline, tiny_transformer
+from components import (
+    TINY_T2I,
+    tiny_c2i_pipeline,
+    tiny_t2i_pipeline,
+    tiny_transformer,
+    upstream_c2i_state_dict,
+    upstream_jit_checkpoint,
+    upstream_lightning_checkpoint,
+)
 from diffusers.callbacks import PipelineCallback, SDCFGCutoffCallback
 
-from pixelgen_diffusers import PixelGenC2IPipeline, PixelGenScheduler, PixelGenT2IPipeline, imagenet_id2label
+from pixelgen_diffusers import (
+    PixelGenC2IPipeline,
+    PixelGenScheduler,
+    PixelGenT2IPipeline,
+    convert_checkpoint,
+    export_pipeline,
+    imagenet_id2label,
+)
 
 
 # ---------------------------------------------------------------------------------------------------- class names
@@ -192,3 +209,41 @@ def test_loading_a_folder_with_the_wrong_pipeline_class_names_the_right_one(tmp_
     with pytest.raises(ValueError, match="holds a text-to-image PixelGen model: load it with PixelGenT2IPipeline"):
         PixelGenC2IPipeline.from_pretrained(tmp_path / "t2i")
     assert json.loads((tmp_path / "t2i/model_index.json").read_text())["txt_max_length"] == TINY_T2I["txt_max_length"]
+
+
+# ------------------------------------------------------------------------------------------ conversion and cards
+def test_jit_conversion_keeps_the_sampling_recipe_saved_with_the_checkpoint(tmp_path):
+    weights = upstream_c2i_state_dict(seed=0, bottleneck_dim=16)
+    args = argparse.Namespace(
+        model="JiT-tiny/8", img_size=32, class_num=10, noise_scale=2.0, sampling_method="euler",
+        num_sampling_steps=30, cfg=2.9, interval_min=0.1, interval_max=0.8,
+    )  # fmt: skip
+    torch.save(upstream_jit_checkpoint(weights, weights, weights, args=args), tmp_path / "checkpoint-last.pth")
+    folder = convert_checkpoint(
+        tmp_path / "checkpoint-last.pth", tmp_path / "out", in_context_start=1, allow_pickle=True
+    )
+    index = json.loads((folder / "model_index.json").read_text())
+    recipe = {key: index[key] for key in ("num_inference_steps", "guidance_scale", "guidance_interval_min")}
+    assert recipe == {"num_inference_steps": 30, "guidance_scale": 2.9, "guidance_interval_min": 0.1}
+    assert (index["guidance_interval_max"], index["noise_scale"]) == (0.8, 2.0)
+    scheduler = json.loads((folder / "scheduler/scheduler_config.json").read_text())
+    assert (scheduler["sampling_method"], scheduler["timeshift"]) == ("euler", 1.0)
+    metadata = json.loads((folder / "conversion_metadata.json").read_text())
+    assert metadata["sampling_defaults_source"].endswith(
+        "; sampling_method, num_sampling_steps, cfg, interval_min, interval_max, noise_scale from checkpoint args"
+    )
+
+
+def test_model_card_is_titled_by_the_folder_name_and_the_repository_is_mit_licensed(tmp_path):
+    tiny_c2i_pipeline().save_pretrained(tmp_path / "saved")
+    card = (export_pipeline(tmp_path / "saved", tmp_path / "My-PixelGen") / "README.md").read_text()
+    assert "\n# My-PixelGen\n" in card and "--model My-PixelGen" in card
+    checkpoint = tmp_path / "tiny.ckpt"
+    torch.save(upstream_lightning_checkpoint(upstream_c2i_state_dict(), upstream_c2i_state_dict(seed=1)), checkpoint)
+    converted = convert_checkpoint(checkpoint, tmp_path / "PixelGen-XL", in_context_start=1)
+    card = (converted / "README.md").read_text()
+    assert "\n# PixelGen-XL\n" in card and "Architecture: PixelGen-h32-d2-p8-32." in card
+
+    license_text = (Path(__file__).parents[1] / "LICENSE").read_text()
+    assert license_text.startswith("MIT License")
+    assert 'license = "MIT"' in (Path(__file__).parents[1] / "pyproject.toml").read_text()

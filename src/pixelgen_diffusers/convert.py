@@ -197,6 +197,15 @@ RECOMMENDED_SETTINGS = {
 JIT_NOISE_SCALE = {256: 1.0, 512: 2.0, 1024: 4.0}
 
 UPSTREAM_SAMPLERS = {"HeunSamplerJiT": "heun", "EulerSamplerJiT": "euler", "AdamLMSamplerJiT": "adam_lm"}
+# Original JiT's sampling arguments (main_jit.py), saved with its checkpoints -> the SamplingDefaults field each sets.
+JIT_SAMPLING_ARGS = {
+    "sampling_method": "sampling_method",
+    "num_sampling_steps": "num_inference_steps",
+    "cfg": "guidance_scale",
+    "interval_min": "guidance_interval_min",
+    "interval_max": "guidance_interval_max",
+    "noise_scale": "noise_scale",
+}
 
 
 # ------------------------------------------------------------------------------------------------------ model kinds
@@ -775,6 +784,29 @@ def recommended_defaults(
     return defaults, "recommended table: PixelGen-L/16"
 
 
+def defaults_from_jit_args(defaults: SamplingDefaults, jit_args: dict) -> tuple[SamplingDefaults, list[str]]:
+    """The sampling recipe an original JiT checkpoint carries in its saved arguments (the one its own evaluation
+    used), over `defaults`; JiT's time grid is unshifted. Returns the recipe and the arguments it took."""
+    changes, taken = {}, []
+    for argument, field in JIT_SAMPLING_ARGS.items():
+        value = jit_args.get(argument)
+        if value is None:
+            continue
+        if field == "sampling_method":
+            value = str(value).lower()
+            if value not in ("heun", "euler"):
+                raise ConversionError(
+                    f"the checkpoint's args.sampling_method {value!r} is not a JiT sampler (heun, euler)"
+                )
+        else:
+            value = int(value) if field == "num_inference_steps" else float(value)
+        changes[field] = value
+        taken.append(argument)
+    if taken:
+        changes["timeshift"] = 1.0
+    return dataclasses.replace(defaults, **changes), taken
+
+
 def default_model_name(kind: ModelKind, preset: str | None, family: str, config: dict) -> str:
     if kind is T2I:
         xxl = (config["hidden_size"], config["depth"], config["num_heads"], config["patch_size"]) == (1536, 16, 24, 16)
@@ -865,9 +897,10 @@ def convert_checkpoint(
         defaults_source = f"{config_name} model.diffusion_sampler"
     else:
         defaults, defaults_source = recommended_defaults(kind, preset, family, architecture)
-        if selected.jit_args and "noise_scale" in selected.jit_args:
-            defaults = dataclasses.replace(defaults, noise_scale=float(selected.jit_args["noise_scale"]))
-            defaults_source += "; noise_scale from checkpoint args"
+        if selected.jit_args:
+            defaults, taken = defaults_from_jit_args(defaults, selected.jit_args)
+            if taken:
+                defaults_source += f"; {', '.join(taken)} from checkpoint args"
 
     from .scheduling_pixelgen import PixelGenScheduler
 
@@ -913,7 +946,7 @@ def convert_checkpoint(
         metadata["text_encoder_included"] = "text_encoder" in extra_folders
         metadata["tokenizer_included"] = "tokenizer" in extra_folders
 
-    readme = render_model_card(pipeline, model_name, metadata)
+    readme = render_model_card(pipeline, Path(output_dir).name, metadata)  # named as the user named the folder
     write_model_folder(
         pipeline,
         output_dir,

@@ -284,7 +284,9 @@ CITATION = """@article{ma2026pixelgen,
 
 
 def render_model_card(pipeline: DiffusionPipeline, model_name: str, metadata: dict | None = None) -> str:
-    """README.md with diffusers front matter, both ways to load the folder, the stored defaults and the citation."""
+    """README.md with diffusers front matter, both ways to load the folder, the stored defaults and the citation.
+    `model_name` is the folder's name (the title, and the folder in the examples); the architecture's name from the
+    conversion metadata, when it differs, is given beside it."""
     text_to_image = is_text_to_image(pipeline)
     pipeline_class = type(pipeline).__name__
     transformer = pipeline.transformer.config
@@ -314,12 +316,14 @@ def render_model_card(pipeline: DiffusionPipeline, model_name: str, metadata: di
         text_note = f"Class names: `pipe.id2label` ({len(id2label)} classes); `class_labels` takes names or ids."
 
     source = (metadata or {}).get("source") or {}
+    architecture_name = (metadata or {}).get("model_name")
+    described = f" Architecture: {architecture_name}." if architecture_name and architecture_name != model_name else ""
     origin = (
         f"Converted from `{source['file_name']}` (sha256 `{source.get('sha256', '?')[:16]}…`, "
         f"{source.get('weights', '?')} weights) with pixelgen-diffusers {metadata.get('converter_version', '?')}."
         if source.get("file_name")
         else "Exported with pixelgen-diffusers."
-    )
+    ) + described
     sampling = {
         "sampling_method": scheduler.sampling_method,
         "num_inference_steps": getattr(config, "num_inference_steps", None),
@@ -466,7 +470,7 @@ def export_pipeline(
         "exported_from": str(source_path) if source_path is not None else None,
         "storage_dtype": str(pipeline.transformer.dtype).removeprefix("torch."),
     }
-    model_name = metadata.get("model_name") or Path(output_dir).name
+    model_name = Path(output_dir).name  # the folder's name, as users will know the model
     write_model_folder(
         pipeline,
         output_dir,

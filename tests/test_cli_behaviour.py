@@ -140,6 +140,14 @@ def test_text_to_image_without_an_encoder_names_the_option_and_takes_a_local_enc
     expected = pipe(prompt=["a red cube"], generator=[torch.Generator().manual_seed(0)]).images[0]
     assert_same_image(tmp_path / "o/00-a_red_cube-seed0.png", expected)
 
+    (tmp_path / "prompts.txt").write_text("a red cube\n")
+    arguments = ["sample", "--model", tmp_path / "t2i", "--prompts", tmp_path / "prompts.txt", "--out", tmp_path / "s"]
+    code, _, err = run_cli(capsys, *arguments, "--images-per-prompt", "1")
+    assert_one_line_error(code, err, "sample", "pass --text-encoder FOLDER")
+    assert not (tmp_path / "s").exists()
+    assert run_cli(capsys, *arguments, "--images-per-prompt", "1", "--text-encoder", tmp_path / "qwen")[0] == 0
+    assert_same_image(tmp_path / "s/000000.png", expected)
+
 
 # ----------------------------------------------------------------------------------------------------- sample CLI
 def test_sample_defaults_to_the_demo_model(tmp_path, capsys):

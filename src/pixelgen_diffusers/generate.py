@@ -126,22 +126,31 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--negative-prompt", help="text-to-image negative prompt")
     parser.add_argument("--num-images", type=int, default=1, help="images per class or prompt (default 1)")
     parser.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
-    parser.add_argument("--guidance-scale", type=float, help="classifier-free guidance scale (default: the model's)")
+    parser.add_argument(
+        "--guidance-scale",
+        type=float,
+        help="classifier-free guidance scale: > 1 guides, <= 1 samples the conditional model alone (default: the "
+        "model's)",
+    )
     parser.add_argument("--sampler", choices=SAMPLING_METHODS, help="ODE solver (default: the model's)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first image; image i uses seed + i")
     parser.add_argument("--batch-size", type=int, default=4, help="images per forward batch (default 4)")
     parser.add_argument("--dtype", choices=DTYPE_NAMES, default="float32", help="model dtype (default float32)")
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--out", default="outputs", help="output folder (default ./outputs; created on success)")
+    add_text_encoder_argument(parser)
+    add_threads_argument(parser)
+    add_trust_remote_code_argument(parser)
+    parser.set_defaults(func=run)
+
+
+def add_text_encoder_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--text-encoder",
         metavar="FOLDER",
         help="text-to-image: a local copy (or Hub id) of the model's text encoder with its tokenizer, for models "
         "that do not ship one (default: the model's text_encoder_id, Qwen/Qwen3-1.7B)",
     )
-    add_threads_argument(parser)
-    add_trust_remote_code_argument(parser)
-    parser.set_defaults(func=run)
 
 
 def add_threads_argument(parser: argparse.ArgumentParser) -> None:
@@ -205,10 +214,7 @@ def run(args: argparse.Namespace) -> int:
     call_parameters = inspect.signature(pipeline.__call__).parameters
     text_to_image = is_text_to_image(pipeline)
     jobs = plan_images(pipeline, args, text_to_image)
-    if args.text_encoder is not None and not text_to_image:
-        raise ValueError("--text-encoder is for text-to-image models; this one is class-conditional")
-    if text_to_image and (args.text_encoder is not None or pipeline.text_encoder is None):
-        load_text_encoder(pipeline, args.text_encoder)
+    prepare_text_encoder(pipeline, args.text_encoder)
 
     options = {
         "num_inference_steps": args.steps,
@@ -240,9 +246,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_text_encoder(pipeline, text_encoder: str | None) -> None:
-    """Loads the text encoder and tokenizer (from `text_encoder`, else the model's `text_encoder_id`), with an error
-    that names the CLI's remedy."""
+def prepare_text_encoder(pipeline, text_encoder: str | None) -> None:
+    """`--text-encoder`: a text-to-image pipeline without its encoder loads it now (from `text_encoder`, else the
+    model's `text_encoder_id`), before any output is written, with an error that names the CLI's remedy."""
+    if not is_text_to_image(pipeline):
+        if text_encoder is not None:
+            raise ValueError("--text-encoder is for text-to-image models; this one is class-conditional")
+        return
+    if text_encoder is None and pipeline.text_encoder is not None:
+        return
     try:
         pipeline.load_text_encoder(text_encoder)
     except ValueError as error:

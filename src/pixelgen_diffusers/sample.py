@@ -28,7 +28,14 @@ import numpy as np
 import PIL.Image
 from tqdm.auto import tqdm
 
-from .generate import add_threads_argument, add_trust_remote_code_argument, demo_model_dir, set_threads
+from .generate import (
+    add_text_encoder_argument,
+    add_threads_argument,
+    add_trust_remote_code_argument,
+    demo_model_dir,
+    prepare_text_encoder,
+    set_threads,
+)
 from .utils import DTYPE_NAMES, SAMPLING_METHODS, is_text_to_image, torch_dtype
 
 
@@ -262,10 +269,16 @@ def add_parser(subparsers) -> None:
         help="text-to-image: image k of every prompt uses seed + k (upstream GenEval's convention with seed 0)",
     )
     parser.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
-    parser.add_argument("--guidance-scale", type=float, help="classifier-free guidance scale (default: the model's)")
+    parser.add_argument(
+        "--guidance-scale",
+        type=float,
+        help="classifier-free guidance scale: > 1 guides, <= 1 samples the conditional model alone (default: the "
+        "model's)",
+    )
     parser.add_argument("--sampler", choices=SAMPLING_METHODS, help="ODE solver (default: the model's)")
     parser.add_argument("--dtype", choices=DTYPE_NAMES, default="float32", help="model dtype (default float32)")
     parser.add_argument("--no-npz", action="store_true", help="write PNGs only")
+    add_text_encoder_argument(parser)
     add_threads_argument(parser)
     add_trust_remote_code_argument(parser)
     parser.set_defaults(func=run)
@@ -287,6 +300,7 @@ def run(args: argparse.Namespace) -> int:
     pipeline = load_pipeline(model, dtype=torch_dtype(args.dtype), trust_remote_code=args.trust_remote_code)
     pipeline = pipeline.to(PartialState().device)
     set_threads(args.threads, pipeline)
+    prepare_text_encoder(pipeline, args.text_encoder)
     options = {
         "num_inference_steps": args.steps,
         "guidance_scale": args.guidance_scale,

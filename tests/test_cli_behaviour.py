@@ -3,6 +3,7 @@ output folders, `pixelgen sample` defaults, and local paths that never go to the
 
 import json
 import os
+import shutil
 
 import huggingface_hub
 import pytest
@@ -166,3 +167,19 @@ def test_a_local_looking_path_that_does_not_exist_is_never_sent_to_the_hub(path,
     monkeypatch.setattr(huggingface_hub, "snapshot_download", no_download)
     with pytest.raises(ModelFolderError, match=f"model folder {path} does not exist"):
         load_pipeline(path)
+
+
+def test_labels_of_a_hub_model_download_only_its_model_index(tmp_path, capsys, monkeypatch):
+    tiny_c2i_pipeline().save_pretrained(tmp_path / "model")
+    calls = []
+
+    def snapshot_download(**kwargs):
+        calls.append(kwargs)
+        (tmp_path / "snapshot/Tiny").mkdir(parents=True, exist_ok=True)
+        shutil.copy(tmp_path / "model/model_index.json", tmp_path / "snapshot/Tiny/model_index.json")
+        return str(tmp_path / "snapshot")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    code, out, _ = run_cli(capsys, "labels", "golden", "--model", "someone/repo/Tiny")
+    assert code == 0 and out.splitlines() == ["    3  golden retriever, retriever"]
+    assert calls == [{"repo_id": "someone/repo", "allow_patterns": ["Tiny/model_index.json"]}]

@@ -80,9 +80,13 @@ def resolve_model_folder(id_or_path: str | Path, **hub_kwargs) -> Path:
     import huggingface_hub
 
     repo_id, subfolder = "/".join(parts[:2]), "/".join(parts[2:])
-    download_kwargs = {"repo_id": repo_id, **hub_kwargs}
+    # Only what is asked for (`allow_patterns`, default everything), inside the subfolder when there is one.
+    patterns = hub_kwargs.pop("allow_patterns", None)
     if subfolder:
-        download_kwargs["allow_patterns"] = [f"{subfolder}/*"]
+        patterns = [f"{subfolder}/{pattern}" for pattern in patterns or ["*"]]
+    download_kwargs = {"repo_id": repo_id, **hub_kwargs}
+    if patterns is not None:
+        download_kwargs["allow_patterns"] = patterns
     try:
         snapshot = Path(huggingface_hub.snapshot_download(**download_kwargs))
     except Exception as error:  # network, authentication, missing repo or revision: one message for all

@@ -23,10 +23,13 @@ def search_labels(id2label: dict[int, str], query: str | None) -> dict[int, str]
 
 
 def model_id2label(model: str) -> dict[int, str]:
-    """A class-to-image model's class names, read from its `model_index.json` (nothing else is loaded)."""
+    """A class-to-image model's class names, read from its `model_index.json` (from the Hub, only that file)."""
     from .hub import read_model_index, resolve_model_folder
 
-    model_index = read_model_index(resolve_model_folder(model))
+    if Path(model).expanduser().exists():
+        model_index = read_model_index(resolve_model_folder(model))
+    else:
+        model_index = read_model_index(resolve_model_folder(model, allow_patterns=["model_index.json"]))
     if "id2label" not in model_index:
         raise ValueError(f"{model} has no class names: it is not a class-to-image model (text-to-image takes prompts)")
     return {int(k): v for k, v in model_index["id2label"].items()}

@@ -177,10 +177,13 @@ def test_t2i_demo_loads_in_plain_diffusers_without_the_package(t2i_demo, tmp_pat
 
 
 def test_t2i_demo_draws_held_out_combinations_the_classifier_recognises(t2i_demo, attribute_classifier):
-    jobs = [job for job in geneval_prompts() if job["task"] == "color attribution"][::4]
+    # Half of the 80 held-out combinations at the shipped default settings. Chance: shape 0.1, colours 0.125.
+    jobs = [job for job in geneval_prompts() if job["task"] == "color attribution"][::2]
     generators = [torch.Generator().manual_seed(index) for index in range(len(jobs))]
     images = t2i_demo([job["prompt"] for job in jobs], generator=generators, output_type="pt").images * 2 - 1
-    assert score(attribute_classifier, images, jobs)["color attribution"] >= 0.7
+    scores = score(attribute_classifier, images, jobs)
+    assert scores["background accuracy"] >= 0.9 and scores["color accuracy"] >= 0.8, scores
+    assert scores["shape accuracy"] >= 0.6 and scores["color attribution"] >= 0.6, scores
 
 
 # ------------------------------------------------------------------------------------- classifier and evaluation

@@ -31,11 +31,11 @@ COMMANDS = {
     "sample": ("pixelgen_diffusers.sample", "sample many images for evaluation (resumable, multi-process)"),
     "train": (
         "pixelgen_diffusers.training.trainer",
-        "train or fine-tune a class-to-image model on a folder of images",
+        "train or fine-tune a class-to-image or text-to-image model on a folder of images",
     ),
     "eval-demo": (
         "pixelgen_diffusers.demo.evaluate",
-        "score the bundled demo model (or another shapes model) with the demo classifier",
+        "score the bundled demo models with the demo classifiers (--t2i: GenEval-style, text-to-image)",
     ),
     "demo": ("pixelgen_diffusers.demo_app", "a web app to try a PixelGen model (needs the [demo] extra)"),
 }

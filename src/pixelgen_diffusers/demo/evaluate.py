@@ -159,7 +159,7 @@ def add_parser(subparsers) -> None:
     """Registers `pixelgen eval-demo`."""
     parser = subparsers.add_parser(
         "eval-demo",
-        help="score the bundled demo models (or other shapes models) with the demo classifiers",
+        help="score the bundled demo models with the demo classifiers (--t2i: GenEval-style, text-to-image)",
         description="Class-to-image (default): accuracy of the demo classifier on generated images and Frechet"
         " distance of its features to real held-out images. Text-to-image (--t2i): a GenEval-style score on prompts"
         " naming colour/shape/background combinations held out from training, per task and overall. Rows are"

@@ -204,7 +204,9 @@ def test_batch_with_generator_list_equals_single_runs():
 def test_num_images_per_prompt_repeats_each_label():
     pipe = tiny_c2i_pipeline()
     rows = []
-    pipe.transformer.register_forward_pre_hook(lambda module, args: rows.append(args[2].tolist()))
+    pipe.transformer.register_forward_pre_hook(
+        lambda module, args, kwargs: rows.append(kwargs["class_labels"].tolist()), with_kwargs=True
+    )
     images = pipe([4, 6], num_images_per_prompt=3, num_inference_steps=2, output_type="np").images
     assert images.shape == (6, 32, 32, 3)
     assert rows[0] == [4, 4, 4, 6, 6, 6]

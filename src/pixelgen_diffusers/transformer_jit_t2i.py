@@ -284,8 +284,8 @@ def adapt_cache_config(config, batched_inputs: tuple[str, ...]):
     if isinstance(config, FasterCacheConfig):
         if config.tensor_format != "BCHW":
             raise ValueError(
-                f"FasterCacheConfig(tensor_format={config.tensor_format!r}) does not match PixelGen's output, a batch of"
-                " images: pass tensor_format='BCHW'."
+                f"FasterCacheConfig(tensor_format={config.tensor_format!r}) does not match PixelGen's output, a"
+                " batch of images: pass tensor_format='BCHW'."
             )
         identifiers = [*config._unconditional_conditional_input_kwargs_identifiers, *batched_inputs]
         config = dataclasses.replace(

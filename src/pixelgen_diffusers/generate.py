@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from . import sampling_options
 from .scheduling_pixelgen import SAMPLING_METHODS
 from .utils import DTYPES, is_text_to_image
 
@@ -90,6 +91,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
     parser.add_argument("--guidance-scale", type=float, help="classifier-free guidance scale (default: the model's)")
     parser.add_argument("--sampler", choices=SAMPLING_METHODS, help="ODE solver (default: the model's)")
+    sampling_options.add_arguments(parser)
     parser.add_argument("--seed", type=int, default=0, help="seed of the first image; image i uses seed + i")
     parser.add_argument("--batch-size", type=int, default=4, help="images per forward batch (default 4)")
     parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="model dtype (default float32)")
@@ -140,6 +142,9 @@ def run(args: argparse.Namespace) -> int:
     unsupported = [key for key in options if key not in call_parameters]
     if unsupported:
         raise ValueError(f"this model's pipeline does not take {', '.join(unsupported)}")
+    key = "prompt" if text_to_image else "class_labels"
+    calibration = {key: [jobs[0]["condition"]], "generator": torch.Generator("cpu").manual_seed(jobs[0]["seed"])}
+    sampling_options.apply_arguments(pipeline, args, options, calibration)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

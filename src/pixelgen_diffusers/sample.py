@@ -17,6 +17,7 @@ ones, so a resumed run never mixes two sample sets.
 """
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -27,6 +28,7 @@ import PIL.Image
 import torch
 from tqdm.auto import tqdm
 
+from . import sampling_options
 from .generate import add_trust_remote_code_argument
 from .scheduling_pixelgen import SAMPLING_METHODS
 from .utils import DTYPES, is_text_to_image
@@ -83,6 +85,12 @@ def sampling_config(
         config["images_per_prompt"] = images_per_prompt
         config["seed_per_prompt"] = seed_per_prompt
     config.update(sorted(call_kwargs.items()))
+    if not hasattr(pipeline.scheduler, "guidance_mask"):  # a stock scheduler in place of PixelGenScheduler
+        config["scheduler"] = {"class": type(pipeline.scheduler).__name__, **pipeline.scheduler.config}
+    if getattr(pipeline.transformer, "_cache_config", None) is not None:
+        cache = pipeline.transformer._cache_config  # its settings; callbacks (clocks) are not settings
+        settings = {field.name: getattr(cache, field.name) for field in dataclasses.fields(cache)}
+        config["cache"] = {"class": type(cache).__name__} | {k: v for k, v in settings.items() if not callable(v)}
     return json.loads(json.dumps(config, default=repr))
 
 
@@ -236,6 +244,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
     parser.add_argument("--guidance-scale", type=float, help="classifier-free guidance scale (default: the model's)")
     parser.add_argument("--sampler", choices=SAMPLING_METHODS, help="ODE solver (default: the model's)")
+    sampling_options.add_arguments(parser)
     parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="model dtype (default float32)")
     parser.add_argument("--no-npz", action="store_true", help="write PNGs only")
     add_trust_remote_code_argument(parser)
@@ -260,6 +269,10 @@ def run(args: argparse.Namespace) -> int:
         "sampling_method": args.sampler,
     }
     options = {key: value for key, value in options.items() if value is not None}
+    calibration = {"prompt": prompts[:1]} if prompts is not None else {"class_labels": [0]}
+    sampling_options.apply_arguments(
+        pipeline, args, options, {**calibration, "generator": torch.Generator("cpu").manual_seed(args.seed)}
+    )
     sample_many(
         pipeline,
         args.out,

@@ -31,7 +31,7 @@ DEFAULT_TABLE = [
 # cache at two or three settings. `--table solvers`: each stock solver at 5, 10 and 25 steps, guidance 3.
 CACHE_SETTINGS = [
     "first-block:0.05", "first-block:0.1", "first-block:0.2", "mag:0.06", "mag:0.12", "sea:0.1", "sea:0.25",
-    "sea:0.5", "taylorseer:2", "taylorseer:3", "pyramid-attention-broadcast:2", "pyramid-attention-broadcast:3",
+    "taylorseer:2", "taylorseer:3", "pyramid-attention-broadcast:2", "pyramid-attention-broadcast:3",
 ]  # fmt: skip
 CACHE_TABLE = [
     (method, steps, 3.0, cache) for method, steps in (("euler", 10), ("heun", 25)) for cache in (None, *CACHE_SETTINGS)

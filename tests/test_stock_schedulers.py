@@ -29,10 +29,13 @@ def run(pipe, steps, **kwargs):
 
 
 @pytest.mark.parametrize("make_pipeline", [tiny_c2i_pipeline, tiny_t2i_pipeline], ids=["c2i", "t2i"])
-def test_flow_match_euler_on_our_grid_equals_pixelgen_euler(make_pipeline):
-    pipe = make_pipeline(sampling_method="euler", timeshift=2.0)
+@pytest.mark.parametrize(
+    "method, stock", [("euler", FlowMatchEulerDiscreteScheduler), ("heun", FlowMatchHeunDiscreteScheduler)]
+)
+def test_flow_match_schedulers_on_our_grid_equal_pixelgen_solvers(make_pipeline, method, stock):
+    pipe = make_pipeline(sampling_method=method, timeshift=2.0)
     expected = run(pipe, 8).images
-    pipe.scheduler = FlowMatchEulerDiscreteScheduler(shift=2.0)  # PixelGen's timeshift is the scheduler's shift
+    pipe.scheduler = stock(shift=2.0)  # PixelGen's timeshift is the scheduler's shift
     torch.testing.assert_close(run(pipe, 8).images, expected, rtol=0, atol=1e-5)
 
 

@@ -448,10 +448,20 @@ class PixelGenT2IPipeline(DiffusionPipeline):
             )  # fmt: skip
             scheduler.set_begin_index(0)
             return scheduler.timesteps, scheduler.guidance_mask(*interval)
+        # PixelGen's grid before the shift, which the scheduler applies: sigma = 1 - u, u = 0, 1/N, ..., 1 - 1/N.
+        unshifted_sigmas = np.linspace(1.0, 1.0 / num_inference_steps, num_inference_steps)
         if "sigmas" in inspect.signature(scheduler.set_timesteps).parameters:
-            # PixelGen's grid before the shift, which the scheduler applies: sigma = 1 - u, u = 0, 1/N, ..., 1 - 1/N.
-            sigmas = np.linspace(1.0, 1.0 / num_inference_steps, num_inference_steps)
-            scheduler.set_timesteps(sigmas=sigmas, device=device)
+            scheduler.set_timesteps(sigmas=unshifted_sigmas, device=device)
+        elif isinstance(scheduler, FlowMatchHeunDiscreteScheduler):
+            # It takes no custom sigmas, and its own grid ends at sigma_min ~ 0.001, where a corrector would read the
+            # clamped (up to 50x too small) velocity. On PixelGen's grid it is PixelGen's Heun, final step Euler.
+            scheduler.set_timesteps(num_inference_steps, device=device)
+            shift = scheduler.config.shift
+            sigmas = torch.from_numpy(shift * unshifted_sigmas / (1 + (shift - 1) * unshifted_sigmas)).float()
+            timesteps = (sigmas * scheduler.config.num_train_timesteps).to(device)
+            scheduler.timesteps = torch.cat([timesteps[:1], timesteps[1:].repeat_interleave(2)])
+            sigmas = torch.cat([sigmas, sigmas.new_zeros(1)]).to(device)
+            scheduler.sigmas = torch.cat([sigmas[:1], sigmas[1:-1].repeat_interleave(2), sigmas[-1:]])
         else:  # the scheduler's own (shifted) grid
             scheduler.set_timesteps(num_inference_steps, device=device)
         if hasattr(scheduler, "set_begin_index"):

@@ -39,7 +39,10 @@ class PixelGenT2IPipeline(DiffusionPipeline):
 
     Args:
         transformer ([`PixelGenT2ITransformer2DModel`]): the denoiser.
-        scheduler ([`PixelGenScheduler`]): the ODE solver (Adams-Bashforth, Euler or Heun) and its time grid.
+        scheduler ([`PixelGenScheduler`]): the ODE solver (Adams-Bashforth, Euler or Heun) and its time grid; or a
+            stock flow-matching scheduler (`FlowMatchEulerDiscreteScheduler`, `FlowMatchHeunDiscreteScheduler`, or
+            `UniPCMultistepScheduler` / `DPMSolverMultistepScheduler` with `use_flow_sigmas=True` and
+            `prediction_type="flow_prediction"`), whose `shift` / `flow_shift` is the timeshift.
         text_encoder ([`~transformers.Qwen3Model`], *optional*): the text encoder; loaded from `text_encoder_id`
             on the first text prompt when absent.
         tokenizer ([`~transformers.Qwen2Tokenizer`], *optional*): its tokenizer.
@@ -583,9 +586,11 @@ class PixelGenT2IPipeline(DiffusionPipeline):
             guidance_scale: classifier-free guidance weight on the velocity; > 1 enables guidance.
             guidance_interval_min, guidance_interval_max: guidance applies only for t inside this interval (t = 0
                 is noise), with the solver's own boundary test; with min = 0 the first step is never guided.
-            sampling_method: `"adam_lm"`, `"euler"` or `"heun"`; defaults to the scheduler config.
-            solver_order: Adams-Bashforth order for `adam_lm` (1-4); defaults to the scheduler config.
-            timeshift: time-grid shift s; defaults to the scheduler config.
+            sampling_method: `"adam_lm"`, `"euler"` or `"heun"`; defaults to the scheduler config (PixelGenScheduler
+                only).
+            solver_order: Adams-Bashforth order for `adam_lm` (1-4); defaults to the scheduler config
+                (PixelGenScheduler only).
+            timeshift: time-grid shift s; defaults to the scheduler config (a stock scheduler's `shift`).
             noise_scale: the initial noise is `noise_scale` times a standard normal draw (or times `latents`).
             height, width: must equal the model's `sample_size`.
             generator: one generator, or one per image (image i then equals a single run with generator i).

@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import torch
 from diffusers import UniPCMultistepScheduler
 
 from pixelgen_diffusers.cli import main as cli_main

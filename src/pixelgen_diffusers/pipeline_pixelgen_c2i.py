@@ -34,8 +34,8 @@ class PixelGenC2IPipeline(DiffusionPipeline):
 
     Args:
         transformer ([`PixelGenTransformer2DModel`]): the denoiser.
-        scheduler ([`PixelGenScheduler`]): the ODE solver (Heun, Euler or Adams-Bashforth) and its time grid; or a stock
-            flow-matching scheduler (`FlowMatchEulerDiscreteScheduler`, `FlowMatchHeunDiscreteScheduler`, or
+        scheduler ([`PixelGenScheduler`]): the ODE solver (Heun, Euler or Adams-Bashforth) and its time grid; or a
+            stock flow-matching scheduler (`FlowMatchEulerDiscreteScheduler`, `FlowMatchHeunDiscreteScheduler`, or
             `UniPCMultistepScheduler` / `DPMSolverMultistepScheduler` with `use_flow_sigmas=True` and
             `prediction_type="flow_prediction"`), whose `shift` / `flow_shift` is the timeshift.
         id2label (`dict[int, str]`, *optional*): class names, each a comma-separated list of synonyms.

@@ -34,7 +34,10 @@ class PixelGenC2IPipeline(DiffusionPipeline):
 
     Args:
         transformer ([`PixelGenTransformer2DModel`]): the denoiser.
-        scheduler ([`PixelGenScheduler`]): the ODE solver (Heun, Euler or Adams-Bashforth) and its time grid.
+        scheduler ([`PixelGenScheduler`]): the ODE solver (Heun, Euler or Adams-Bashforth) and its time grid; or a
+            stock flow-matching scheduler (`FlowMatchEulerDiscreteScheduler`, `FlowMatchHeunDiscreteScheduler`, or
+            `UniPCMultistepScheduler` / `DPMSolverMultistepScheduler` with `use_flow_sigmas=True` and
+            `prediction_type="flow_prediction"`), whose `shift` / `flow_shift` is the timeshift.
         id2label (`dict[int, str]`, *optional*): class names, each a comma-separated list of synonyms.
         num_inference_steps, guidance_scale, guidance_interval_min, guidance_interval_max, noise_scale:
             the model's recommended sampling settings, used whenever a call does not override them.
@@ -399,9 +402,10 @@ class PixelGenC2IPipeline(DiffusionPipeline):
             guidance_scale: classifier-free guidance weight on the velocity; > 1 enables guidance.
             guidance_interval_min, guidance_interval_max: guidance applies only for t inside this interval (t = 0
                 is noise), with the solver's own boundary test.
-            sampling_method: `"heun"`, `"euler"` or `"adam_lm"`; defaults to the scheduler config.
-            timeshift: time-grid shift s; defaults to the scheduler config.
-            solver_order: Adams-Bashforth order for `adam_lm` (1-4).
+            sampling_method: `"heun"`, `"euler"` or `"adam_lm"`; defaults to the scheduler config (PixelGenScheduler
+                only).
+            timeshift: time-grid shift s; defaults to the scheduler config (a stock scheduler's `shift`).
+            solver_order: Adams-Bashforth order for `adam_lm` (1-4) (PixelGenScheduler only).
             noise_scale: the initial noise is `noise_scale` times a standard normal draw (or times `latents`).
             height, width: must equal the model's `sample_size`.
             generator: one generator, or one per image (image i then equals a single run with generator i).

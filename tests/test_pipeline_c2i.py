@@ -13,7 +13,8 @@ from pixelgen_diffusers import PixelGenC2IPipeline, PixelGenScheduler, imagenet_
 
 def reference_sample(model, noise, labels, method, steps, shift, scale, low, high):
     """Upstream's samplers written out from the reference document: the guided batch is always [uncond, cond],
-    guidance scale 1 outside the interval, time grid, 0.05 clamp, Heun with a final Euler step, AB2 on guided v."""
+    guidance scale 1 outside the interval and for scales <= 1 (the model card's rule), time grid, 0.05 clamp, Heun
+    with a final Euler step, AB2 on guided v."""
     u = torch.cat([torch.linspace(0, 1 - 1 / steps, steps), torch.tensor([1.0])])
     grid = u / (u + shift * (1 - u))
     null = torch.full_like(labels, model.config.num_classes)
@@ -24,7 +25,7 @@ def reference_sample(model, noise, labels, method, steps, shift, scale, low, hig
         x_hat = model(x2, t_batch, torch.cat([null, labels])).sample
         v = (x_hat - x2) / (1 - t_batch.view(-1, 1, 1, 1)).clamp_min(0.05)
         v_uncond, v_cond = v.chunk(2)
-        return v_uncond + (scale if guided else 1.0) * (v_cond - v_uncond)
+        return v_uncond + (scale if guided and scale > 1 else 1.0) * (v_cond - v_uncond)
 
     x = noise.clone()
     if method == "adam_lm":
@@ -58,7 +59,7 @@ CASES = [
     ("euler", 6, 3.0, 1.0, 0.0, 1.0),
     ("adam_lm", 8, 3.0, 4.0, 0.0, 1.0),
     ("adam_lm", 7, 1.0, 1.0, 0.0, 1.0),
-    ("euler", 5, 2.0, 0.0, 0.0, 1.0),  # guidance 0 = the unconditional (null-class) model, as upstream
+    ("euler", 5, 2.0, 0.0, 0.0, 1.0),  # guidance <= 1 does not guide: the conditional model alone
 ]
 
 
@@ -204,9 +205,7 @@ def test_batch_with_generator_list_equals_single_runs():
 def test_num_images_per_prompt_repeats_each_label():
     pipe = tiny_c2i_pipeline()
     rows = []
-    pipe.transformer.register_forward_pre_hook(
-        lambda module, args, kwargs: rows.append(kwargs["class_labels"].tolist()), with_kwargs=True
-    )
+    pipe.transformer.register_forward_pre_hook(lambda module, args: rows.append(args[2].tolist()))
     images = pipe([4, 6], num_images_per_prompt=3, num_inference_steps=2, output_type="np").images
     assert images.shape == (6, 32, 32, 3)
     assert rows[0] == [4, 4, 4, 6, 6, 6]
@@ -250,6 +249,33 @@ def test_callback_sees_every_evaluation_and_can_edit_latents():
     assert torch.all(images == 0)
     with pytest.raises(ValueError, match="callback_on_step_end_tensor_inputs has"):
         pipe(1, num_inference_steps=2, callback_on_step_end=callback, callback_on_step_end_tensor_inputs=["noise"])
+
+
+@pytest.mark.parametrize("sampling_method", ["heun", "euler", "adam_lm"])
+def test_callback_sees_the_guided_clean_image_prediction_without_changing_the_samples(sampling_method):
+    pipe = tiny_c2i_pipeline(sampling_method=sampling_method, timeshift=1.0, guidance_scale=2.5)
+    noise = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    predictions = []
+
+    def record(pipeline, index, timestep, tensors):
+        predictions.append(tensors["pred_original_sample"].clone())
+        return {}
+
+    common = dict(num_inference_steps=4, latents=noise, output_type="latent")
+    plain = pipe([1, 2], **common).images
+    watched = pipe(
+        [1, 2], callback_on_step_end=record, callback_on_step_end_tensor_inputs=["pred_original_sample"], **common
+    ).images
+    assert torch.equal(plain, watched)
+    assert len(predictions) == pipe.num_timesteps and predictions[0].shape == (2, 3, 32, 32)
+    assert predictions[0].dtype == torch.float32
+    # The last evaluation (t = 3/4, Euler-like for every solver here) steps straight to the clean image it predicts,
+    # guided: x_0 = x_t + (1 - t) v with v = (x_hat_u + w (x_hat_c - x_hat_u) - x_t) / (1 - t).
+    if sampling_method != "adam_lm":  # Adams-Bashforth mixes in earlier velocities
+        torch.testing.assert_close(predictions[-1], plain, atol=1e-5, rtol=0)
+    # Early predictions are blurry guesses, far from the final sample; later ones converge to it.
+    errors = [(prediction - plain).abs().mean().item() for prediction in predictions]
+    assert errors[-1] < errors[0]
 
 
 def test_callback_changing_guidance_scale_is_read_every_step():

@@ -1,11 +1,11 @@
 # Copyright 2026 The pixelgen-diffusers authors. Licensed under the MIT license.
 """Named stock schedulers and caches for the command line (`--scheduler NAME`, `--cache NAME[:VALUE]`) and the demo
-evaluation: each name builds the diffusers object with the settings that fit a PixelGen pipeline."""
+evaluation: each name builds the diffusers object with the settings that fit a PixelGen pipeline. torch and
+diffusers are imported only when an object is built, so that argument checks stay fast."""
 
 import argparse
 import difflib
-
-import torch
+import math
 
 
 # --scheduler NAME -> (diffusers class name, extra config). "pixelgen" keeps the model's PixelGenScheduler.
@@ -61,7 +61,7 @@ def parse_cache(spec: str) -> tuple[str, float]:
         number = float(value)
     except ValueError:
         raise ValueError(f"--cache {spec!r}: the {what} after ':' must be a number, got {value!r}.") from None
-    if not torch.isfinite(torch.tensor(number)) or number < 0:
+    if not math.isfinite(number) or number < 0:
         raise ValueError(f"--cache {spec!r}: the {what} must be a finite number >= 0, got {value}.")
     if what != "threshold" and (number != int(number) or number < 1):
         raise ValueError(f"--cache {spec!r}: the {what} must be a positive integer, got {value}.")
@@ -71,6 +71,7 @@ def parse_cache(spec: str) -> tuple[str, float]:
 def make_cache_config(name: str, value: float, pipeline, num_evaluations: int | None = None, mag_ratios=None):
     """A diffusers cache config for `pipeline.transformer.enable_cache`. MagCache needs the model's magnitude ratios
     over the `num_evaluations` evaluations of a run (see `calibrate_mag_ratios`)."""
+    import torch
     from diffusers.hooks import (
         FasterCacheConfig,
         FirstBlockCacheConfig,
@@ -104,11 +105,12 @@ def make_cache_config(name: str, value: float, pipeline, num_evaluations: int | 
     )
 
 
-@torch.no_grad()
 def calibrate_mag_ratios(pipeline, **call_kwargs) -> list[float]:
     """MagCache's magnitude ratios for this model and recipe: one uncached run, and per evaluation the mean over
     tokens of |r_i| / |r_(i-1)|, r being the residual the block stack adds to the conditional rows (MagCache's
     calibration formula; the first ratio is 1)."""
+    import torch
+
     conditions = {key: call_kwargs.pop(key) for key in ("class_labels", "prompt") if key in call_kwargs}
     condition = next(iter(conditions.values()))
     num_images = (len(condition) if isinstance(condition, list) else 1) * call_kwargs.get("num_images_per_prompt", 1)
@@ -126,7 +128,8 @@ def calibrate_mag_ratios(pipeline, **call_kwargs) -> list[float]:
         blocks[-1].register_forward_hook(record_ratio),
     ]
     try:
-        pipeline(**conditions, output_type="latent", **call_kwargs)
+        with torch.no_grad():
+            pipeline(**conditions, output_type="latent", **call_kwargs)
     finally:
         for handle in handles:
             handle.remove()
@@ -150,13 +153,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """Checks `--scheduler` and `--cache` before anything is loaded."""
+    _check_name("scheduler", args.scheduler, SCHEDULERS)
+    if args.scheduler != "pixelgen" and getattr(args, "sampler", None) is not None:
+        raise ValueError("--sampler chooses PixelGenScheduler's solver; leave it out with --scheduler")
+    if args.cache:
+        parse_cache(args.cache)
+
+
 def apply_arguments(pipeline, args: argparse.Namespace, call_kwargs: dict, calibration_kwargs: dict) -> None:
-    """Puts the `--scheduler` on `pipeline` and enables the `--cache` on its transformer. MagCache first calibrates
-    its ratios with one uncached run of `calibration_kwargs` (a condition and the sampling settings)."""
+    """Puts the `--scheduler` on `pipeline` and enables the `--cache` on its transformer. A stock scheduler takes a
+    `timeshift` in `call_kwargs` as its shift (removed from `call_kwargs`). MagCache first calibrates its ratios
+    with one uncached run of `calibration_kwargs` (a condition and a generator) and the sampling settings."""
+    check_arguments(args)
     if args.scheduler != "pixelgen":
-        if call_kwargs.get("sampling_method") is not None:
-            raise ValueError("--sampler chooses PixelGenScheduler's solver; leave it out with --scheduler")
-        pipeline.scheduler = make_scheduler(args.scheduler, pipeline)
+        pipeline.scheduler = make_scheduler(args.scheduler, pipeline, call_kwargs.pop("timeshift", None))
     if args.cache:
         name, value = parse_cache(args.cache)
         ratios = num_evaluations = None

@@ -96,3 +96,15 @@ def test_evaluate_scores_cache_rows_against_their_uncached_recipe(demo_pipeline)
     assert rows[1]["evaluations"] == 11 and rows[3]["evaluations"] == 3
     assert 0 < rows[2]["blocks_computed"] < 1 and rows[2]["attention_computed"] == rows[2]["blocks_computed"]
     assert demo_pipeline.transformer._cache_config is None and hasattr(demo_pipeline.scheduler, "guidance_mask")
+
+
+def test_generate_stock_scheduler_takes_timeshift_as_its_shift(tmp_path, capsys):
+    import numpy as np
+    import PIL.Image
+
+    common = ["generate", "--class", "circle", "--steps", "4", "--timeshift", "2.0"]
+    assert cli_main([*common, "--sampler", "euler", "--out", str(tmp_path / "pixelgen")]) == 0
+    assert cli_main([*common, "--scheduler", "flow-match-euler", "--out", str(tmp_path / "stock")]) == 0
+    images = [np.asarray(PIL.Image.open(next((tmp_path / name).glob("*.png")))) for name in ("pixelgen", "stock")]
+    # Equal samples up to 1e-5, so equal 8-bit images up to a rounding step.
+    assert np.abs(images[0].astype(int) - images[1].astype(int)).max() <= 1

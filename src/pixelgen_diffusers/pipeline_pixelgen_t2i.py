@@ -693,6 +693,13 @@ class PixelGenT2IPipeline(DiffusionPipeline):
         device = self._execution_device
         model_dtype = self.transformer.dtype
 
+        # Each evaluation's PixelGen time (0 = noise) and guidance decision; unguided evaluations skip the null half.
+        # Set before the text is encoded, so that a cache that cannot follow this schedule fails first.
+        model_times, guided = self.prepare_schedule(
+            num_inference_steps, device, sampling_method, timeshift, solver_order, (interval_min, interval_max)
+        )
+        self.check_cache(guided)
+
         # 1. Text conditioning: B * num_images_per_prompt rows, images of one prompt adjacent.
         num_prompts = len(prompt_embeds) if prompt is None else (1 if isinstance(prompt, str) else len(prompt))
         if prompt is not None:
@@ -712,13 +719,8 @@ class PixelGenT2IPipeline(DiffusionPipeline):
         prompt_embeds = prompt_embeds.to(model_dtype)
         batch_size = len(prompt_embeds)
 
-        # 2. Noise and time grid.
+        # 2. Noise.
         latents = self.prepare_latents(batch_size, noise_scale, generator, device, latents)
-        # Each evaluation's PixelGen time (0 = noise) and guidance decision; unguided evaluations skip the null half.
-        model_times, guided = self.prepare_schedule(
-            num_inference_steps, device, sampling_method, timeshift, solver_order, (interval_min, interval_max)
-        )
-        self.check_cache(guided)
         if getattr(self.transformer, "_cache_config", None) is not None:
             self.transformer._reset_stateful_cache()  # a run interrupted earlier may have left state behind
         timesteps = self.scheduler.timesteps

@@ -79,6 +79,7 @@ def _lora_config(tmp_path, kind: str, output: str, **overrides) -> TrainingConfi
         values.update(
             text_encoder=tiny_qwen3(), tokenizer=tiny_qwen_tokenizer(), caption_cache_dir=str(tmp_path / "c")
         )
+        values.update(gradient_checkpointing=True)  # LoRA gradients flow through checkpointed blocks
     return TrainingConfig(**{**values, **overrides})
 
 
@@ -246,3 +247,15 @@ def test_generate_cli_applies_loras_with_scales(tmp_path):
     arguments = ["generate", "--model", str(folder), "--class", "0", "--out", str(tmp_path / "bad")]
     assert main(arguments + ["--lora", f"{lora}:nan"]) == 2
     assert main(arguments + ["--lora", str(tmp_path / "missing.safetensors")]) == 2
+
+
+def test_load_lora_weights_from_a_hub_id_downloads_the_file(tmp_path):
+    from unittest import mock
+
+    pipeline = tiny_c2i_pipeline()
+    lora = _save_random_lora(pipeline, tmp_path / "lora", seed=5) / "pytorch_lora_weights.safetensors"
+    with mock.patch("diffusers.utils.hub_utils.hf_hub_download", return_value=str(lora)) as download:
+        pipeline.load_lora_weights("owner/a-lora", weight_name="pytorch_lora_weights.safetensors")
+    assert download.call_args.args[0] == "owner/a-lora"
+    assert download.call_args.kwargs["filename"] == "pytorch_lora_weights.safetensors"
+    assert pipeline.get_list_adapters() == {"transformer": ["default_0"]}

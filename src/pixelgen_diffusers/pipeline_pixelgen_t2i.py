@@ -253,12 +253,20 @@ class PixelGenT2IPipeline(DiffusionPipeline, PixelGenLoraLoaderMixin):
 
     # ------------------------------------------------------------------------------------------------ text encoding
     def load_text_encoder(self, text_encoder_id: str | None = None, dtype: torch.dtype = torch.bfloat16) -> None:
-        """Loads and registers the Qwen3 encoder and its tokenizer (bfloat16, as upstream runs it)."""
+        """Loads and registers the Qwen3 encoder and its tokenizer (bfloat16, as upstream runs it) from a folder or Hub
+        id holding both, or a pipeline folder with `text_encoder/` and `tokenizer/`."""
         text_encoder_id = text_encoder_id or self.config.text_encoder_id
         device = self._execution_device
+        in_pipeline_folder = all(
+            os.path.isdir(os.path.join(text_encoder_id, name)) for name in ("text_encoder", "tokenizer")
+        )
         try:
-            tokenizer = AutoTokenizer.from_pretrained(text_encoder_id)
-            text_encoder = Qwen3Model.from_pretrained(text_encoder_id, dtype=dtype)
+            tokenizer = AutoTokenizer.from_pretrained(
+                text_encoder_id, subfolder="tokenizer" if in_pipeline_folder else ""
+            )
+            text_encoder = Qwen3Model.from_pretrained(
+                text_encoder_id, dtype=dtype, subfolder="text_encoder" if in_pipeline_folder else ""
+            )
         except Exception as error:
             raise ValueError(
                 f"A text prompt needs the text encoder, but none was given and loading it from {text_encoder_id!r}"

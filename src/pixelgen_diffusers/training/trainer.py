@@ -38,7 +38,6 @@ DEFAULT_LORA_TARGETS = {
     "c2i": ["attn.to_qkv", "attn.to_out", "ff.proj_in", "ff.proj_out"],
     "t2i": ["attn.to_qkv", "attn.to_added_kv", "attn.to_out", "ff.proj_in", "ff.proj_out"],
 }
-LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 # The sampling recipe of a new model (upstream's evaluation settings per kind); a pretrained folder's own recipe wins.
 DEFAULT_SAMPLING = {
     "c2i": dict(sampling_method="heun", sampling_timeshift=1.0, solver_order=2, num_inference_steps=50,

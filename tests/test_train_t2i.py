@@ -204,6 +204,8 @@ def test_t2i_fine_tuning_keeps_the_pretrained_sampling_recipe_unless_overridden(
     assert PixelGenT2IPipeline.from_pretrained(overridden).config.guidance_scale == 5.0
     with pytest.raises(ValueError, match="model_type is 'c2i' but the pretrained model .* is 't2i'"):
         train(_config(tmp_path, "wrong", pretrained=str(base), model_config={}, model_type="c2i"))
+    with pytest.raises(ValueError, match="a text-to-image run; labels_file belong"):
+        train(_config(tmp_path, "wrong", labels_file="labels.csv"))
 
 
 def test_pixelgen_train_cli_trains_text_to_image_with_a_text_encoder_folder(tmp_path):

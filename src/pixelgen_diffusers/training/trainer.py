@@ -430,6 +430,7 @@ class Trainer:
         self.accelerator = Accelerator(mixed_precision=mixed_precision)
         self.output_dir = Path(config.output_dir)
         self.model_type = self._model_type()
+        self._check_options_fit_the_model_type()
         self.sampling = resolve_sampling(config, self.model_type)
         self.id2label, self.text_encoder_id, empty_prompt_embeds = None, None, None
         if self.model_type == "t2i":
@@ -507,6 +508,18 @@ class Trainer:
         if config.model_type is not None:
             return config.model_type
         return "t2i" if is_caption_folder(config.data_dir) else "c2i"
+
+    def _check_options_fit_the_model_type(self) -> None:
+        """Options of the other model kind are mistakes, not no-ops."""
+        config = self.config
+        if self.model_type == "t2i":
+            wrong = {"labels_file": config.labels_file is not None, "unconditional": config.unconditional}
+        else:
+            wrong = {name: getattr(config, name) is not None for name in ("text_encoder", "caption_cache_dir")}
+        wrong = [name for name, is_set in wrong.items() if is_set]
+        if wrong:
+            kind = "text-to-image" if self.model_type == "t2i" else "class-to-image"
+            raise ValueError(f"This is a {kind} run; {', '.join(wrong)} belong(s) to the other kind of model.")
 
     def _sample_size(self) -> int:
         config = self.config

@@ -204,6 +204,8 @@ def test_t2i_fine_tuning_keeps_the_pretrained_sampling_recipe_unless_overridden(
     assert PixelGenT2IPipeline.from_pretrained(overridden).config.guidance_scale == 5.0
     with pytest.raises(ValueError, match="model_type is 'c2i' but the pretrained model .* is 't2i'"):
         train(_config(tmp_path, "wrong", pretrained=str(base), model_config={}, model_type="c2i"))
+    with pytest.raises(ValueError, match="a text-to-image run; labels_file belong"):
+        train(_config(tmp_path, "wrong", labels_file="labels.csv"))
 
 
 def test_pixelgen_train_cli_trains_text_to_image_with_a_text_encoder_folder(tmp_path):
@@ -223,3 +225,20 @@ def test_pixelgen_train_cli_trains_text_to_image_with_a_text_encoder_folder(tmp_
     assert len(list((tmp_path / "run" / "caption_embeddings").rglob("*.safetensors"))) == 3
     missing = ["train", "--data-dir", str(tmp_path / "data"), "--output-dir", str(tmp_path / "bad")]
     assert main([*missing, "--text-encoder", str(tmp_path / "nothing-here")]) == 2
+
+
+def test_t2i_training_with_perceptual_terms_repa_checkpointing_and_a_pipeline_folder_encoder(tmp_path):
+    from components import tiny_dino, tiny_lpips
+
+    tiny_t2i_pipeline().save_pretrained(tmp_path / "pipe")  # text_encoder/ and tokenizer/ subfolders
+    config = _config(tmp_path, "run", max_steps=1, text_encoder=str(tmp_path / "pipe"), tokenizer=None)
+    config.lpips, config.dino, config.repa_layer, config.gradient_checkpointing = tiny_lpips(), tiny_dino(), 1, True
+    checkpoint = train(config)
+    log = json.loads((tmp_path / "run" / "train_log.jsonl").read_text())
+    assert {"fm", "repa", "lpips", "dino", "loss"} <= set(log)
+    assert "projector.4.weight" in load_file(checkpoint / "training_state" / "model.safetensors")
+    pipeline = PixelGenT2IPipeline.from_pretrained(checkpoint)
+    assert pipeline.config.text_encoder_id == str(tmp_path / "pipe")
+    pipeline.set_progress_bar_config(disable=True)
+    images = pipeline("a red square", num_inference_steps=2, output_type="np").images  # loads the encoder
+    assert images.shape == (1, 32, 32, 3) and pipeline.text_encoder is not None

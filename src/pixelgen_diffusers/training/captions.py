@@ -135,10 +135,9 @@ class CaptionEmbeddingCache:
 
         device = device or self.text_encoder.device
         self.folder.mkdir(parents=True, exist_ok=True)
-        (self.folder / "settings.json").write_text(
-            json.dumps({"format": CACHE_FORMAT, "encoder_key": self.key, "txt_max_length": self.txt_max_length,
-                        "txt_embed_dim": self.txt_embed_dim}, indent=2)
-        )  # fmt: skip
+        settings = {"format": CACHE_FORMAT, "encoder_key": self.key, "txt_max_length": self.txt_max_length,
+                    "txt_embed_dim": self.txt_embed_dim}  # fmt: skip
+        self._atomic_write(self.folder / "settings.json", lambda path: Path(path).write_text(json.dumps(settings)))
         batches = range(0, len(missing), batch_size)
         for start in tqdm(batches, desc="encode captions", unit="batch", disable=len(batches) < 2):
             batch = missing[start : start + batch_size]
@@ -147,17 +146,19 @@ class CaptionEmbeddingCache:
                 self._write(caption, embed)
 
     def _write(self, caption: str, embed: torch.Tensor) -> None:
-        """Writes under a unique temporary name in the destination folder, then renames: never a half file."""
         path = self.path(caption)
         path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=path.parent)
+        tensors = {"embeds": embed.detach().cpu().contiguous()}
+        metadata = {"caption": caption, "encoder_key": self.key}
+        self._atomic_write(path, lambda temporary: save_file(tensors, temporary, metadata=metadata))
+
+    @staticmethod
+    def _atomic_write(path: Path, write) -> None:
+        """`write(temporary)` to a unique new file in the destination folder, then a rename: never a half file."""
+        descriptor, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
         os.close(descriptor)
         try:
-            save_file(
-                {"embeds": embed.detach().cpu().contiguous()},
-                temporary,
-                metadata={"caption": caption, "encoder_key": self.key},
-            )
+            write(temporary)
             os.replace(temporary, path)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)

@@ -61,22 +61,35 @@ class ImageClassDataset(torch.utils.data.Dataset):
       `relative/path.png,label` line per image (comma or tab separated). Labels are class names (ids assigned in
       sorted order) or, when all are integers, class ids.
 
+    - `unconditional=True`: every image under `root` (any layout), all with label 0 and no classes.
+
     Files whose header cannot be read are skipped and counted (`num_skipped`, `skipped`).
     """
 
-    def __init__(self, root: str | os.PathLike, sample_size: int, labels_file: str | os.PathLike | None = None):
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        sample_size: int,
+        labels_file: str | os.PathLike | None = None,
+        unconditional: bool = False,
+    ):
         self.root = Path(root)
         self.sample_size = sample_size
         if not self.root.is_dir():
             raise ValueError(f"data_dir {str(root)!r} is not a folder.")
-        if labels_file is None:
+        if unconditional:
+            self.classes = []
+            files = self.root.rglob("*")
+            entries = sorted((p, 0) for p in files if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        elif labels_file is None:
             entries = self._scan_image_folder()
         else:
             entries = self._read_labels_file(Path(labels_file))
         if not entries:
             raise ValueError(
                 f"No images ({', '.join(IMAGE_EXTENSIONS)}) found in data_dir {str(root)!r}"
-                + ("" if labels_file else "; expected one sub-folder of images per class.")
+                + ("" if labels_file or unconditional else "; expected one sub-folder of images per class")
+                + ("." if unconditional else " (or train unconditionally on any layout: --unconditional).")
             )
         self.samples, self.skipped = [], []
         for path, label in entries:
@@ -85,11 +98,6 @@ class ImageClassDataset(torch.utils.data.Dataset):
             logger.warning(f"Skipped {len(self.skipped)} unreadable image(s) in {root}, e.g. {self.skipped[0][0]}.")
         if not self.samples:
             raise ValueError(f"None of the {len(entries)} images in data_dir {str(root)!r} could be read.")
-        num_classes = len(self.classes)
-        if num_classes < 2:
-            raise ValueError(
-                f"data_dir {str(root)!r} has {num_classes} class(es); class-conditional training needs at least 2."
-            )
 
     @property
     def num_skipped(self) -> int:

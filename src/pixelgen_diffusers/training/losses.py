@@ -437,20 +437,39 @@ class PixelGenLoss(nn.Module):
 
 # ------------------------------------------------------------------------------------------------------------ EMA
 class EMA:
-    """Float32 exponential moving average of a model's parameters: ema <- decay * ema + (1 - decay) * param after
-    every optimizer step (upstream's SimpleEMA). Buffers are copied."""
+    """Float32 exponential moving average of a model's trainable parameters: ema <- decay * ema + (1 - decay) * param
+    after every optimizer step (upstream's SimpleEMA). Frozen parameters (the base model of a LoRA run) are not
+    averaged, so they stay bit-identical; buffers are copied."""
 
     def __init__(self, model: nn.Module, decay: float = 0.9999):
         if not 0 <= decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {decay}.")
         self.decay = decay
+        self.names = [name for name, parameter in model.named_parameters() if parameter.requires_grad]
         self.model = copy.deepcopy(model).float().eval().requires_grad_(False)
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        ema_parameters = list(self.model.parameters())
-        parameters = [parameter.detach().float() for parameter in model.parameters()]
-        torch._foreach_mul_(ema_parameters, self.decay)
-        torch._foreach_add_(ema_parameters, parameters, alpha=1 - self.decay)
+        ema_parameters = dict(self.model.named_parameters())
+        parameters = dict(model.named_parameters())
+        ema_tracked = [ema_parameters[name] for name in self.names]
+        tracked = [parameters[name].detach().float() for name in self.names]
+        torch._foreach_mul_(ema_tracked, self.decay)
+        torch._foreach_add_(ema_tracked, tracked, alpha=1 - self.decay)
         for ema_buffer, buffer in zip(self.model.buffers(), model.buffers()):
             ema_buffer.copy_(buffer)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The averaged (trainable) parameters, float32, by name."""
+        parameters = dict(self.model.named_parameters())
+        return {name: parameters[name].detach().cpu().contiguous() for name in self.names}
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        if set(state) != set(self.names):
+            missing, unexpected = set(self.names) - set(state), set(state) - set(self.names)
+            raise ValueError(f"EMA state does not match the model: missing {sorted(missing)[:5]}, unexpected"
+                             f" {sorted(unexpected)[:5]}.")  # fmt: skip
+        parameters = dict(self.model.named_parameters())
+        for name in self.names:
+            parameters[name].copy_(state[name])

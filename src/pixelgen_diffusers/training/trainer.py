@@ -3,6 +3,7 @@
 models, with EMA, sample grids, atomic checkpoints that are loadable pipeline folders, and bit-for-bit `--resume`."""
 
 import dataclasses
+import difflib
 import json
 import logging
 import math
@@ -32,6 +33,11 @@ logger = logging.getLogger(__name__)
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 MODEL_TYPES = ("c2i", "t2i")
 DEFAULT_TEXT_ENCODER = "Qwen/Qwen3-1.7B"
+# LoRA targets by default: attention projections and feed-forward layers of every block (peft suffix matching).
+DEFAULT_LORA_TARGETS = {
+    "c2i": ["attn.to_qkv", "attn.to_out", "ff.proj_in", "ff.proj_out"],
+    "t2i": ["attn.to_qkv", "attn.to_added_kv", "attn.to_out", "ff.proj_in", "ff.proj_out"],
+}
 # The sampling recipe of a new model (upstream's evaluation settings per kind); a pretrained folder's own recipe wins.
 DEFAULT_SAMPLING = {
     "c2i": dict(sampling_method="heun", sampling_timeshift=1.0, solver_order=2, num_inference_steps=50,
@@ -71,6 +77,7 @@ class TrainingConfig:
     output_dir: str
     labels_file: str | None = None
     caption_column: str = "text"
+    unconditional: bool = False
     model_type: str | None = None
     pretrained: str | None = None
     preset: str | None = None
@@ -83,7 +90,10 @@ class TrainingConfig:
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     max_grad_norm: float = 1.0
-    ema_decay: float = 0.9999
+    ema_decay: float | list[float] | None = None
+    lora_rank: int | None = None
+    lora_alpha: float | None = None
+    lora_target_modules: list[str] | None = None
     label_dropout: float = 0.1
     caption_dropout: float = 0.1
     text_encoder: str | torch.nn.Module | None = None
@@ -136,6 +146,23 @@ class TrainingConfig:
             raise ValueError(f"caption_dropout must be in [0, 1), got {self.caption_dropout}.")
         if isinstance(self.text_encoder, torch.nn.Module) and self.tokenizer is None:
             raise ValueError("text_encoder is a module, so tokenizer must be given too.")
+        for decay in self.ema_decays:
+            if not (isinstance(decay, (int, float)) and 0 <= decay < 1):
+                raise ValueError(f"ema_decay values must be numbers in [0, 1), got {self.ema_decay!r}.")
+        if self.lora_rank is not None:
+            if not (isinstance(self.lora_rank, int) and self.lora_rank > 0):
+                raise ValueError(f"lora_rank must be a positive integer, got {self.lora_rank!r}.")
+            if self.pretrained is None:
+                raise ValueError("lora_rank is set but pretrained is not: a LoRA adapts a pretrained model.")
+        elif self.lora_alpha is not None or self.lora_target_modules is not None:
+            raise ValueError("lora_alpha and lora_target_modules need lora_rank (--lora-rank) to train a LoRA.")
+        if self.lora_alpha is not None and not (math.isfinite(self.lora_alpha) and self.lora_alpha > 0):
+            raise ValueError(f"lora_alpha must be a positive number, got {self.lora_alpha!r}.")
+        if self.unconditional and (self.lora_rank is not None or self.labels_file is not None):
+            raise ValueError(
+                "unconditional training uses no labels and trains all weights: drop labels_file/lora_rank."
+            )
+
         if self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(f"mixed_precision is {self.mixed_precision!r}; accepted: {', '.join(MIXED_PRECISION)}.")
         if self.preset is not None and self.preset not in PIXELGEN_PRESETS:
@@ -148,6 +175,21 @@ class TrainingConfig:
             raise ValueError("repa_layer is set but dino is not: REPA aligns to DINOv2 features, pass --dino.")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}.")
+
+    @property
+    def ema_decays(self) -> tuple[float, ...]:
+        """The EMA decays tracked; the first one is the saved pipeline's. Default: upstream's 0.9999, or 0 (the
+        online weights) for a LoRA, whose short runs an EMA of 0.9999 would barely move."""
+        if self.ema_decay is None:
+            return (0.0,) if self.lora_rank is not None else (0.9999,)
+        decays = (self.ema_decay,) if isinstance(self.ema_decay, (int, float)) else tuple(self.ema_decay)
+        if not decays:
+            raise ValueError("ema_decay is an empty list: give at least one decay.")
+        return decays
+
+    @property
+    def is_lora(self) -> bool:
+        return self.lora_rank is not None
 
     def to_json_dict(self) -> dict:
         """The config as JSON; backbones given as modules are recorded by class name."""
@@ -198,20 +240,28 @@ def resolve_sampling(config: TrainingConfig, model_type: str) -> dict:
         }
         stored.update({name: pipeline_config.get(name) for name in SAMPLING_FIELDS if name in pipeline_config})
         recipe.update({name: value for name, value in stored.items() if value is not None})
+    if config.unconditional:
+        recipe["guidance_scale"] = 1.0  # the condition is the null class: nothing to guide towards
     recipe.update({name: getattr(config, name) for name in SAMPLING_FIELDS if getattr(config, name) is not None})
     return recipe
 
 
-def build_transformer(config: TrainingConfig, model_type: str, num_classes: int | None = None) -> torch.nn.Module:
+def build_transformer(config: TrainingConfig, model_type: str, id2label: dict[int, str] | None = None):
+    """The model to train: the pretrained one (with its class table fitted to `id2label`), or a new one."""
+    num_classes = None if id2label is None else len(id2label)
     model_class = PixelGenT2ITransformer2DModel if model_type == "t2i" else PixelGenTransformer2DModel
     if config.pretrained is not None:
         subfolder = _transformer_subfolder(config.pretrained)
         transformer = model_class.from_pretrained(config.pretrained, subfolder=subfolder)
         if model_type == "c2i" and transformer.config.num_classes != num_classes:
-            raise ValueError(
-                f"The pretrained model has {transformer.config.num_classes} classes but data_dir has {num_classes};"
-                " they must match."
-            )
+            if config.is_lora:
+                raise ValueError(
+                    f"The pretrained model has {transformer.config.num_classes} classes but data_dir has"
+                    f" {num_classes}: a LoRA keeps the pretrained classes; fine-tune all weights for a new class set."
+                )
+            pipeline_config = pretrained_json(config.pretrained, "model_index.json") or {}
+            pretrained_labels = {int(k): v for k, v in pipeline_config.get("id2label", {}).items()}
+            resize_class_embeddings(transformer, id2label, pretrained_labels)
         return transformer
     if model_type == "t2i":
         if config.preset is not None:
@@ -225,6 +275,37 @@ def build_transformer(config: TrainingConfig, model_type: str, num_classes: int 
     transformer = PixelGenTransformer2DModel(**arguments)
     initialize_weights(transformer)
     return transformer
+
+
+@torch.no_grad()
+def resize_class_embeddings(
+    transformer: PixelGenTransformer2DModel, id2label: dict[int, str], pretrained_id2label: dict[int, str]
+) -> None:
+    """Refits the class table to a new class set: one row per class of `id2label` plus the null class, kept last
+    with its pretrained row. A class whose name is a synonym of a pretrained class starts from that class's row; the
+    others start from N(0, 0.02), JiT's initialisation. No class at all (`{}`) leaves only the null row: an
+    unconditional model."""
+    old_table = transformer.class_embedder.weight
+    old_null = transformer.config.num_classes
+    synonyms = {}
+    for class_id, names in pretrained_id2label.items():
+        for name in names.split(","):
+            synonyms.setdefault(name.strip().lower(), class_id)
+    table = torch.empty(len(id2label) + 1, old_table.shape[1], dtype=old_table.dtype, device=old_table.device)
+    torch.nn.init.normal_(table, std=0.02)
+    reused = 0
+    for class_id, name in id2label.items():
+        match = synonyms.get(name.strip().lower())
+        if match is not None and match < old_null:
+            table[class_id] = old_table[match]
+            reused += 1
+    table[-1] = old_table[old_null]
+    transformer.class_embedder = torch.nn.Embedding.from_pretrained(table, freeze=False)
+    transformer.register_to_config(num_classes=len(id2label))
+    logger.warning(
+        f"Class table refitted from {old_null} to {len(id2label)} classes (+ the pretrained null class):"
+        f" {reused} start from the pretrained class of the same name, {len(id2label) - reused} are new."
+    )
 
 
 def _xavier_linears(model: torch.nn.Module) -> None:
@@ -349,17 +430,20 @@ class Trainer:
         self.accelerator = Accelerator(mixed_precision=mixed_precision)
         self.output_dir = Path(config.output_dir)
         self.model_type = self._model_type()
+        self._check_options_fit_the_model_type()
         self.sampling = resolve_sampling(config, self.model_type)
         self.id2label, self.text_encoder_id, empty_prompt_embeds = None, None, None
         if self.model_type == "t2i":
             images = ImageCaptionDataset(config.data_dir, self._sample_size(), config.caption_column)
             text_encoder, tokenizer, self.text_encoder_id = self._text_encoder()  # before building the model
         else:
-            self.dataset = ImageClassDataset(config.data_dir, self._sample_size(), config.labels_file)
+            self.dataset = ImageClassDataset(
+                config.data_dir, self._sample_size(), config.labels_file, unconditional=config.unconditional
+            )
             self.id2label = self.dataset.id2label
 
         torch.manual_seed(config.seed)  # the same initial weights on every process
-        transformer = build_transformer(config, self.model_type, None if self.id2label is None else len(self.id2label))
+        transformer = build_transformer(config, self.model_type, self.id2label)
         if self.model_type == "t2i":
             embedding_files = self._cache_caption_embeddings(transformer, text_encoder, tokenizer, images.captions)
             text_encoder = tokenizer = None  # training steps only read the cache
@@ -371,8 +455,12 @@ class Trainer:
             self.empty_embedding_file = embedding_files[""]
         if config.gradient_checkpointing:
             transformer.enable_gradient_checkpointing()
+        if config.is_lora:
+            self._add_lora(transformer)
         transformer.train()
-        self.ema = EMA(transformer, config.ema_decay)  # before the REPA hook is attached to `transformer`
+        # Before the REPA hook is attached to `transformer`; the first EMA is the one the saved pipeline holds.
+        self.emas = [EMA(transformer, decay) for decay in config.ema_decays]
+        self.ema = self.emas[0]
         objective = PixelGenLoss(
             transformer,
             label_dropout=config.caption_dropout if self.model_type == "t2i" else config.label_dropout,
@@ -400,7 +488,8 @@ class Trainer:
             weight_decay=config.weight_decay,
         )
         self.objective, self.optimizer = self.accelerator.prepare(objective, optimizer)
-        self.ema.model.to(self.accelerator.device)
+        for ema in self.emas:
+            ema.model.to(self.accelerator.device)
         rank = self.accelerator.process_index
         torch.manual_seed(config.seed + 1 + rank)  # dropout differs per process
         self.generator = torch.Generator(self.accelerator.device).manual_seed(config.seed + 1 + rank)
@@ -419,6 +508,18 @@ class Trainer:
         if config.model_type is not None:
             return config.model_type
         return "t2i" if is_caption_folder(config.data_dir) else "c2i"
+
+    def _check_options_fit_the_model_type(self) -> None:
+        """Options of the other model kind are mistakes, not no-ops."""
+        config = self.config
+        if self.model_type == "t2i":
+            wrong = {"labels_file": config.labels_file is not None, "unconditional": config.unconditional}
+        else:
+            wrong = {name: getattr(config, name) is not None for name in ("text_encoder", "caption_cache_dir")}
+        wrong = [name for name, is_set in wrong.items() if is_set]
+        if wrong:
+            kind = "text-to-image" if self.model_type == "t2i" else "class-to-image"
+            raise ValueError(f"This is a {kind} run; {', '.join(wrong)} belong(s) to the other kind of model.")
 
     def _sample_size(self) -> int:
         config = self.config
@@ -459,6 +560,48 @@ class Trainer:
         del pipeline, cache.pipeline, cache.text_encoder, cache.tokenizer, text_encoder
         return files
 
+    def _add_lora(self, transformer) -> None:
+        """Freezes the model and adds a peft LoRA adapter (Gaussian A, zero B: the run starts at the base model)."""
+        from peft import LoraConfig
+
+        config = self.config
+        targets = list(config.lora_target_modules or DEFAULT_LORA_TARGETS[self.model_type])
+        linear_names = [name for name, module in transformer.named_modules() if isinstance(module, torch.nn.Linear)]
+        for target in targets:
+            if not any(name == target or name.endswith(f".{target}") for name in linear_names):
+                suffixes = sorted({".".join(name.split(".")[-2:]) for name in linear_names})
+                close = difflib.get_close_matches(target, suffixes, n=3)
+                raise ValueError(
+                    f"lora_target_modules has {target!r}, which names no linear layer of the"
+                    f" {type(transformer).__name__}"
+                    + (f" (did you mean {', '.join(map(repr, close))}?)" if close else "")
+                    + f"; its linear layers end in: {', '.join(suffixes)}."
+                )
+        transformer.requires_grad_(False)
+        alpha = config.lora_alpha if config.lora_alpha is not None else config.lora_rank
+        lora_config = LoraConfig(
+            r=config.lora_rank, lora_alpha=alpha, target_modules=targets, init_lora_weights="gaussian"
+        )
+        transformer.add_adapter(lora_config)
+        trainable = sum(parameter.numel() for parameter in transformer.parameters() if parameter.requires_grad)
+        total = sum(parameter.numel() for parameter in transformer.parameters())
+        if self.accelerator.is_main_process:
+            logger.warning(
+                f"LoRA rank {config.lora_rank} on {', '.join(targets)}: {trainable:,} trainable parameters,"
+                f" {100 * trainable / (total - trainable):.2f}% of the model's {total - trainable:,}."
+            )
+
+    def _save_lora(self, transformer, folder: Path) -> None:
+        """The adapter of `transformer` as diffusers' `pytorch_lora_weights.safetensors`, with its peft config."""
+        from peft.utils import get_peft_model_state_dict
+
+        pipeline_class = PixelGenT2IPipeline if self.model_type == "t2i" else PixelGenC2IPipeline
+        pipeline_class.save_lora_weights(
+            folder,
+            transformer_lora_layers=get_peft_model_state_dict(transformer),
+            transformer_lora_adapter_metadata=transformer.peft_config["default"].to_dict(),
+        )
+
     def make_pipeline(self, transformer):
         return make_pipeline(transformer, self.config, self.sampling, self.id2label, self.text_encoder_id)
 
@@ -479,6 +622,9 @@ class Trainer:
                 generator=generator,
             ).images
             rows = len(prompt_embeds)
+        elif not self.id2label:  # unconditional: a 4 x 4 grid
+            images = pipeline(num_images_per_prompt=16, generator=generator).images
+            rows = 4
         else:
             class_ids = list(range(min(len(self.id2label), 10)))
             images = pipeline(class_ids, num_images_per_prompt=4, generator=generator).images
@@ -491,11 +637,16 @@ class Trainer:
         return self.accelerator.unwrap_model(self.objective)
 
     # ------------------------------------------------------------------------------------------ checkpoints
+    def _is_checkpointed(self, name: str) -> bool:
+        """Online state saved for resuming: not the frozen backbones, and in a LoRA run not the frozen base model."""
+        if name.startswith(("lpips.", "dino.")):
+            return False
+        return not (self.config.is_lora and name.startswith("transformer.") and ".lora_" not in name)
+
     def _trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        frozen = ("lpips.", "dino.")
         state = self.unwrapped.state_dict()
         return {
-            name: tensor.detach().cpu().contiguous() for name, tensor in state.items() if not name.startswith(frozen)
+            name: tensor.detach().cpu().contiguous() for name, tensor in state.items() if self._is_checkpointed(name)
         }
 
     def save_checkpoint(self) -> Path:
@@ -513,13 +664,20 @@ class Trainer:
         rank = accelerator.process_index
         torch.save(_rng_state(self.generator), temporary / STATE_DIR / f"rng_state_{rank}.pt")
         if accelerator.is_main_process:
-            self.make_pipeline(self.ema.model).save_pretrained(temporary)
+            if self.config.is_lora:  # only the adapter: the base model is the pretrained folder
+                self._save_lora(self.ema.model, temporary)
+            else:
+                self.make_pipeline(self.ema.model).save_pretrained(temporary)
             save_file(self._trainable_state_dict(), temporary / STATE_DIR / "model.safetensors")
+            for index, ema in enumerate(self.emas):
+                if index > 0 or self.config.is_lora:  # float32, for resuming and `pixelgen export --ema INDEX`
+                    save_file(ema.state_dict(), temporary / STATE_DIR / f"ema_{index}.safetensors")
             torch.save(self.optimizer.state_dict(), temporary / STATE_DIR / "optimizer.pt")
             state = {
                 "step": self.step,
                 "num_processes": accelerator.num_processes,
                 "dataset_size": len(self.dataset),
+                "ema_decays": list(self.config.ema_decays),
                 "config": self.config.to_json_dict(),
             }
             (temporary / STATE_DIR / "state.json").write_text(json.dumps(state, indent=2))
@@ -546,14 +704,25 @@ class Trainer:
                 " bit-for-bit (the data order and per-process random streams differ)."
             )
         missing, unexpected = self.unwrapped.load_state_dict(load_file(state_dir / "model.safetensors"), strict=False)
-        missing = [name for name in missing if not name.startswith(("lpips.", "dino."))]
+        missing = [name for name in missing if self._is_checkpointed(name)]
         if missing or unexpected:
             raise ValueError(
                 f"Checkpoint {checkpoint} does not match this run's model: missing {missing[:5]},"
                 f" unexpected {unexpected[:5]} (different architecture or REPA setting?)."
             )
-        ema_weights = load_file(checkpoint / "transformer" / "diffusion_pytorch_model.safetensors")
-        self.ema.model.load_state_dict(ema_weights)
+        saved_decays = state.get("ema_decays", [state["config"]["ema_decay"]])
+        if list(saved_decays) != list(self.config.ema_decays):
+            raise ValueError(
+                f"Checkpoint {checkpoint} tracks EMA decays {saved_decays}, this run {list(self.config.ema_decays)}:"
+                " resume with the same --ema-decay values."
+            )
+        for index, ema in enumerate(self.emas):
+            if index == 0 and not self.config.is_lora:
+                ema.model.load_state_dict(
+                    load_file(checkpoint / "transformer" / "diffusion_pytorch_model.safetensors")
+                )
+            else:
+                ema.load_state_dict(load_file(state_dir / f"ema_{index}.safetensors"))
         self.optimizer.load_state_dict(torch.load(state_dir / "optimizer.pt", map_location="cpu", weights_only=True))
         rng_file = state_dir / f"rng_state_{self.accelerator.process_index}.pt"
         if rng_file.is_file():
@@ -618,7 +787,8 @@ class Trainer:
                 accelerator.clip_grad_norm_(self.parameters, config.max_grad_norm)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
-            self.ema.update(self.unwrapped.transformer)
+            for ema in self.emas:
+                ema.update(self.unwrapped.transformer)
             self.step += 1
             progress.update()
             window_steps += 1
@@ -680,6 +850,7 @@ def add_parser(subparsers) -> None:
     arg("--data-dir", required=True, help="class sub-folders (or see --labels-file), or captioned images")
     arg("--output-dir", required=True, help="checkpoints, sample grids and train_log.jsonl go here")
     arg("--labels-file", help="JSON {path: label} or `path,label` lines, paths relative to --data-dir")
+    arg("--unconditional", action="store_true", help="train on the null class only: any image layout, no labels")
     arg("--model-type", choices=MODEL_TYPES, help="default: the pretrained model's, else t2i for captioned data")
     arg("--caption-column", default=defaults.caption_column, help="caption column of metadata.jsonl")
     arg("--caption-dropout", type=float, default=defaults.caption_dropout, help="rate of empty-prompt captions")
@@ -696,7 +867,15 @@ def add_parser(subparsers) -> None:
     arg("--adam-beta1", type=float, default=defaults.adam_beta1)
     arg("--adam-beta2", type=float, default=defaults.adam_beta2)
     arg("--max-grad-norm", type=float, default=defaults.max_grad_norm, help="0 disables clipping")
-    arg("--ema-decay", type=float, default=defaults.ema_decay)
+    arg(
+        "--ema-decay",
+        type=float,
+        nargs="+",
+        help="one or more EMA decays; the first is saved (default 0.9999; LoRA: 0)",
+    )
+    arg("--lora-rank", type=int, help="train a LoRA of this rank on --pretrained instead of all weights")
+    arg("--lora-alpha", type=float, help="LoRA alpha (default: the rank, i.e. scale 1)")
+    arg("--lora-target-modules", nargs="+", help="linear layers to adapt (default: attention and feed-forward)")
     arg("--label-dropout", type=float, default=defaults.label_dropout)
     arg("--p-mean", type=float, default=defaults.p_mean)
     arg("--p-std", type=float, default=defaults.p_std)

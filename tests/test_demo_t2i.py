@@ -233,6 +233,8 @@ def test_eval_demo_t2i_command_prints_a_table_and_writes_json(tmp_path, capsys):
     assert [row["method"] for row in json.loads(output.read_text())] == ["real images", "euler"]
     assert cli_main(["eval-demo", "--t2i", "--num-samples", "5"]) == 2
     assert "--images-per-prompt" in capsys.readouterr().err
+    assert cli_main(["eval-demo", "--t2i", "--caches", "faster_cache"]) == 2
+    assert "not --t2i" in capsys.readouterr().err
 
 
 def test_pixelgen_generate_prompt_uses_the_t2i_demo_by_default(tmp_path, capsys, monkeypatch):

@@ -7,8 +7,8 @@ under src/pixelgen_diffusers/demo/model.
     python scripts/make_demo_model.py            # about 47 minutes on a busy 2-core CPU
 
 Rerunning resumes an interrupted training run from its last checkpoint in --work-dir. After editing the pipeline,
-transformer or scheduler modules, `--refresh-code` re-exports the shipped folders (this one and the text-to-image
-demo's) with the new code (no training).
+transformer or scheduler modules, `--refresh-code` copies the new code into the shipped folders (this one and the
+text-to-image demo's; code files only: configs and weights stay as they are; no training).
 """
 
 import argparse
@@ -26,8 +26,7 @@ from pixelgen_diffusers.demo import model_dir, write_shapes_dataset
 from pixelgen_diffusers.demo.classifier import CLASSIFIER_PATH, train_classifier
 from pixelgen_diffusers.demo.evaluate import DEFAULT_TABLE, choose_default, evaluate, format_table
 from pixelgen_diffusers.demo.shapes import TRAIN_SEED
-from pixelgen_diffusers.export import export_pipeline
-from pixelgen_diffusers.hub import load_package_pipeline
+from pixelgen_diffusers.export import export_pipeline, refresh_code
 from pixelgen_diffusers.training import TrainingConfig, train
 
 
@@ -70,14 +69,15 @@ def main() -> None:
     parser.add_argument(
         "--refresh-code",
         action="store_true",
-        help="only re-export the shipped model with the installed package's code (after editing the pipeline,"
-        " transformer or scheduler modules); no training",
+        help="only copy the installed package's code into the shipped models (after editing the pipeline,"
+        " transformer or scheduler modules); configs and weights are left as they are; no training",
     )
     args = parser.parse_args()
     torch.set_num_threads(args.num_threads)
     output_dir = Path(args.output_dir)
     if args.refresh_code:
-        export_demo(load_package_pipeline(model_dir()), output_dir)
+        for path in refresh_code(output_dir):
+            print(f"refreshed {path}")
         # The text-to-image demo ships the same scheduler and its own pipeline/transformer code: refresh it too.
         t2i_script = Path(__file__).with_name("make_demo_t2i_model.py")
         subprocess.run([sys.executable, str(t2i_script), "--refresh-code"], check=True)

@@ -8,7 +8,8 @@ folder under src/pixelgen_diffusers/demo/model_t2i.
     python scripts/make_demo_t2i_model.py        # see the README for the time it took
 
 Rerunning resumes an interrupted training run from its last checkpoint in --work-dir. After editing the pipeline,
-transformer or scheduler modules, `--refresh-code` re-exports the shipped folder with the new code (no training).
+transformer or scheduler modules, `--refresh-code` copies the new code into the shipped folder (code files only:
+configs, weights and tokenizer stay as they are; no training).
 """
 
 import argparse
@@ -36,8 +37,7 @@ from pixelgen_diffusers.demo.captions import (
 )
 from pixelgen_diffusers.demo.evaluate_t2i import DEFAULT_T2I_TABLE, choose_t2i_default, evaluate_t2i, format_t2i_table
 from pixelgen_diffusers.demo.text_encoder import build_text_encoder, build_tokenizer
-from pixelgen_diffusers.export import export_pipeline
-from pixelgen_diffusers.hub import load_package_pipeline
+from pixelgen_diffusers.export import export_pipeline, refresh_code
 from pixelgen_diffusers.pipeline_pixelgen_t2i import PixelGenT2IPipeline
 from pixelgen_diffusers.training import TrainingConfig, train
 
@@ -66,8 +66,9 @@ README_GRID = Path(__file__).resolve().parents[1] / "docs" / "demo_t2i_samples.p
 
 
 def export_demo(pipeline, output_dir: Path) -> None:
-    """Exports as a self-contained folder, without recording where the pipeline was loaded from."""
-    pipeline.register_to_config(_name_or_path="pixelgen_diffusers/demo/model_t2i")
+    """Exports as a self-contained folder, without recording where the pipeline was loaded from. The encoder ships in
+    the folder and exists nowhere else, so `text_encoder_id` (where a pipeline without one loads it) is null."""
+    pipeline.register_to_config(_name_or_path="pixelgen_diffusers/demo/model_t2i", text_encoder_id=None)
     export_pipeline(pipeline, output_dir, overwrite=True)
     fix_model_card(output_dir / "README.md")
 
@@ -81,7 +82,7 @@ def fix_model_card(path: Path) -> None:
         " `tokenizer/`). Prompts follow the grammar in `pixelgen_diffusers/demo/captions.py`, e.g."
         f' "{README_PROMPTS[0]}".'
     )
-    included = r"The text encoder \(`[^`]*`\) and its tokenizer are included \(`text_encoder/`, `tokenizer/`\)\."
+    included = r"The text encoder (\(`[^`]*`\) )?and its tokenizer are included \(`text_encoder/`, `tokenizer/`\)\."
     text = re.sub(included, encoder_note, text)
     title = "# pixelgen-diffusers text-to-image demo: captioned shapes at 32x32\n"
     text = re.sub(r"^# .*\n", title, text, count=1, flags=re.M)
@@ -133,14 +134,15 @@ def main() -> None:
     parser.add_argument(
         "--refresh-code",
         action="store_true",
-        help="only re-export the shipped model with the installed package's code (after editing the pipeline,"
-        " transformer or scheduler modules); no training",
+        help="only copy the installed package's code into the shipped model (after editing the pipeline,"
+        " transformer or scheduler modules); configs and weights are left as they are; no training",
     )
     args = parser.parse_args()
     torch.set_num_threads(args.num_threads)
     output_dir = Path(args.output_dir)
     if args.refresh_code:
-        export_demo(load_package_pipeline(t2i_model_dir()), output_dir)
+        for path in refresh_code(output_dir):
+            print(f"refreshed {path}")
         return
     work_dir = Path(args.work_dir)
     timings = {}

@@ -1,6 +1,7 @@
 """The bundled demo: the procedural shapes data, the shipped model and classifier, and the evaluation."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,14 @@ import torch
 
 import pixelgen_diffusers
 from pixelgen_diffusers.cli import main as cli_main
-from pixelgen_diffusers.demo import CLASS_NAMES, make_shapes, model_dir, render_shape, write_shapes_dataset
+from pixelgen_diffusers.demo import (
+    CLASS_NAMES,
+    make_shapes,
+    model_dir,
+    render_shape,
+    t2i_model_dir,
+    write_shapes_dataset,
+)
 from pixelgen_diffusers.demo.classifier import accuracy, load_classifier
 from pixelgen_diffusers.demo.evaluate import choose_default, evaluate, frechet_distance
 from pixelgen_diffusers.demo.shapes import EVAL_SEED
@@ -99,6 +107,36 @@ def test_demo_model_ships_the_installed_code():
         if (model_dir() / name).read_bytes() != (package_dir / module).read_bytes()
     ]
     assert not stale, f"The demo folder's {stale} are stale: run `python scripts/make_demo_model.py --refresh-code`."
+
+
+# POSIX (two components or more, so a lone "/" token is not one), Windows drive and UNC paths.
+ABSOLUTE_PATH = re.compile(r"^(/[^/]+/|[A-Za-z]:[\\/]|\\\\)")
+
+
+def json_strings(value):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from json_strings(key)
+            yield from json_strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from json_strings(item)
+
+
+@pytest.mark.parametrize("folder", [model_dir(), t2i_model_dir()], ids=["class-to-image", "text-to-image"])
+def test_shipped_configs_hold_no_absolute_paths(folder):
+    """Paths of the machine that exported a demo mean nothing on a user's machine (and differ per export)."""
+    files = sorted(folder.rglob("*.json"))
+    assert {"model_index.json", "config.json"} <= {path.name for path in files}
+    found = {
+        str(path.relative_to(folder)): value
+        for path in files
+        for value in json_strings(json.loads(path.read_text()))
+        if ABSOLUTE_PATH.match(value)
+    }
+    assert not found, found
 
 
 def test_demo_model_samples_are_recognised_by_the_classifier(demo_pipeline):

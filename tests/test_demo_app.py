@@ -1,5 +1,6 @@
 """`pixelgen demo`: the app's logic on real pipelines, and the app itself driven in a real headless Chromium."""
 
+import contextlib
 import importlib.util
 import os
 import shlex
@@ -373,14 +374,17 @@ def test_text_to_image_app_takes_prompts(tmp_path):
     assert [Path(path).name for path in files] == ["00-a_red_circle-seed7.png"]
 
 
-def test_pixelgen_demo_serves_the_bundled_model_on_localhost_only(tmp_path):
+@contextlib.contextmanager
+def pixelgen_demo_server(tmp_path, *arguments):
+    """Runs `pixelgen demo ARGUMENTS` in a subprocess (offline: HF_HUB_OFFLINE=1) until it serves its page; yields
+    (port, page), then stops it."""
     require(
         importlib.util.find_spec("gradio") is not None,
         'Gradio is not installed: pip install "pixelgen-diffusers[demo]"',
     )
     port = free_port()
-    command = [sys.executable, "-m", "pixelgen_diffusers.cli", "demo", "--port", str(port), "--device", "cpu"]
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TEMP_DIR": str(tmp_path)}
+    command = [sys.executable, "-m", "pixelgen_diffusers.cli", "demo", *arguments, "--port", str(port)]
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TEMP_DIR": str(tmp_path), "HF_HUB_OFFLINE": "1"}
     server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 90
@@ -393,6 +397,14 @@ def test_pixelgen_demo_serves_the_bundled_model_on_localhost_only(tmp_path):
             except OSError:
                 assert time.monotonic() < deadline, "pixelgen demo did not start serving within 90 s"
                 time.sleep(0.5)
+        yield port, page
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_pixelgen_demo_serves_the_bundled_model_on_localhost_only(tmp_path):
+    with pixelgen_demo_server(tmp_path, "--device", "cpu") as (port, page):
         assert "PixelGen" in page
         # Listening sockets on that port (/proc/net/tcp: hex address:port, state 0A = LISTEN) are loopback only.
         listening = [
@@ -401,9 +413,39 @@ def test_pixelgen_demo_serves_the_bundled_model_on_localhost_only(tmp_path):
             if line.split()[1].endswith(f":{port:04X}") and line.split()[3] == "0A"
         ]
         assert listening == [f"0100007F:{port:04X}"]
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+
+
+def test_pixelgen_demo_text_to_image_serves_the_bundled_t2i_model_offline(tmp_path):
+    from gradio_client import Client
+
+    with pixelgen_demo_server(tmp_path, "--text-to-image", "--device", "cpu") as (port, page):
+        client = Client(
+            f"http://127.0.0.1:{port}/", verbose=False, analytics_enabled=False, download_files=str(tmp_path)
+        )
+        gallery, _, command, files, _, status = client.predict(
+            "a red star on a blue background", "", 1, 3, "euler", 4, 4.0, 0.0, 1.0, 1.0, api_name="/generate"
+        )
+    assert status == "Done: 1 image(s), seed 3."
+    # The app runs the bundled text-to-image model: the command it shows (`pixelgen generate --prompt` without
+    # --model, which uses that model) writes the same image.
+    argv = shlex.split(command)
+    assert argv[:4] == ["pixelgen", "generate", "--prompt", "a red star on a blue background"]
+    assert "--model" not in argv
+    out = tmp_path / "cli"
+    assert cli_main([*argv[1:], "--device", "cpu", "--out", str(out)]) == 0
+    assert [Path(path).name for path in files] == [path.name for path in sorted(out.glob("*.png"))]
+    assert_same_pixels(gallery[0]["image"], out / Path(files[0]).name)
+
+
+def test_pixelgen_demo_text_to_image_and_model_together_are_one_line_error(capsys):
+    require(
+        importlib.util.find_spec("gradio") is not None,
+        'Gradio is not installed: pip install "pixelgen-diffusers[demo]"',
+    )
+    assert cli_main(["demo", "--text-to-image", "--model", "some/model"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("pixelgen demo: error: --text-to-image serves the bundled text-to-image demo model")
+    assert "\n" not in error
 
 
 def test_pixelgen_demo_rejects_a_bad_port_in_one_line(capsys):

@@ -2,6 +2,7 @@
 its attribute classifier, the GenEval-style evaluation, and the CLI defaults."""
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from pixelgen_diffusers.demo.evaluate_t2i import (
     score,
 )
 from pixelgen_diffusers.demo.text_encoder import build_text_encoder, build_tokenizer, grammar_corpus
+from pixelgen_diffusers.export import export_pipeline
 from pixelgen_diffusers.pipeline_pixelgen_t2i import PixelGenT2IPipeline
 from pixelgen_diffusers.transformer_jit_t2i import PixelGenT2ITransformer2DModel
 
@@ -136,6 +138,47 @@ def test_t2i_demo_is_small_and_configured(t2i_demo):
     index = json.loads((t2i_model_dir() / "model_index.json").read_text())
     assert index["_class_name"] == ["pipeline", "PixelGenT2IPipeline"]
     assert index["text_encoder"] == ["transformers", "Qwen3Model"]
+
+
+def test_t2i_demo_records_no_text_encoder_it_does_not_ship_with(t2i_demo, tmp_path, capsys):
+    """Its encoder is the tiny one in `text_encoder/`, published nowhere else: the folder must not send a pipeline
+    without it to Qwen3-1.7B (whose 2048-wide features would not fit a 32-wide model), but say what to pass."""
+    index = json.loads((t2i_model_dir() / "model_index.json").read_text())
+    assert "text_encoder_id" in index and index["text_encoder_id"] is None
+    assert t2i_demo.config.text_encoder_id is None and t2i_demo.text_encoder is not None
+    bare = PixelGenT2IPipeline.from_pretrained(t2i_model_dir(), text_encoder=None, tokenizer=None)
+    with pytest.raises(ValueError, match="records no `text_encoder_id`.*Pass `text_encoder=` and `tokenizer=`"):
+        bare("a red star on a blue background", num_inference_steps=1)
+    bare.register_modules(text_encoder=t2i_demo.text_encoder, tokenizer=t2i_demo.tokenizer)
+    assert bare("a red star", num_inference_steps=1, output_type="pt").images.shape == (1, 3, 32, 32)
+
+    # The same folder without its encoder, from the CLI: one line naming --text-encoder, before any output.
+    folder = tmp_path / "no-encoder"
+    shutil.copytree(t2i_model_dir(), folder, ignore=shutil.ignore_patterns("text_encoder", "tokenizer"))
+    index.update(text_encoder=[None, None], tokenizer=[None, None])
+    (folder / "model_index.json").write_text(json.dumps(index))
+    out = tmp_path / "out"
+    assert cli_main(["generate", "--model", str(folder), "--prompt", "a red star", "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert "text_encoder_id is null); pass --text-encoder FOLDER" in error and not out.exists()
+    args = ["generate", "--model", str(folder), "--text-encoder", str(t2i_model_dir()), "--prompt", "a red star"]
+    assert cli_main([*args, "--steps", "1", "--out", str(out)]) == 0
+    assert len(list(out.glob("*.png"))) == 1
+
+
+def test_exporting_the_used_t2i_demo_again_writes_the_same_configs(t2i_demo, tmp_path):
+    """Exports are deterministic: no path of this machine, no settings that a tokenizer call leaves behind."""
+    t2i_demo("a red star", num_inference_steps=1)
+    again = export_pipeline(t2i_demo, tmp_path / "again")
+    configs = [
+        "transformer/config.json",
+        "scheduler/scheduler_config.json",
+        "text_encoder/config.json",
+        "tokenizer/tokenizer_config.json",
+        "tokenizer/tokenizer.json",
+    ]
+    changed = [name for name in configs if (again / name).read_bytes() != (t2i_model_dir() / name).read_bytes()]
+    assert not changed, changed
 
 
 def test_t2i_demo_folder_ships_the_installed_code():

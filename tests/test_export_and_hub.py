@@ -1,5 +1,6 @@
 """Self-contained folders from saved pipelines (`pixelgen_diffusers.export`) and loading them (`load_pipeline`)."""
 
+import inspect
 import json
 import os
 import shutil
@@ -24,7 +25,13 @@ from pixelgen_diffusers import (
     export_pipeline,
     load_pipeline,
 )
-from pixelgen_diffusers.export import ModelFolderError, make_self_contained, read_safetensors_folder, stored_dtype
+from pixelgen_diffusers.export import (
+    ModelFolderError,
+    make_self_contained,
+    read_safetensors_folder,
+    refresh_code,
+    stored_dtype,
+)
 
 
 def sample(pipe, labels=(1, 3), seeds=(5, 6), steps=3):
@@ -120,6 +127,34 @@ def test_export_sets_the_storage_dtype_and_keeps_conversion_metadata(tmp_path):
 
     kept = export_pipeline(exported, tmp_path / "kept")  # without --dtype the stored dtype is kept
     assert {tensor.dtype for tensor in read_safetensors_folder(kept / "transformer").values()} == {torch.bfloat16}
+
+
+def test_exported_configs_record_no_path_of_the_exporting_machine(tmp_path):
+    _, saved, exported = saved_and_exported(tmp_path)
+    # Loading the saved folder records it as each component's `_name_or_path`; the export drops such paths.
+    configs = [path for path in exported.rglob("*.json") if path.name != "conversion_metadata.json"]
+    assert {"model_index.json", "config.json", "scheduler_config.json"} <= {path.name for path in configs}
+    for path in configs:
+        assert str(tmp_path) not in path.read_text(), path
+    # conversion_metadata.json records the source on purpose (`exported_from`), and only there.
+    assert json.loads((exported / "conversion_metadata.json").read_text())["exported_from"] == str(saved)
+
+
+def test_refresh_code_rewrites_only_the_shipped_code_files(tmp_path):
+    _, _, exported = saved_and_exported(tmp_path)
+    stale = [exported / "pipeline.py", exported / "transformer" / "transformer_jit.py"]
+    for path in stale:
+        path.write_text(path.read_text() + "# stale\n")
+    others = {path: path.read_bytes() for path in exported.rglob("*") if path.is_file() and path not in stale}
+
+    assert sorted(refresh_code(exported)) == sorted(stale)
+    assert stale[0].read_bytes() == Path(inspect.getsourcefile(PixelGenC2IPipeline)).read_bytes()
+    assert stale[1].read_bytes() == Path(inspect.getsourcefile(PixelGenTransformer2DModel)).read_bytes()
+    after = {path: path.read_bytes() for path in exported.rglob("*") if path.is_file() and path not in stale}
+    assert after == others  # configs, weights, card untouched; no temporary file left behind
+    assert refresh_code(exported) == []  # up to date: nothing written
+    with pytest.raises(ModelFolderError, match="no model_index.json"):
+        refresh_code(tmp_path / "saved" / "transformer")
 
 
 def test_export_rejects_folders_that_are_not_our_pipelines_and_unsafe_outputs(tmp_path):

@@ -485,7 +485,14 @@ def add_parser(subparsers) -> None:
         help="a web app to try a PixelGen model (needs the [demo] extra)",
         description='A Gradio web app for a PixelGen model folder or Hub id (pip install "pixelgen-diffusers[demo]").',
     )
-    parser.add_argument("--model", help="folder, owner/repo or owner/repo/subfolder (default: the bundled demo model)")
+    parser.add_argument(
+        "--model", help="folder, owner/repo or owner/repo/subfolder (default: the bundled class-to-image demo model)"
+    )
+    parser.add_argument(
+        "--text-to-image",
+        action="store_true",
+        help="serve the bundled text-to-image demo model (offline, prompts such as 'a red star on a blue background')",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     parser.add_argument("--dtype", choices=DTYPE_NAMES, default="float32", help="model dtype (default float32)")
@@ -505,7 +512,12 @@ def run(args: argparse.Namespace) -> int:
         device = torch.device(device)
     except RuntimeError:
         raise ValueError(f"--device {args.device!r} is not a torch device (e.g. cpu, cuda, cuda:1, mps)") from None
-    model = args.model if args.model is not None else demo_model_dir()
+    if args.text_to_image and args.model is not None:
+        raise ValueError(
+            "--text-to-image serves the bundled text-to-image demo model; give it or --model, not both"
+            " (a --model folder's own kind decides its tab)"
+        )
+    model = args.model if args.model is not None else demo_model_dir(text_to_image=args.text_to_image)
     pipeline = load_pipeline(model, dtype=torch_dtype(args.dtype), trust_remote_code=args.trust_remote_code).to(device)
     pipeline.set_progress_bar_config(disable=True)
     app = build_app(pipeline, model=args.model, dtype=args.dtype)

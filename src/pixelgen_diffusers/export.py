@@ -140,6 +140,8 @@ def write_model_folder(
             _copy_transformers_folder(Path(folder), temporary / name, tokenizer=name.startswith("tokenizer"))
         entries = {name: entry for name, (_, entry) in (extra_folders or {}).items()}
         make_self_contained(temporary, pipeline, extra_entries=entries)
+        drop_local_paths(temporary)
+        drop_tokenizer_call_settings(temporary, pipeline)
         if metadata is not None:
             (temporary / "conversion_metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
         if readme is not None:
@@ -183,6 +185,109 @@ def make_self_contained(folder: Path, pipeline: DiffusionPipeline, extra_entries
 
     model_index.update(extra_entries or {})
     index_path.write_text(json.dumps(model_index, indent=2, sort_keys=True) + "\n")
+
+
+def drop_local_paths(folder: Path) -> None:
+    """Removes the `_name_or_path` that diffusers and transformers record in saved configs when it is a path on this
+    machine (where a component was loaded from): meaningless elsewhere, and it makes exports differ per machine."""
+    for path in sorted(Path(folder).rglob("*.json")):
+        config = json.loads(path.read_text())
+        if not isinstance(config, dict):
+            continue
+        local = [key for key in ("_name_or_path", "name_or_path") if is_local_path(config.get(key))]
+        if local:
+            for key in local:
+                del config[key]
+            path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+# Settings of a tokenizer call (and of its loading) that transformers 5 writes into tokenizer_config.json once the
+# tokenizer has been called; they are not the tokenizer's own and would make an export depend on what ran before.
+TOKENIZER_CALL_SETTINGS = (
+    "is_local",
+    "local_files_only",
+    "max_length",
+    "stride",
+    "truncation_strategy",
+    "pad_to_multiple_of",
+    "pad_token_type_id",
+)
+
+
+def drop_tokenizer_call_settings(folder: Path, pipeline: DiffusionPipeline) -> None:
+    """Removes `TOKENIZER_CALL_SETTINGS` from the saved tokenizer configs, and `padding_side` / `truncation_side` where
+    they equal the tokenizer class's default (written only after a call): the config is the same however the
+    pipeline was used."""
+    for name, component in pipeline.components.items():
+        path = Path(folder) / name / "tokenizer_config.json"
+        if component is None or not path.is_file():
+            continue
+        config = json.loads(path.read_text())
+        drop = [key for key in TOKENIZER_CALL_SETTINGS if key in config]
+        drop += [
+            key
+            for key in ("padding_side", "truncation_side")
+            if key in config and config[key] == getattr(type(component), key, None)
+        ]
+        if drop:
+            for key in drop:
+                del config[key]
+            path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+
+
+def is_local_path(value) -> bool:
+    """An absolute path (POSIX, Windows drive or UNC), as opposed to a Hub id or a relative name."""
+    if not isinstance(value, str) or not value:
+        return False
+    return os.path.isabs(value) or value.startswith(("/", "\\")) or (len(value) > 2 and value[1:3] in (":\\", ":/"))
+
+
+def refresh_code(folder: str | Path) -> list[Path]:
+    """Replaces the code a self-contained model folder ships (`pipeline.py` and each component's module, as its
+    `model_index.json` names them) with this package's current modules; configs, weights and the tokenizer are not
+    touched. Each file is written to a unique temporary name beside it and renamed into place.
+
+    Returns:
+        The code files written (those whose content changed).
+
+    Raises:
+        ModelFolderError: `folder` has no `model_index.json`, or names code this package does not have.
+    """
+    import importlib
+
+    folder = Path(folder)
+    index_path = folder / "model_index.json"
+    if not index_path.is_file():
+        raise ModelFolderError(f"{folder} is not a model folder (no model_index.json)")
+    model_index = json.loads(index_path.read_text())
+    package = __name__.rpartition(".")[0]
+    written = []
+    for name, entry in model_index.items():
+        if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)):
+            continue
+        stem, class_name = entry
+        target = folder / f"{stem}.py" if name == "_class_name" else folder / name / f"{stem}.py"
+        if not target.is_file():
+            continue  # a library's component (transformers, diffusers): no shipped code
+        cls = getattr(importlib.import_module(package), class_name, None)
+        if cls is None:
+            raise ModelFolderError(f"{target} holds {class_name}, which {package} does not define")
+        source = Path(inspect.getsourcefile(cls))
+        _check_standalone(source)
+        code = source.read_bytes()
+        if target.read_bytes() == code:
+            continue
+        descriptor, temporary = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
+        try:
+            with os.fdopen(descriptor, "wb") as file:
+                file.write(code)
+            os.chmod(temporary, target.stat().st_mode & 0o777)
+            os.replace(temporary, target)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+        written.append(target)
+    return written
 
 
 def _check_standalone(code_file: Path) -> None:
@@ -298,14 +403,21 @@ def render_model_card(pipeline: DiffusionPipeline, model_name: str, metadata: di
         call = 'pipe(prompt="a photo of a corgi wearing sunglasses", generator=torch.Generator().manual_seed(0))'
         cli = f'pixelgen generate --model {folder} --prompt "a photo of a corgi wearing sunglasses" --num-images 4'
         pipeline_tag = "text-to-image"
-        text_encoder_id = getattr(config, "text_encoder_id", "Qwen/Qwen3-1.7B")
+        text_encoder_id = config.get("text_encoder_id")
         included = (metadata or {}).get("text_encoder_included", getattr(pipeline, "text_encoder", None) is not None)
-        text_note = (
-            f"The text encoder (`{text_encoder_id}`) and its tokenizer are included (`text_encoder/`, `tokenizer/`)."
-            if included
-            else f"The text encoder is not included: the pipeline loads `{text_encoder_id}` (its `text_encoder_id`) "
-            "on the first prompt, or takes `text_encoder=` / `tokenizer=` / `prompt_embeds=`."
-        )
+        if included:
+            named = f" (`{text_encoder_id}`)" if text_encoder_id else ""
+            text_note = f"The text encoder{named} and its tokenizer are included (`text_encoder/`, `tokenizer/`)."
+        elif text_encoder_id:
+            text_note = (
+                f"The text encoder is not included: the pipeline loads `{text_encoder_id}` (its `text_encoder_id`)"
+                " on the first prompt, or takes `text_encoder=` / `tokenizer=` / `prompt_embeds=`."
+            )
+        else:
+            text_note = (
+                "The text encoder is not included and the folder records none (`text_encoder_id` is null): pass"
+                " `text_encoder=` and `tokenizer=`, or `prompt_embeds=`."
+            )
     else:
         tags = ["pixelgen", "class-conditional", "pixel-space", "flow-matching", "jit"]
         id2label = {int(key): value for key, value in (getattr(config, "id2label", None) or {}).items()}

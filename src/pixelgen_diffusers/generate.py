@@ -341,10 +341,15 @@ def prepare_text_encoder(pipeline, text_encoder: str | None) -> None:
         return
     if text_encoder is None and pipeline.text_encoder is not None:
         return
+    source = text_encoder or pipeline.config.get("text_encoder_id")
+    if source is None:
+        raise ValueError(
+            "this text-to-image model needs its text encoder, and its folder neither ships one nor records where to"
+            " load it from (text_encoder_id is null); pass --text-encoder FOLDER, the encoder with its tokenizer"
+        )
     try:
         pipeline.load_text_encoder(text_encoder)
     except ValueError as error:
-        source = text_encoder or pipeline.config.text_encoder_id
         cause = error.__cause__ if error.__cause__ is not None else error
         raise ValueError(
             f"this text-to-image model needs its text encoder, and loading it from {source!r} failed"

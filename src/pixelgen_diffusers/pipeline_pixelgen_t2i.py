@@ -208,7 +208,8 @@ class PixelGenT2IPipeline(DiffusionPipeline, PixelGenLoraLoaderMixin):
         tokenizer ([`~transformers.Qwen2Tokenizer`], *optional*): its tokenizer.
         num_inference_steps, guidance_scale, guidance_interval_min, guidance_interval_max, noise_scale:
             the model's recommended sampling settings, used whenever a call does not override them.
-        text_encoder_id (`str`): where to load the text encoder and tokenizer from when they are not given.
+        text_encoder_id (`str`, *optional*): where to load the text encoder and tokenizer from when they are not
+            given; None for a model whose encoder is not published anywhere (it then has to be passed in).
         txt_max_length, txt_embed_dim (`int`, *optional*): the transformer's text length and feature width, recorded
             (default: read from the transformer) so that `encode_prompt` also works without a transformer.
     """
@@ -230,7 +231,7 @@ class PixelGenT2IPipeline(DiffusionPipeline, PixelGenLoraLoaderMixin):
         guidance_interval_min: float = 0.0,
         guidance_interval_max: float = 1.0,
         noise_scale: float = 1.0,
-        text_encoder_id: str = "Qwen/Qwen3-1.7B",
+        text_encoder_id: str | None = "Qwen/Qwen3-1.7B",
         txt_max_length: int | None = None,
         txt_embed_dim: int | None = None,
     ):
@@ -319,7 +320,13 @@ class PixelGenT2IPipeline(DiffusionPipeline, PixelGenLoraLoaderMixin):
     def load_text_encoder(self, text_encoder_id: str | None = None, dtype: torch.dtype = torch.bfloat16) -> None:
         """Loads and registers the Qwen3 encoder and its tokenizer (bfloat16, as upstream runs it) from a folder or Hub
         id holding both, or a pipeline folder with `text_encoder/` and `tokenizer/`."""
-        text_encoder_id = text_encoder_id or self.config.text_encoder_id
+        text_encoder_id = text_encoder_id or self.config.get("text_encoder_id")
+        if text_encoder_id is None:
+            raise ValueError(
+                "A text prompt needs the text encoder, but none was given and this pipeline records no"
+                " `text_encoder_id` to load it from (its encoder ships with its folder). Pass `text_encoder=` and"
+                " `tokenizer=` to the pipeline, or call with `prompt_embeds`."
+            )
         device = self._execution_device
         in_pipeline_folder = all(
             os.path.isdir(os.path.join(text_encoder_id, name)) for name in ("text_encoder", "tokenizer")

@@ -63,7 +63,8 @@ class TrainingConfig:
 
     Text-to-image: `text_encoder` is the Qwen3 encoder (a folder or Hub id holding it and its tokenizer, a pipeline
     folder with `text_encoder/` and `tokenizer/`, or a module with `tokenizer` given too); default: the pretrained
-    folder's, else its `text_encoder_id`, else Qwen/Qwen3-1.7B. Captions are encoded once into
+    folder's, else its `text_encoder_id`, else Qwen/Qwen3-1.7B. Checkpoints record where the encoder loads from
+    (`text_encoder_id`); for a module, the pretrained folder's id or none. Captions are encoded once into
     `caption_cache_dir` (default `<output_dir>/caption_embeddings`) and dropped to the empty prompt with probability
     `caption_dropout`.
 
@@ -535,7 +536,10 @@ class Trainer:
         pipeline_config = pretrained_json(config.pretrained, "model_index.json") if config.pretrained else None
         default_id = (pipeline_config or {}).get("text_encoder_id", DEFAULT_TEXT_ENCODER)
         if isinstance(config.text_encoder, torch.nn.Module):
-            return config.text_encoder.eval().requires_grad_(False), config.tokenizer, default_id
+            # An encoder given in memory has no id of its own: keep the fine-tuned folder's, else record none (not
+            # the default Qwen3-1.7B, which may not fit the model).
+            recorded_id = (pipeline_config or {}).get("text_encoder_id")
+            return config.text_encoder.eval().requires_grad_(False), config.tokenizer, recorded_id
         if config.text_encoder is not None:
             source = str(config.text_encoder)
             return *load_text_encoder(source), source

@@ -116,7 +116,7 @@ def main() -> None:
     parser.add_argument("--work-dir", default="/tmp/pixelgen-demo-t2i", help="dataset, encoder and checkpoints")
     parser.add_argument("--output-dir", default=str(t2i_model_dir()), help="where the exported demo model goes")
     parser.add_argument("--num-images", type=int, default=20000, help="training images")
-    parser.add_argument("--max-steps", type=int, default=4000)
+    parser.add_argument("--max-steps", type=int, default=13000, help="training steps (the shipped model: 13,000)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--ema-decay", type=float, default=0.998)

@@ -225,8 +225,9 @@ def test_t2i_demo_draws_held_out_combinations_the_classifier_recognises(t2i_demo
     generators = [torch.Generator().manual_seed(index) for index in range(len(jobs))]
     images = t2i_demo([job["prompt"] for job in jobs], generator=generators, output_type="pt").images * 2 - 1
     scores = score(attribute_classifier, images, jobs)
-    assert scores["background accuracy"] >= 0.9 and scores["color accuracy"] >= 0.8, scores
-    assert scores["shape accuracy"] >= 0.6 and scores["color attribution"] >= 0.6, scores
+    # The shipped model (13,000 steps) gets 0.95 attribution and shape, 1.0 for both colours, on these 40 prompts.
+    assert scores["background accuracy"] >= 0.95 and scores["color accuracy"] >= 0.9, scores
+    assert scores["shape accuracy"] >= 0.8 and scores["color attribution"] >= 0.8, scores
 
 
 # ------------------------------------------------------------------------------------- classifier and evaluation

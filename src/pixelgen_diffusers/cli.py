@@ -5,9 +5,14 @@ Each subcommand lives in its feature module, which exposes `add_parser(subparser
 `func(args) -> int`. Adding a command is adding its name and module to `COMMAND_MODULES`. A module that fails to
 import (a missing optional dependency, a broken install) disables only its own command, which then reports the import
 error as one line.
+
+Every failure of every command is one line on stderr and a non-zero exit status: 2 for bad input (arguments, files,
+folders: ValueError), 1 for anything else (out of memory, a full disk, a library error), 130 for Ctrl-C. A
+traceback is printed only with `--debug` (or `PIXELGEN_DEBUG=1`).
 """
 
 import argparse
+import errno
 import importlib
 import os
 import sys
@@ -26,15 +31,23 @@ COMMAND_MODULES = {
 }
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, with a usage error on one line (which option is wrong and where to read more), exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="pixelgen",
         description="PixelGen pixel-space diffusion models in diffusers: generate, convert and export.",
-        epilog="Set PIXELGEN_DEBUG=1 to see full tracebacks.",
+        epilog="Errors are one line; --debug (or PIXELGEN_DEBUG=1) shows the full traceback.",
     )
     parser.add_argument("--version", action="version", version=f"pixelgen-diffusers {__version__}")
+    parser.add_argument("--debug", action="store_true", help="print the full traceback of an error")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command, module_name in COMMAND_MODULES.items():
         try:
@@ -43,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
             _add_unavailable_command(subparsers, command, module_name, error)
             continue
         module.add_parser(subparsers)
+    for subparser in subparsers.choices.values():  # `--debug` also after the command name
+        if "--debug" not in subparser._option_string_actions:
+            subparser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
 
@@ -65,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     args, unrecognized = parser.parse_known_args(argv)
     if unrecognized and not getattr(args, "accepts_any_arguments", False):
         parser.error(f"unrecognized arguments: {' '.join(unrecognized)}")  # as parse_args would
+    debug = getattr(args, "debug", False) or os.environ.get("PIXELGEN_DEBUG", "") not in ("", "0")
     # Loading bars and library warnings would bury our output; sampling keeps its own progress bar.
     for library_logging in (diffusers_logging, transformers_logging):
         library_logging.disable_progress_bar()
@@ -74,12 +91,25 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"pixelgen {args.command}: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, OSError, ImportError) as error:
-        # User errors (bad arguments, files, names) are ValueErrors or OSErrors; print one line, no traceback.
-        if os.environ.get("PIXELGEN_DEBUG"):
+    except Exception as error:  # every failure is one line; the traceback only on request
+        if debug:
             raise
-        print(f"pixelgen {args.command}: error: {one_line(error, max_length=None)}", file=sys.stderr)
-        return 2
+        print(f"pixelgen {args.command}: error: {describe_error(error)}", file=sys.stderr)
+        return 2 if isinstance(error, (ValueError, ImportError)) else 1
+
+
+def describe_error(error: BaseException) -> str:
+    """One line saying what went wrong and, where we know it, what to do."""
+    import torch
+
+    message = one_line(error, max_length=None)
+    if isinstance(error, (MemoryError, torch.OutOfMemoryError)):
+        return f"out of memory ({message}); try a smaller --batch-size, --dtype bfloat16, or another --device"
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"{message}; free some disk space (finished files are kept: rerun to resume where it stopped)"
+    if isinstance(error, (ValueError, ImportError, OSError)):
+        return message
+    return f"{type(error).__name__}: {message} (run with --debug for the traceback)"
 
 
 if __name__ == "__main__":

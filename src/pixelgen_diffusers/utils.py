@@ -1,10 +1,35 @@
 # Copyright 2026 The pixelgen-diffusers authors. Licensed under the MIT license.
-"""Definitions the tools (`generate`, `sample`, `convert`, `export`, `hub`, the CLI) share, kept in one place."""
+"""Definitions the tools (`generate`, `sample`, `convert`, `export`, `hub`, `train`, the CLI) share, kept in one
+place: input checks, atomic file and folder writes, and the per-folder lock of long-running commands."""
 
+import contextlib
 import inspect
+import io
+import json
+import os
+import shutil
+import socket
+import sys
+import tempfile
+from pathlib import Path
 
 import torch
 
+from .scheduling_pixelgen import check_number
+
+
+__all__ = [
+    "DTYPES",
+    "FolderLock",
+    "atomic_directory",
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "check_number",
+    "is_text_to_image",
+    "one_line",
+    "replace_directory",
+]
 
 # `--dtype` names accepted by every command.
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -22,3 +47,217 @@ def one_line(error: BaseException, max_length: int | None = 160) -> str:
 def is_text_to_image(pipeline) -> bool:
     """Text-to-image pipelines take a `prompt`; class-to-image ones take `class_labels`."""
     return "prompt" in inspect.signature(type(pipeline).__call__).parameters
+
+
+# ---------------------------------------------------------------------------------------------------- atomic writes
+def _file_mode() -> int:
+    """The permissions a plain `open(path, "w")` would give a new file (mkstemp creates owner-only files)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Makes a rename inside `folder` durable (a no-op where folders cannot be opened)."""
+    with contextlib.suppress(OSError):
+        descriptor = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+
+def _write_error(error: OSError, path: Path) -> OSError:
+    """The same OSError (errno kept), with a message that names the file it was writing."""
+    return type(error)(error.errno, f"cannot write {path}: {error.strerror or one_line(error)}")
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path, mode: str = "wb"):
+    """Opens a new file for writing that appears at `path` complete or not at all.
+
+    The data goes to a unique temporary name created exclusively in the destination folder (`tempfile.mkstemp`:
+    O_CREAT | O_EXCL | O_NOFOLLOW, so a planted file or link there is never written through), is flushed and
+    fsynced, and is renamed over `path` with `os.replace` (which replaces a link at `path`, never its target). On any
+    failure (a full disk, an exception in the `with` body, an interrupt) the temporary file is removed and `path` is
+    left as it was; an OSError names `path`.
+    """
+    path = Path(path)
+    try:
+        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise _write_error(error, path) from error
+    try:
+        os.fchmod(descriptor, _file_mode())
+        with os.fdopen(descriptor, mode) as file:
+            yield file
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException as error:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        if isinstance(error, OSError) and not isinstance(error, (FileNotFoundError, PermissionError)):
+            raise _write_error(error, path) from error
+        raise
+    _fsync_folder(path.parent)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_write(path) as file:
+        file.write(data)
+
+
+def atomic_write_json(path: str | Path, value, indent: int | None = 2) -> None:
+    """JSON that Python's own reader and any strict one accept (NaN and infinities are refused, not written)."""
+    text = json.dumps(value, indent=indent, allow_nan=False) + "\n"
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_save_image(image, path: str | Path, format: str = "PNG") -> None:
+    """A PIL image written atomically (encoded in memory first, so a failing encoder never touches the disk)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format=format)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and not path.is_symlink():
+            with open(path, "rb") as file:
+                os.fsync(file.fileno())
+    _fsync_folder(folder)
+
+
+def replace_directory(temporary: Path, path: Path) -> None:
+    """Moves the finished folder `temporary` to `path` (a sibling), replacing whatever folder is there. A folder at
+    `path` is first renamed to a unique backup name and removed only once the new one is in place; if the second
+    rename fails, the backup is put back. A link at `path` is replaced, never followed."""
+    temporary, path = Path(temporary), Path(path)
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        path.unlink()
+    if not path.exists():
+        os.rename(temporary, path)
+        _fsync_folder(path.parent)
+        return
+    backup = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+    os.rename(path, backup / path.name)  # into the (unique, exclusively created) backup folder
+    try:
+        os.rename(temporary, path)
+    except BaseException:
+        os.rename(backup / path.name, path)
+        shutil.rmtree(backup, ignore_errors=True)
+        raise
+    _fsync_folder(path.parent)
+    shutil.rmtree(backup, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | Path, temporary: str | Path | None = None):
+    """Yields a new, empty, uniquely named temporary folder next to `path`; once the `with` body finishes, every
+    file in it is fsynced and the folder replaces `path` (see `replace_directory`). On failure the temporary folder
+    is removed and `path` is left as it was. `temporary`: a folder already created (with `tempfile.mkdtemp` in the
+    same parent) to use instead, e.g. one shared by several processes."""
+    path = Path(path)
+    if temporary is None:
+        try:
+            temporary = tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        except OSError as error:
+            raise _write_error(error, path) from error
+    temporary = Path(temporary)
+    try:
+        yield temporary
+        _fsync_tree(temporary)
+        replace_directory(temporary, path)
+    except BaseException as error:
+        shutil.rmtree(temporary, ignore_errors=True)
+        if isinstance(error, OSError) and not isinstance(error, (FileNotFoundError, PermissionError)):
+            raise _write_error(error, path) from error
+        raise
+
+
+# --------------------------------------------------------------------------------------------------- folder locks
+class FolderLock:
+    """An exclusive lock on an output folder for one long-running command (`pixelgen sample`, `pixelgen train`).
+
+    A `filelock.FileLock` (an `fcntl.flock` on `.pixelgen.lock`; the file is opened with O_NOFOLLOW, so a planted
+    link is refused, not followed): the operating system releases it when the process exits, however it exits, so a
+    crashed run never leaves a stale lock. The holder's description (pid, host, command) is written next to it, so
+    that a second run can name the process it is waiting for. Acquiring never waits: a held lock is a ValueError
+    naming the folder and the holder.
+    """
+
+    LOCK_FILE = ".pixelgen.lock"
+    OWNER_FILE = ".pixelgen.lock.owner.json"
+
+    def __init__(self, folder: str | Path, command: str):
+        self.folder = Path(folder)
+        self.command = command
+        self._lock = None
+
+    def acquire(self) -> "FolderLock":
+        from filelock import FileLock, Timeout
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        lock_path = self.folder / self.LOCK_FILE
+        if lock_path.is_symlink():
+            raise ValueError(f"{lock_path} is a symbolic link; remove it (a lock file is never followed)")
+        lock = FileLock(lock_path, timeout=0, thread_local=False)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise ValueError(
+                f"{self.folder} is in use by another run ({self._holder()}); wait for it to finish, or use another "
+                "output folder"
+            ) from None
+        except OSError as error:
+            raise type(error)(error.errno, f"cannot lock {lock_path}: {error.strerror or one_line(error)}") from None
+        self._lock = lock
+        owner = {"pid": os.getpid(), "host": socket.gethostname(), "command": self.command, "argv": sys.argv}
+        try:
+            atomic_write_json(self.folder / self.OWNER_FILE, owner)
+        except BaseException:
+            self.release()
+            raise
+        return self
+
+    def _holder(self) -> str:
+        try:
+            owner = json.loads((self.folder / self.OWNER_FILE).read_text())
+            return f"pixelgen {owner['command']}, process {owner['pid']} on {owner['host']}"
+        except (OSError, ValueError, KeyError, TypeError):
+            return "a process that has not yet recorded itself"
+
+    def release(self) -> None:
+        if self._lock is not None:
+            with contextlib.suppress(OSError):
+                (self.folder / self.OWNER_FILE).unlink()
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self) -> "FolderLock":
+        return self.acquire()
+
+    def __exit__(self, *exc_info) -> None:
+        self.release()
+
+
+# ------------------------------------------------------------------------------------------------ command-line types
+def cli_number(integer: bool = False, **bounds):
+    """An argparse `type` that accepts only finite numbers in range (`check_number`'s bounds): `--guidance-scale
+    inf` or `--steps 0` is a usage error naming the option, not a run that draws black images."""
+    import argparse
+
+    def parse(text: str):
+        try:
+            value = int(text) if integer else float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if integer else 'a number'}") from None
+        try:
+            check_number("value", value, integer=integer, **bounds)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error).removeprefix("value ").rstrip(".")) from None
+        return value
+
+    parse.__name__ = "integer" if integer else "number"
+    return parse

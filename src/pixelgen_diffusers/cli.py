@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     for subparser in subparsers.choices.values():  # `--debug` also after the command name
         if "--debug" not in subparser._option_string_actions:
             subparser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    parser.command_parsers = subparsers.choices
     return parser
 
 
@@ -78,9 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     from transformers.utils import logging as transformers_logging
 
     parser = build_parser()
-    args, unrecognized = parser.parse_known_args(argv)
-    if unrecognized and not getattr(args, "accepts_any_arguments", False):
-        parser.error(f"unrecognized arguments: {' '.join(unrecognized)}")  # as parse_args would
+    try:
+        args, unrecognized = parser.parse_known_args(argv)
+        if unrecognized and not getattr(args, "accepts_any_arguments", False):
+            command_parser = parser.command_parsers[args.command]
+            command_parser.error(f"unrecognized arguments: {' '.join(unrecognized)}")  # as parse_args would
+    except SystemExit as exit_request:  # a usage error (one line, status 2), --help or --version (status 0)
+        return exit_request.code if isinstance(exit_request.code, int) else 2
     debug = getattr(args, "debug", False) or os.environ.get("PIXELGEN_DEBUG", "") not in ("", "0")
     # Loading bars and library warnings would bury our output; sampling keeps its own progress bar.
     for library_logging in (diffusers_logging, transformers_logging):

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from .scheduling_pixelgen import SAMPLING_METHODS
-from .utils import DTYPES, is_text_to_image
+from .utils import DTYPES, atomic_save_image, check_number, cli_number, is_text_to_image, resolve_device
 
 
 def demo_model_dir() -> Path:
@@ -42,6 +42,20 @@ def class_ids(pipeline, classes: list[str]) -> list[int]:
         if class_id not in ids:
             ids.append(class_id)
     return ids
+
+
+# One `generate` call writes at most this many images; evaluation-scale sets are `pixelgen sample`'s job.
+MAX_IMAGES = 100_000
+
+
+def check_request_size(num_conditions: int, num_images: int) -> None:
+    """Refuses a request too large for `generate` before any job is planned (it would build the whole list)."""
+    total = num_conditions * num_images
+    if total > MAX_IMAGES:
+        raise ValueError(
+            f"--num-images {num_images} for {num_conditions} class(es)/prompt(s) asks for {total:,} images; one "
+            f"`pixelgen generate` writes at most {MAX_IMAGES:,} (use `pixelgen sample` for evaluation-scale sets)"
+        )
 
 
 def plan_images(pipeline, args: argparse.Namespace, text_to_image: bool) -> list[dict]:
@@ -86,12 +100,31 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--prompt", dest="prompts", action="append", help="text-to-image prompt; repeat for several")
     parser.add_argument("--negative-prompt", help="text-to-image negative prompt")
-    parser.add_argument("--num-images", type=int, default=1, help="images per class or prompt (default 1)")
-    parser.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
-    parser.add_argument("--guidance-scale", type=float, help="classifier-free guidance scale (default: the model's)")
+    parser.add_argument(
+        "--num-images",
+        type=cli_number(integer=True, minimum=1),
+        default=1,
+        help="images per class or prompt (default 1)",
+    )
+    parser.add_argument(
+        "--steps", type=cli_number(integer=True, minimum=1), help="sampling steps (default: the model's)"
+    )
+    parser.add_argument(
+        "--guidance-scale", type=cli_number(), help="classifier-free guidance scale (default: the model's)"
+    )
     parser.add_argument("--sampler", choices=SAMPLING_METHODS, help="ODE solver (default: the model's)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the first image; image i uses seed + i")
-    parser.add_argument("--batch-size", type=int, default=4, help="images per forward batch (default 4)")
+    parser.add_argument(
+        "--seed",
+        type=cli_number(integer=True, minimum=0),
+        default=0,
+        help="seed of the first image; image i uses seed + i",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=cli_number(integer=True, minimum=1),
+        default=4,
+        help="images per forward batch (default 4)",
+    )
     parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="model dtype (default float32)")
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--out", default="outputs", help="output folder (default ./outputs)")
@@ -116,13 +149,12 @@ def run(args: argparse.Namespace) -> int:
         ("--batch-size", args.batch_size),
         ("--steps", args.steps),
     ):
-        if value is not None and value < 1:
-            raise ValueError(f"{option} must be a positive integer, got {value}")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(device)
-    except RuntimeError:
-        raise ValueError(f"--device {args.device!r} is not a torch device (e.g. cpu, cuda, cuda:1, mps)") from None
+        if value is not None:
+            check_number(option, value, integer=True, minimum=1)
+    if args.guidance_scale is not None:
+        check_number("--guidance-scale", args.guidance_scale)
+    check_request_size(len(args.prompts or []) + len(args.classes or []) or 1, args.num_images)
+    device = resolve_device(args.device)
 
     model = args.model if args.model is not None else demo_model_dir()
     pipeline = load_pipeline(model, dtype=DTYPES[args.dtype], trust_remote_code=args.trust_remote_code).to(device)
@@ -154,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
         images = pipeline(**condition, generator=generators, output_type="pil", **options).images
         for job, image in zip(batch, images):
             path = out / job["file_name"]
-            image.save(path)
+            atomic_save_image(image, path)
             written.append(path)
     print(f"Wrote {len(written)} image{'s' * (len(written) != 1)} to {out}/: " + ", ".join(p.name for p in written))
     return 0

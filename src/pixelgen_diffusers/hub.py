@@ -11,6 +11,7 @@ import json
 import re
 from pathlib import Path
 
+import torch
 from diffusers import DiffusionPipeline
 
 from .convert import MODEL_KINDS
@@ -41,9 +42,12 @@ def read_model_index(folder: Path) -> dict:
     if not path.is_file():
         raise ModelFolderError(f"{folder} is not a diffusers model folder (no model_index.json)")
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ModelFolderError(f"cannot read {path}: {error}") from None
+        model_index = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ModelFolderError(f"cannot read {path}: {one_line(error)}") from None
+    if not isinstance(model_index, dict):
+        raise ModelFolderError(f"{path} must hold a JSON object, got a {type(model_index).__name__}")
+    return model_index
 
 
 def pipeline_class_name(model_index: dict) -> str | None:
@@ -54,6 +58,11 @@ def pipeline_class_name(model_index: dict) -> str | None:
 
 def resolve_model_folder(id_or_path: str | Path, **hub_kwargs) -> Path:
     """A local folder as is; `owner/repo/subfolder` or `owner/repo` downloaded with huggingface_hub."""
+    if not isinstance(id_or_path, (str, Path)) or not str(id_or_path).strip():
+        raise ModelFolderError(
+            f"the model must be a folder, owner/repo or owner/repo/subfolder, got {type(id_or_path).__name__}:"
+            f" {id_or_path!r}"
+        )
     path = Path(id_or_path).expanduser()
     if path.exists():
         if not path.is_dir():
@@ -109,7 +118,7 @@ def load_package_pipeline(folder: str | Path, **kwargs) -> DiffusionPipeline:
     pipeline_class = package_pipeline_class(class_name)
     if pipeline_class is None:
         raise ModelFolderError(f"{folder} holds a {class_name}, which is not a pixelgen-diffusers pipeline")
-    return pipeline_class.from_pretrained(folder, **kwargs)
+    return checked_load(folder, lambda: pipeline_class.from_pretrained(folder, **kwargs))
 
 
 def load_pipeline(id_or_path: str | Path, *, trust_remote_code: bool = False, **kwargs) -> DiffusionPipeline:
@@ -129,6 +138,34 @@ def load_pipeline(id_or_path: str | Path, *, trust_remote_code: bool = False, **
     """
     hub_kwargs = {key: kwargs.pop(key) for key in HUB_KWARGS if key in kwargs}
     folder = resolve_model_folder(id_or_path, **hub_kwargs)
+    return checked_load(id_or_path, lambda: _load_folder(id_or_path, folder, trust_remote_code, **kwargs))
+
+
+def checked_load(name, load) -> DiffusionPipeline:
+    """Runs `load()`; a config or weights file that does not load, or weights that leave a tensor unset (diffusers
+    then keeps it on the `meta` device, which fails much later), become one ModelFolderError naming the folder."""
+    try:
+        pipeline = load()
+    except (ModelFolderError, MemoryError):
+        raise
+    except Exception as error:
+        raise ModelFolderError(
+            f"cannot load {name}: {type(error).__name__}: {one_line(error)} (its configs or weights are invalid,"
+            " incomplete or corrupt; re-download, re-convert or re-export it)"
+        ) from error
+    for component_name, component in pipeline.components.items():
+        if isinstance(component, torch.nn.Module):
+            unset = [key for key, tensor in component.state_dict().items() if tensor.device.type == "meta"]
+            if unset:
+                shown = ", ".join(unset[:3]) + (", ..." if len(unset) > 3 else "")
+                raise ModelFolderError(
+                    f"cannot load {name}: its {component_name} weights lack {len(unset)} tensor(s) ({shown}); the"
+                    " weights file is incomplete: re-download or re-convert it"
+                )
+    return pipeline
+
+
+def _load_folder(id_or_path, folder: Path, trust_remote_code: bool, **kwargs) -> DiffusionPipeline:
     model_index = read_model_index(folder)
     class_entry = model_index.get("_class_name")
     pipeline_class = package_pipeline_class(pipeline_class_name(model_index))

@@ -17,9 +17,11 @@ ones, so a resumed run never mixes two sample sets.
 """
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,21 +31,81 @@ from tqdm.auto import tqdm
 
 from .generate import add_trust_remote_code_argument
 from .scheduling_pixelgen import SAMPLING_METHODS
-from .utils import DTYPES, is_text_to_image
+from .utils import (
+    DTYPES,
+    FolderLock,
+    atomic_save_image,
+    atomic_write,
+    atomic_write_json,
+    check_number,
+    cli_number,
+    is_text_to_image,
+    one_line,
+)
 
 
 CONFIG_FILE = "sampling_config.json"
+# Sample files are named by a six-digit index (000000.png ...), so one set holds at most a million samples.
+MAX_SAMPLES = 1_000_000
+PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the last chunk of every complete PNG file
 
 
-def check_sizes(num_samples: int, batch_size: int, images_per_prompt: int) -> None:
+def check_sizes(num_samples: int, batch_size: int, images_per_prompt: int, num_prompts: int | None = None) -> None:
+    """Refuses impossible or too large requests before any work (nothing is planned or loaded first)."""
     for name, value in (
         ("num_samples", num_samples),
         ("batch_size", batch_size),
         ("images_per_prompt", images_per_prompt),
     ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            option = "--" + name.replace("_", "-")
-            raise ValueError(f"{name} ({option}) must be a positive integer, got {value!r}")
+        option = "--" + name.replace("_", "-")
+        check_number(f"{name} ({option})", value, integer=True, minimum=1)
+    total = num_samples if num_prompts is None else num_prompts * images_per_prompt
+    if total > MAX_SAMPLES:
+        what = "--num-samples" if num_prompts is None else f"{num_prompts:,} prompts x --images-per-prompt"
+        raise ValueError(f"{what} asks for {total:,} samples; one sample set holds at most {MAX_SAMPLES:,}")
+
+
+def is_complete_png(path: Path) -> bool:
+    """Whether a sample file ends with PNG's final chunk (a file cut short by a crash or a full disk does not)."""
+    try:
+        with open(path, "rb") as file:
+            file.seek(0, os.SEEK_END)
+            if file.tell() < len(PNG_END):
+                return False
+            file.seek(-len(PNG_END), os.SEEK_END)
+            return file.read() == PNG_END
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def lock_output_folder(out_dir: Path, state):
+    """The main process locks the folder against other runs; every process fails together if it is taken."""
+    lock, error = None, None
+    if state.is_main_process:
+        try:
+            lock = FolderLock(out_dir, "sample").acquire()
+        except ValueError as refused:
+            error = str(refused)
+    if state.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        error = broadcast_object_list([error])[0]
+    if error is not None:
+        raise ValueError(error)
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def remove_stale_temporaries(out_dir: Path) -> None:
+    """Temporary files of a run that was killed mid-write (only ours, under the lock; links are removed, never
+    followed)."""
+    for path in out_dir.glob(".*.tmp"):
+        if path.is_symlink() or path.is_file():
+            path.unlink(missing_ok=True)
 
 
 def sample_conditions(pipeline, num_samples: int, prompts: list[str] | None, images_per_prompt: int) -> list:
@@ -61,6 +123,16 @@ def sample_conditions(pipeline, num_samples: int, prompts: list[str] | None, ima
         )
     num_classes = pipeline.transformer.config.num_classes
     return [i % num_classes for i in range(num_samples)]
+
+
+def check_call_options(pipeline, call_kwargs: dict) -> None:
+    """The pipeline's own checks of the sampling numbers and scheduler options, before anything is recorded."""
+    names = ("num_inference_steps", "guidance_scale", "guidance_interval_min", "guidance_interval_max", "noise_scale")
+    if hasattr(pipeline, "check_sampling_defaults"):
+        pipeline.check_sampling_defaults(*(call_kwargs.get(name, getattr(pipeline.config, name)) for name in names))
+    if hasattr(pipeline.scheduler, "check_options"):
+        options = ("sampling_method", "timeshift", "solver_order")
+        pipeline.scheduler.check_options(**{name: call_kwargs[name] for name in options if name in call_kwargs})
 
 
 def sampling_config(
@@ -100,9 +172,7 @@ def check_sampling_config(out_dir: Path, config: dict, state) -> None:
     write_error = None
     if state.is_main_process and not recorded_before:
         try:
-            temporary = path.with_name(f".{path.name}.tmp")
-            temporary.write_text(json.dumps(config, indent=2) + "\n")
-            os.replace(temporary, path)
+            atomic_write_json(path, config)
         except OSError as error:
             write_error = error
     state.wait_for_everyone()
@@ -128,12 +198,6 @@ def _describe(config: dict, key: str) -> str:
     return repr(config[key]) if key in config else "unset"
 
 
-def write_png(image: PIL.Image.Image, path: Path) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    image.save(temporary, format="PNG")
-    os.replace(temporary, path)
-
-
 def pack_npz(folder: Path, conditions: list, output: Path) -> np.ndarray:
     """Reads 000000.png ... into one uint8 array (N, H, W, 3), in index order. The array is allocated once and
     filled image by image, so packing 50k samples needs the memory of the array, not twice that."""
@@ -142,12 +206,18 @@ def pack_npz(folder: Path, conditions: list, output: Path) -> np.ndarray:
     images = np.empty((len(conditions), height, width, 3), dtype=np.uint8)
     for i in range(len(conditions)):
         path = folder / f"{i:06d}.png"
-        with PIL.Image.open(path) as image:
-            if image.size != (width, height):
-                raise ValueError(f"{path} is {image.width}x{image.height}, but sample 0 is {width}x{height}")
-            images[i] = np.asarray(image.convert("RGB"))
+        try:
+            with PIL.Image.open(path) as image:
+                if image.size != (width, height):
+                    raise ValueError(f"{path} is {image.width}x{image.height}, but sample 0 is {width}x{height}")
+                images[i] = np.asarray(image.convert("RGB"))
+        except (OSError, SyntaxError) as error:  # PIL reports damaged files as either
+            raise ValueError(
+                f"cannot read sample {path} ({one_line(error)}); delete it and rerun to draw it again"
+            ) from None
     labels = np.array([c if isinstance(c, int) else -1 for c in conditions], dtype=np.int64)
-    np.savez(output, arr_0=images, arr_1=labels)
+    with atomic_write(output) as file:  # a killed or failed packing never leaves a partial samples.npz
+        np.savez(file, arr_0=images, arr_1=labels)
     return images
 
 
@@ -176,10 +246,12 @@ def sample_many(
     """
     from accelerate import PartialState
 
-    check_sizes(num_samples, batch_size, images_per_prompt)
+    check_sizes(num_samples, batch_size, images_per_prompt, len(prompts) if prompts is not None else None)
+    check_number("seed (--seed)", seed, integer=True, minimum=0)
     conditions = sample_conditions(pipeline, num_samples, prompts, images_per_prompt)
     if seed_per_prompt and prompts is None:
         raise ValueError("seed_per_prompt (--seed-per-prompt) is for text-to-image models, which sample prompts")
+    check_call_options(pipeline, call_kwargs)
     model = model if model is not None else getattr(pipeline, "name_or_path", None)
     if model is not None and Path(model).exists():
         model = str(Path(model).resolve())
@@ -189,10 +261,30 @@ def sample_many(
 
     state = PartialState()
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    check_sampling_config(out_dir, config, state)
+    with lock_output_folder(out_dir, state):
+        if state.is_main_process:
+            remove_stale_temporaries(out_dir)
+        check_sampling_config(out_dir, config, state)
+        _sample(pipeline, out_dir, conditions, seed, batch_size, prompts, images_per_prompt, seed_per_prompt, state,
+                call_kwargs)  # fmt: skip
+        state.wait_for_everyone()
+        if pack and state.is_main_process:
+            images = pack_npz(out_dir, conditions, out_dir / "samples.npz")
+            shape = f"{images.shape[1]}x{images.shape[2]}"
+            print(f"Packed {len(images)} samples of {shape} into {out_dir / 'samples.npz'}")
+    return out_dir
+
+
+def _sample(pipeline, out_dir, conditions, seed, batch_size, prompts, images_per_prompt, seed_per_prompt, state,
+            call_kwargs) -> None:  # fmt: skip
+    """Draws this process's samples that are missing or incomplete in `out_dir`."""
     mine = [i for i in range(len(conditions)) if i % state.num_processes == state.process_index]
-    todo = [i for i in mine if not (out_dir / f"{i:06d}.png").exists()]
+    existing = [i for i in mine if (out_dir / f"{i:06d}.png").exists()]
+    damaged = [i for i in existing if not is_complete_png(out_dir / f"{i:06d}.png")]
+    if damaged:
+        names = ", ".join(f"{i:06d}.png" for i in damaged[:5]) + (", ..." if len(damaged) > 5 else "")
+        print(f"Drawing again {len(damaged)} incomplete sample file(s) in {out_dir}: {names}", file=sys.stderr)
+    todo = sorted(set(mine) - set(existing) | set(damaged))
     key = "prompt" if prompts is not None else "class_labels"
     pipeline.set_progress_bar_config(disable=True)
     with tqdm(
@@ -204,13 +296,8 @@ def sample_many(
             generators = [torch.Generator("cpu").manual_seed(sample_seed) for sample_seed in seeds]
             images = pipeline(**{key: [conditions[i] for i in batch]}, generator=generators, **call_kwargs).images
             for i, image in zip(batch, images):
-                write_png(image, out_dir / f"{i:06d}.png")
+                atomic_save_image(image, out_dir / f"{i:06d}.png")
             bar.update(len(batch))
-    state.wait_for_everyone()
-    if pack and state.is_main_process:
-        images = pack_npz(out_dir, conditions, out_dir / "samples.npz")
-        print(f"Packed {len(images)} samples of {images.shape[1]}x{images.shape[2]} into {out_dir / 'samples.npz'}")
-    return out_dir
 
 
 def add_parser(subparsers) -> None:
@@ -223,18 +310,42 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--model", required=True, help="folder, owner/repo or owner/repo/subfolder")
     parser.add_argument("--out", required=True, help="output folder (resumes if it holds samples already)")
-    parser.add_argument("--num-samples", type=int, default=50_000, help="class-to-image set size (default 50000)")
+    parser.add_argument(
+        "--num-samples",
+        type=cli_number(integer=True, minimum=1),
+        default=50_000,
+        help="class-to-image set size (default 50000)",
+    )
     parser.add_argument("--prompts", help="text-to-image: a file with one prompt per line")
-    parser.add_argument("--images-per-prompt", type=int, default=4, help="text-to-image: images per prompt")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per forward batch, per process")
-    parser.add_argument("--seed", type=int, default=0, help="sample i uses a generator seeded with seed + i")
+    parser.add_argument(
+        "--images-per-prompt",
+        type=cli_number(integer=True, minimum=1),
+        default=4,
+        help="text-to-image: images per prompt",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=cli_number(integer=True, minimum=1),
+        default=32,
+        help="images per forward batch, per process",
+    )
+    parser.add_argument(
+        "--seed",
+        type=cli_number(integer=True, minimum=0),
+        default=0,
+        help="sample i uses a generator seeded with seed + i",
+    )
     parser.add_argument(
         "--seed-per-prompt",
         action="store_true",
         help="text-to-image: image k of every prompt uses seed + k (upstream GenEval's convention with seed 0)",
     )
-    parser.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
-    parser.add_argument("--guidance-scale", type=float, help="classifier-free guidance scale (default: the model's)")
+    parser.add_argument(
+        "--steps", type=cli_number(integer=True, minimum=1), help="sampling steps (default: the model's)"
+    )
+    parser.add_argument(
+        "--guidance-scale", type=cli_number(), help="classifier-free guidance scale (default: the model's)"
+    )
     parser.add_argument("--sampler", choices=SAMPLING_METHODS, help="ODE solver (default: the model's)")
     parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="model dtype (default float32)")
     parser.add_argument("--no-npz", action="store_true", help="write PNGs only")
@@ -247,11 +358,14 @@ def run(args: argparse.Namespace) -> int:
 
     from .hub import load_pipeline
 
-    check_sizes(args.num_samples, args.batch_size, args.images_per_prompt)
     prompts = None
     if args.prompts:
-        lines = Path(args.prompts).read_text(encoding="utf-8").splitlines()
+        try:
+            lines = Path(args.prompts).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as error:
+            raise ValueError(f"cannot read --prompts {args.prompts}: {one_line(error)}") from None
         prompts = [line.strip() for line in lines if line.strip()]
+    check_sizes(args.num_samples, args.batch_size, args.images_per_prompt, len(prompts) if prompts else None)
     pipeline = load_pipeline(args.model, dtype=DTYPES[args.dtype], trust_remote_code=args.trust_remote_code)
     pipeline = pipeline.to(PartialState().device)
     options = {

@@ -27,6 +27,9 @@ Upstream checkpoint key -> this module's key (the converter owns the actual mapp
     final_layer.linear                 -> final_layer.proj_out
 """
 
+import math
+import numbers
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -39,6 +42,33 @@ from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.normalization import RMSNorm
 from diffusers.utils.torch_utils import maybe_allow_in_graph
+
+
+# Copied from pixelgen_diffusers.scheduling_pixelgen.check_number
+def check_number(name, value, *, integer=False, minimum=None, maximum=None, exclusive_minimum=False):
+    """Returns `value` if it is a finite real number (an integer, not a bool, when `integer`) in
+    [`minimum`, `maximum`] (or (`minimum`, ...] with `exclusive_minimum`); otherwise raises a ValueError naming
+    `name`, the value and the accepted range. NaN and infinities are never accepted: they turn images black."""
+    kind = "an integer" if integer else "a finite number"
+    if integer and minimum == 1 and maximum is None:
+        accepted = "a positive integer"
+    elif minimum is not None and maximum is not None:
+        accepted = f"{kind} in {'(' if exclusive_minimum else '['}{minimum}, {maximum}]"
+    elif minimum is not None:
+        accepted = f"{kind} {'>' if exclusive_minimum else '>='} {minimum}"
+    elif maximum is not None:
+        accepted = f"{kind} <= {maximum}"
+    else:
+        accepted = kind
+    wanted = numbers.Integral if integer else numbers.Real
+    valid = isinstance(value, wanted) and not isinstance(value, bool) and math.isfinite(value)
+    if valid and minimum is not None:
+        valid = value > minimum if exclusive_minimum else value >= minimum
+    if valid and maximum is not None:
+        valid = value <= maximum
+    if not valid:
+        raise ValueError(f"{name} must be {accepted}, got {value!r}.")
+    return value
 
 
 # Copied from pixelgen_diffusers.transformer_jit.get_2d_sincos_pos_embed
@@ -306,6 +336,19 @@ class PixelGenT2ITransformer2DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, A
         bottleneck_dim: int = 256,
     ):
         super().__init__()
+        for name, value in (
+            ("sample_size", sample_size),
+            ("patch_size", patch_size),
+            ("in_channels", in_channels),
+            ("hidden_size", hidden_size),
+            ("depth", depth),
+            ("num_heads", num_heads),
+            ("txt_embed_dim", txt_embed_dim),
+            ("txt_max_length", txt_max_length),
+            ("bottleneck_dim", bottleneck_dim),
+        ):
+            check_number(name, value, integer=True, minimum=1)
+        check_number("num_text_blocks", num_text_blocks, integer=True, minimum=0)
         if sample_size % patch_size:
             raise ValueError(f"sample_size ({sample_size}) must be a multiple of patch_size ({patch_size}).")
         if hidden_size % num_heads or (hidden_size // num_heads) % 4:

@@ -261,3 +261,29 @@ def cli_number(integer: bool = False, **bounds):
 
     parse.__name__ = "integer" if integer else "number"
     return parse
+
+
+def resolve_device(name: str | None, option: str = "--device") -> "torch.device":
+    """The torch device a command runs on (default: cuda if available, else cpu), checked before any work: a name
+    torch does not know, the `meta` device (no data), or an accelerator this machine lacks is a ValueError."""
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"{option} {name!r} is not a torch device (e.g. cpu, cuda, cuda:1, mps)") from None
+    if device.type == "meta":
+        raise ValueError(f"{option} meta holds no data and cannot generate images; use cpu or cuda")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"{option} {name}: CUDA is not available on this machine; use --device cpu")
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"{option} {name}: this machine has {count} CUDA device(s) (cuda:0..cuda:{count - 1})")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{option} {name}: MPS is not available on this machine; use --device cpu")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        backend = getattr(torch, device.type, None)
+        if not (hasattr(backend, "is_available") and backend.is_available()):
+            raise ValueError(f"{option} {name}: {device.type} is not available on this machine; use --device cpu")
+    return device

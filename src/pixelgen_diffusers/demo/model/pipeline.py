@@ -6,6 +6,8 @@ Self-contained on purpose (torch and diffusers only): model folders ship this fi
 """
 
 import difflib
+import math
+import numbers
 import sys
 from typing import Any, Callable
 
@@ -18,6 +20,33 @@ from diffusers.utils.torch_utils import randn_tensor
 
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+
+
+# Copied from pixelgen_diffusers.scheduling_pixelgen.check_number
+def check_number(name, value, *, integer=False, minimum=None, maximum=None, exclusive_minimum=False):
+    """Returns `value` if it is a finite real number (an integer, not a bool, when `integer`) in
+    [`minimum`, `maximum`] (or (`minimum`, ...] with `exclusive_minimum`); otherwise raises a ValueError naming
+    `name`, the value and the accepted range. NaN and infinities are never accepted: they turn images black."""
+    kind = "an integer" if integer else "a finite number"
+    if integer and minimum == 1 and maximum is None:
+        accepted = "a positive integer"
+    elif minimum is not None and maximum is not None:
+        accepted = f"{kind} in {'(' if exclusive_minimum else '['}{minimum}, {maximum}]"
+    elif minimum is not None:
+        accepted = f"{kind} {'>' if exclusive_minimum else '>='} {minimum}"
+    elif maximum is not None:
+        accepted = f"{kind} <= {maximum}"
+    else:
+        accepted = kind
+    wanted = numbers.Integral if integer else numbers.Real
+    valid = isinstance(value, wanted) and not isinstance(value, bool) and math.isfinite(value)
+    if valid and minimum is not None:
+        valid = value > minimum if exclusive_minimum else value >= minimum
+    if valid and maximum is not None:
+        valid = value <= maximum
+    if not valid:
+        raise ValueError(f"{name} must be {accepted}, got {value!r}.")
+    return value
 
 
 class PixelGenC2IPipeline(DiffusionPipeline):
@@ -47,6 +76,9 @@ class PixelGenC2IPipeline(DiffusionPipeline):
         noise_scale: float = 1.0,
     ):
         super().__init__()
+        self.check_sampling_defaults(
+            num_inference_steps, guidance_scale, guidance_interval_min, guidance_interval_max, noise_scale
+        )
         self.register_modules(transformer=transformer, scheduler=scheduler)
         if id2label is None:
             id2label = {i: str(i) for i in range(transformer.config.num_classes)}
@@ -146,43 +178,72 @@ class PixelGenC2IPipeline(DiffusionPipeline):
             raise ValueError("class_labels is empty: give at least one class id or name.")
         self.check_sampling_inputs(num_labels, *sampling_inputs)
 
+    def check_sampling_defaults(
+        self, num_inference_steps, guidance_scale, guidance_interval_min, guidance_interval_max, noise_scale
+    ):
+        """The sampling numbers, whether stored in the config (checked when the pipeline is built or loaded, and
+        before `save_pretrained`) or given to a call: finite, and in range, so no setting draws black images."""
+        check_number("num_inference_steps", num_inference_steps, integer=True, minimum=1)
+        check_number("guidance_scale", guidance_scale)
+        check_number("guidance_interval_min", guidance_interval_min, minimum=0, maximum=1)
+        check_number("guidance_interval_max", guidance_interval_max, minimum=0, maximum=1)
+        if guidance_interval_min > guidance_interval_max:
+            raise ValueError(
+                f"guidance_interval_min ({guidance_interval_min}) must not exceed guidance_interval_max"
+                f" ({guidance_interval_max})."
+            )
+        check_number("noise_scale", noise_scale, minimum=0, exclusive_minimum=True)
+
     def check_sampling_inputs(
         self,
         num_conditions,
         num_images_per_prompt,
         height,
         width,
-        num_inference_steps,
-        guidance_interval,
+        sampling_numbers,
+        scheduler_options,
         generator,
         latents,
         output_type,
         callback,
     ):
-        """Checks that do not depend on the kind of condition: sizes, steps, interval, generators, latents, output."""
-        if not (isinstance(num_images_per_prompt, int) and num_images_per_prompt > 0):
-            raise ValueError(f"num_images_per_prompt must be a positive integer, got {num_images_per_prompt!r}.")
-        if guidance_interval[0] > guidance_interval[1]:
-            raise ValueError(
-                f"guidance_interval_min ({guidance_interval[0]}) must not exceed guidance_interval_max"
-                f" ({guidance_interval[1]})."
-            )
+        """Checks that do not depend on the kind of condition, before any work: sizes, the sampling numbers
+        (`check_sampling_defaults`' arguments, in order), the scheduler's options, generators, latents, output."""
+        check_number("num_images_per_prompt", num_images_per_prompt, integer=True, minimum=1)
+        self.check_sampling_defaults(*sampling_numbers)
+        if hasattr(self.scheduler, "check_options"):
+            self.scheduler.check_options(**scheduler_options)
         sample_size = self.transformer.config.sample_size
-        if height != sample_size or width != sample_size:
-            raise ValueError(
-                f"height and width must both equal the model's sample_size ({sample_size}), got {height}x{width}."
-            )
-        if not (isinstance(num_inference_steps, int) and num_inference_steps > 0):
-            raise ValueError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}.")
+        for name, value in (("height", height), ("width", width)):
+            if isinstance(value, bool) or not isinstance(value, int) or value != sample_size:
+                raise ValueError(f"{name} must equal the model's sample_size ({sample_size}), got {value!r}.")
         batch_size = num_conditions * num_images_per_prompt
+        generators = generator if isinstance(generator, list) else [] if generator is None else [generator]
+        for item in generators:
+            if not isinstance(item, torch.Generator):
+                raise ValueError(
+                    f"generator must be a torch.Generator or a list of them, got {type(item).__name__}: {item!r}."
+                )
         if isinstance(generator, list) and len(generator) != batch_size:
             raise ValueError(
                 f"Got a list of {len(generator)} generators for a batch of {batch_size} images: pass one generator"
                 f" or exactly {batch_size}."
             )
-        shape = (batch_size, self.transformer.config.in_channels, sample_size, sample_size)
-        if latents is not None and tuple(latents.shape) != shape:
-            raise ValueError(f"latents must have shape {shape}, got {tuple(latents.shape)}.")
+        if latents is not None:
+            if not isinstance(latents, torch.Tensor):
+                raise ValueError(
+                    f"latents must be a torch.Tensor, got {type(latents).__name__} (convert with torch.as_tensor)."
+                )
+            if latents.device.type == "meta" or not latents.is_floating_point():
+                raise ValueError(
+                    f"latents must be a floating-point tensor with data, got dtype {latents.dtype} on"
+                    f" {latents.device}."
+                )
+            shape = (batch_size, self.transformer.config.in_channels, sample_size, sample_size)
+            if tuple(latents.shape) != shape:
+                raise ValueError(f"latents must have shape {shape}, got {tuple(latents.shape)}.")
+            if not torch.isfinite(latents).all():
+                raise ValueError("latents holds NaN or infinite values.")
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"Unknown output_type {output_type!r}; accepted: {', '.join(OUTPUT_TYPES)}.")
         if callback is not None:
@@ -191,6 +252,18 @@ class PixelGenC2IPipeline(DiffusionPipeline):
                 raise ValueError(
                     f"callback_on_step_end_tensor_inputs has {unknown}; accepted: {self._callback_tensor_inputs}."
                 )
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`DiffusionPipeline.save_pretrained`, refusing a config that would make the saved folder unusable."""
+        config = self.config
+        self.check_sampling_defaults(
+            config.num_inference_steps,
+            config.guidance_scale,
+            config.guidance_interval_min,
+            config.guidance_interval_max,
+            config.noise_scale,
+        )
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
     def prepare_latents(self, batch_size, noise_scale, generator, device, latents=None):
         """Standard-normal noise in float32 (whatever the model dtype), times `noise_scale`."""
@@ -261,8 +334,8 @@ class PixelGenC2IPipeline(DiffusionPipeline):
         interval_min = guidance_interval_min if guidance_interval_min is not None else config.guidance_interval_min
         interval_max = guidance_interval_max if guidance_interval_max is not None else config.guidance_interval_max
         noise_scale = noise_scale if noise_scale is not None else config.noise_scale
-        height = height or self.transformer.config.sample_size
-        width = width or self.transformer.config.sample_size
+        height = height if height is not None else self.transformer.config.sample_size
+        width = width if width is not None else self.transformer.config.sample_size
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
 
@@ -272,8 +345,8 @@ class PixelGenC2IPipeline(DiffusionPipeline):
             num_images_per_prompt,
             height,
             width,
-            num_inference_steps,
-            (interval_min, interval_max),
+            (num_inference_steps, guidance_scale, interval_min, interval_max, noise_scale),
+            dict(sampling_method=sampling_method, timeshift=timeshift, solver_order=solver_order),
             generator,
             latents,
             output_type,
@@ -326,6 +399,11 @@ class PixelGenC2IPipeline(DiffusionPipeline):
                     for name in callback_on_step_end_tensor_inputs:
                         callback_kwargs[name] = locals()[name]
                     callback_outputs = callback_on_step_end(self, i, t, callback_kwargs)
+                    if not isinstance(callback_outputs, dict):
+                        raise ValueError(
+                            "callback_on_step_end must return a dict (of the tensors it changes, or {}), got"
+                            f" {type(callback_outputs).__name__}."
+                        )
                     latents = callback_outputs.pop("latents", latents)
 
                 if i == len(timesteps) - 1 or ((i + 1) > num_warmup_steps and (i + 1) % self.scheduler.order == 0):

@@ -9,6 +9,9 @@ Architecture: "Back to Basics: Let Denoising Generative Models Denoise" (JiT, Li
 queries and keys, adaLN-Zero blocks with SwiGLU, and in-context class tokens inserted part-way through the stack.
 """
 
+import math
+import numbers
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -43,6 +46,33 @@ PIXELGEN_PRESETS = {
     "JiT-H/32": dict(patch_size=32, hidden_size=1280, depth=32, num_heads=16, bottleneck_dim=256,
                      in_context_len=32, in_context_start=10),
 }  # fmt: skip
+
+
+# Copied from pixelgen_diffusers.scheduling_pixelgen.check_number
+def check_number(name, value, *, integer=False, minimum=None, maximum=None, exclusive_minimum=False):
+    """Returns `value` if it is a finite real number (an integer, not a bool, when `integer`) in
+    [`minimum`, `maximum`] (or (`minimum`, ...] with `exclusive_minimum`); otherwise raises a ValueError naming
+    `name`, the value and the accepted range. NaN and infinities are never accepted: they turn images black."""
+    kind = "an integer" if integer else "a finite number"
+    if integer and minimum == 1 and maximum is None:
+        accepted = "a positive integer"
+    elif minimum is not None and maximum is not None:
+        accepted = f"{kind} in {'(' if exclusive_minimum else '['}{minimum}, {maximum}]"
+    elif minimum is not None:
+        accepted = f"{kind} {'>' if exclusive_minimum else '>='} {minimum}"
+    elif maximum is not None:
+        accepted = f"{kind} <= {maximum}"
+    else:
+        accepted = kind
+    wanted = numbers.Integral if integer else numbers.Real
+    valid = isinstance(value, wanted) and not isinstance(value, bool) and math.isfinite(value)
+    if valid and minimum is not None:
+        valid = value > minimum if exclusive_minimum else value >= minimum
+    if valid and maximum is not None:
+        valid = value <= maximum
+    if not valid:
+        raise ValueError(f"{name} must be {accepted}, got {value!r}.")
+    return value
 
 
 def get_2d_sincos_pos_embed(embed_dim: int, grid_size: int) -> torch.Tensor:
@@ -273,12 +303,32 @@ class PixelGenTransformer2DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Atte
         dropout: float = 0.0,
     ):
         super().__init__()
+        for name, value in (
+            ("sample_size", sample_size),
+            ("patch_size", patch_size),
+            ("in_channels", in_channels),
+            ("hidden_size", hidden_size),
+            ("depth", depth),
+            ("num_heads", num_heads),
+            ("num_classes", num_classes),
+        ):
+            check_number(name, value, integer=True, minimum=1)
+        check_number("mlp_ratio", mlp_ratio, minimum=0, exclusive_minimum=True)
+        check_number("in_context_len", in_context_len, integer=True, minimum=0)
+        check_number("in_context_start", in_context_start, integer=True, minimum=0)
+        if bottleneck_dim is not None:
+            check_number("bottleneck_dim", bottleneck_dim, integer=True, minimum=1)
+        check_number("attention_dropout", attention_dropout, minimum=0, maximum=1)
+        check_number("dropout", dropout, minimum=0, maximum=1)
         if sample_size % patch_size:
             raise ValueError(f"sample_size ({sample_size}) must be a multiple of patch_size ({patch_size}).")
         if hidden_size % num_heads or (hidden_size // num_heads) % 4:
             raise ValueError(f"hidden_size ({hidden_size}) / num_heads ({num_heads}) must be a multiple of 4.")
         if in_context_len > 0 and not 0 <= in_context_start < depth:
-            raise ValueError(f"in_context_start ({in_context_start}) must be in [0, depth={depth}).")
+            raise ValueError(
+                f"in_context_start ({in_context_start}) must be in [0, depth={depth}): set in_context_start (the"
+                " presets use about depth / 3), or in_context_len=0 for no in-context tokens."
+            )
 
         self.gradient_checkpointing = False
         grid_size = sample_size // patch_size

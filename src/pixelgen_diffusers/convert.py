@@ -35,7 +35,7 @@ from .export import (
     write_model_folder,
 )
 from .transformer_jit import PIXELGEN_PRESETS
-from .utils import DTYPES, one_line
+from .utils import DTYPES, check_number, one_line
 
 
 WEIGHT_CHOICES = ("ema", "online", "ema1", "ema2")
@@ -167,6 +167,21 @@ class SamplingDefaults:
     timeshift: float
     noise_scale: float = 1.0
     solver_order: int = 2
+
+    def __post_init__(self):
+        """A recipe that would make the written folder fail or draw black images is refused here, before any
+        folder is written: the pipeline's and the scheduler's own checks, run on these values."""
+        from .pipeline_pixelgen_c2i import PixelGenC2IPipeline
+        from .scheduling_pixelgen import PixelGenScheduler
+
+        PixelGenScheduler.check_options(self.sampling_method, self.timeshift, self.solver_order)
+        PixelGenC2IPipeline.check_sampling_defaults(
+            self.num_inference_steps,
+            self.guidance_scale,
+            self.guidance_interval_min,
+            self.guidance_interval_max,
+            self.noise_scale,
+        )
 
     def scheduler_config(self) -> dict:
         return dict(sampling_method=self.sampling_method, timeshift=self.timeshift, solver_order=self.solver_order)
@@ -383,6 +398,18 @@ def load_checkpoint(path: str | Path, allow_pickle: bool = False) -> Any:
     if path.stat().st_size == 0:
         raise ConversionError(f"source checkpoint {path} is empty (0 bytes): the file is truncated or corrupt")
     try:
+        with open(path, "rb") as file:
+            head = file.read(512)
+    except OSError as error:
+        raise ConversionError(f"cannot read source checkpoint {path}: {error.strerror or error}") from None
+    if not head.startswith((b"PK\x03\x04", b"\x80")):  # neither torch.save format (a zip archive, a pickle)
+        hint = ""
+        if _looks_like_yaml_config(path, head):
+            hint = "; it is a YAML file (an upstream YAML config goes to --config, with the checkpoint as SOURCE)"
+        raise ConversionError(
+            f"{path.name} is not a PyTorch checkpoint (neither a torch.save zip archive nor a pickle){hint}"
+        )
+    try:
         # mmap keeps multi-GB Lightning files (two weight copies, optimizer state) out of memory.
         return torch.load(path, map_location="cpu", weights_only=not allow_pickle, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as error:
@@ -399,6 +426,17 @@ def load_checkpoint(path: str | Path, allow_pickle: bool = False) -> Any:
         raise ConversionError(f"{path.name} needs the Python module {error.name!r} to unpickle") from None
     except OSError as error:  # unreadable (permissions, I/O error)
         raise ConversionError(f"cannot read source checkpoint {path}: {error.strerror or error}") from None
+
+
+def _looks_like_yaml_config(path: Path, head: bytes) -> bool:
+    """Whether a (small, text) file parses as a YAML mapping, e.g. an upstream config given as the checkpoint."""
+    try:
+        head.decode("utf-8")
+        if path.stat().st_size > 1 << 20:
+            return False
+        return isinstance(yaml.safe_load(path.read_text()), dict)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
 
 
 def _is_state_dict(value: Any) -> bool:
@@ -489,7 +527,8 @@ def read_upstream_config(path: str | Path) -> dict:
         config = yaml.safe_load(path.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         raise ConversionError(f"cannot read --config {path}: {one_line(error)}") from None
-    denoiser = config.get("model", {}).get("denoiser") if isinstance(config, dict) else None
+    model = config.get("model") if isinstance(config, dict) else None
+    denoiser = model.get("denoiser") if isinstance(model, dict) else None
     if not isinstance(denoiser, dict) or "class_path" not in denoiser:
         raise ConversionError(f"--config {path.name} is not a PixelGen config: it has no model.denoiser.class_path")
     return config
@@ -727,18 +766,37 @@ def sampling_from_config(upstream_config: dict, config_name: str = "--config") -
     for dataset in ("pred_dataset", "eval_dataset"):
         dataset_args = (upstream_config.get("data", {}).get(dataset) or {}).get("init_args") or {}
         if "noise_scale" in dataset_args:
-            noise_scale = float(dataset_args["noise_scale"])
+            noise_scale = dataset_args["noise_scale"]
+            if isinstance(noise_scale, bool) or not isinstance(noise_scale, (int, float)):
+                raise ConversionError(f"{config_name} data.{dataset}.init_args.noise_scale must be a number")
+            noise_scale = float(noise_scale)
             break
-    defaults = SamplingDefaults(
-        sampling_method=UPSTREAM_SAMPLERS[class_name],
-        num_inference_steps=int(args.get("num_steps", 250)),  # upstream BaseSampler's default
-        guidance_scale=float(guidance),
-        guidance_interval_min=float(args.get("guidance_interval_min", 0.0)),
-        guidance_interval_max=float(args.get("guidance_interval_max", 1.0)),
-        timeshift=float(args.get("timeshift", 1.0)),
-        noise_scale=noise_scale,
-        solver_order=int(args.get("order", 2)),
-    )
+    values = {
+        "num_steps": args.get("num_steps", 250),  # upstream BaseSampler's default
+        "guidance": guidance,
+        "guidance_interval_min": args.get("guidance_interval_min", 0.0),
+        "guidance_interval_max": args.get("guidance_interval_max", 1.0),
+        "timeshift": args.get("timeshift", 1.0),
+        "order": args.get("order", 2),
+    }
+    for key, value in values.items():
+        integer = key in ("num_steps", "order")
+        if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+            kind = "an integer" if integer else "a number"
+            raise ConversionError(f"{config_name} diffusion_sampler {key} must be {kind}, got {value!r}")
+    try:
+        defaults = SamplingDefaults(
+            sampling_method=UPSTREAM_SAMPLERS[class_name],
+            num_inference_steps=values["num_steps"],
+            guidance_scale=float(guidance),
+            guidance_interval_min=float(values["guidance_interval_min"]),
+            guidance_interval_max=float(values["guidance_interval_max"]),
+            timeshift=float(values["timeshift"]),
+            noise_scale=noise_scale,
+            solver_order=values["order"],
+        )
+    except ValueError as error:  # NaN, infinite or out-of-range values would make the folder draw black images
+        raise ConversionError(f"{config_name} model.diffusion_sampler: {error}") from None
     return defaults, notes
 
 
@@ -810,7 +868,12 @@ def convert_checkpoint(
     """
     from . import __version__
 
+    for name, value in (("source", source), ("output_dir", output_dir)):
+        if not isinstance(value, (str, Path)) or not str(value):
+            raise ConversionError(f"{name} must be a file or folder path, got {type(value).__name__}: {value!r}")
     source, output_dir = Path(source), Path(output_dir)
+    if in_context_start is not None:
+        check_number("in_context_start (--in-context-start)", in_context_start, integer=True, minimum=0)
     if dtype not in DTYPES:
         raise ConversionError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if weights not in WEIGHT_CHOICES:

@@ -26,7 +26,7 @@ from diffusers import DiffusionPipeline, ModelMixin
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from .utils import DTYPES, is_text_to_image
+from .utils import DTYPES, is_text_to_image, one_line, replace_directory
 
 
 # Modules that hold the code of a component we ship: the package's own, or a copy loaded as remote code.
@@ -71,19 +71,9 @@ def _commit(temporary: Path, output_dir: Path, overwrite: bool) -> None:
     """Moves the finished folder into place; an existing folder is replaced only now, and only with `overwrite`."""
     if output_dir.is_dir() and not any(output_dir.iterdir()):
         output_dir.rmdir()
-    if not output_dir.exists():
-        temporary.rename(output_dir)
-        return
-    check_output_dir(output_dir, overwrite)
-    backup = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.old-", dir=output_dir.parent))
-    backup.rmdir()
-    output_dir.rename(backup)
-    try:
-        temporary.rename(output_dir)
-    except BaseException:
-        backup.rename(output_dir)
-        raise
-    shutil.rmtree(backup)
+    if output_dir.exists() or output_dir.is_symlink():
+        check_output_dir(output_dir, overwrite)
+    replace_directory(temporary, output_dir)
 
 
 def _apply_umask(folder: Path) -> None:
@@ -415,6 +405,8 @@ def export_pipeline(
     """
     from .hub import load_package_pipeline
 
+    if not isinstance(source, (str, Path, DiffusionPipeline)):
+        raise ModelFolderError(f"source must be a folder or a pipeline, got {type(source).__name__}: {source!r}")
     if dtype is not None and dtype not in DTYPES:
         raise ModelFolderError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     metadata = {}
@@ -433,16 +425,27 @@ def export_pipeline(
         check_output_dir(Path(output_dir), overwrite, source_path)
         # Each component loads in the dtype it is stored in (diffusers would load all of them in one), except the
         # transformer when `dtype` is given.
-        component_dtypes = {
-            name: stored_dtype(source_path / name) or torch.float32
-            for name in ("transformer", "text_encoder")
-            if (source_path / name).is_dir()
-        }
+        try:
+            component_dtypes = {
+                name: stored_dtype(source_path / name) or torch.float32
+                for name in ("transformer", "text_encoder")
+                if (source_path / name).is_dir()
+            }
+        except Exception as error:  # safetensors reports a damaged file with its own exception type
+            raise ModelFolderError(
+                f"cannot read the weights in {source_path}: {type(error).__name__}: {one_line(error)} (the folder is"
+                " incomplete or corrupt)"
+            ) from None
         if dtype is not None:
             component_dtypes["transformer"] = DTYPES[dtype]
         pipeline = load_package_pipeline(source_path, dtype={**component_dtypes, "default": torch.float32})
         if (source_path / "conversion_metadata.json").is_file():
-            metadata = json.loads((source_path / "conversion_metadata.json").read_text())
+            try:
+                metadata = json.loads((source_path / "conversion_metadata.json").read_text())
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+                raise ModelFolderError(f"cannot read {source_path / 'conversion_metadata.json'}: {error}") from None
+            if not isinstance(metadata, dict):
+                raise ModelFolderError(f"{source_path / 'conversion_metadata.json'} must hold a JSON object")
     metadata = {
         **metadata,
         "exported_with": f"pixelgen-diffusers {_version()}",

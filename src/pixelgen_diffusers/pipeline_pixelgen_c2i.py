@@ -178,8 +178,9 @@ class PixelGenC2IPipeline(DiffusionPipeline):
             raise ValueError("class_labels is empty: give at least one class id or name.")
         self.check_sampling_inputs(num_labels, *sampling_inputs)
 
+    @staticmethod
     def check_sampling_defaults(
-        self, num_inference_steps, guidance_scale, guidance_interval_min, guidance_interval_max, noise_scale
+        num_inference_steps, guidance_scale, guidance_interval_min, guidance_interval_max, noise_scale
     ):
         """The sampling numbers, whether stored in the config (checked when the pipeline is built or loaded, and
         before `save_pretrained`) or given to a call: finite, and in range, so no setting draws black images."""

@@ -346,8 +346,9 @@ class PixelGenT2IPipeline(DiffusionPipeline):
         )
 
     # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.check_sampling_defaults
+    @staticmethod
     def check_sampling_defaults(
-        self, num_inference_steps, guidance_scale, guidance_interval_min, guidance_interval_max, noise_scale
+        num_inference_steps, guidance_scale, guidance_interval_min, guidance_interval_max, noise_scale
     ):
         """The sampling numbers, whether stored in the config (checked when the pipeline is built or loaded, and
         before `save_pretrained`) or given to a call: finite, and in range, so no setting draws black images."""

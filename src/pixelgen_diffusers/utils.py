@@ -130,10 +130,12 @@ def _fsync_tree(folder: Path) -> None:
 
 
 def replace_directory(temporary: Path, path: Path) -> None:
-    """Moves the finished folder `temporary` to `path` (a sibling), replacing whatever folder is there. A folder at
+    """Moves the finished folder `temporary` to `path` (a sibling), replacing whatever folder is there: its files
+    are fsynced first, so the folder appears complete even after a power cut. A folder at
     `path` is first renamed to a unique backup name and removed only once the new one is in place; if the second
     rename fails, the backup is put back. A link at `path` is replaced, never followed."""
     temporary, path = Path(temporary), Path(path)
+    _fsync_tree(temporary)
     if path.is_symlink() or (path.exists() and not path.is_dir()):
         path.unlink()
     if not path.exists():
@@ -167,7 +169,6 @@ def atomic_directory(path: str | Path, temporary: str | Path | None = None):
     temporary = Path(temporary)
     try:
         yield temporary
-        _fsync_tree(temporary)
         replace_directory(temporary, path)
     except BaseException as error:
         shutil.rmtree(temporary, ignore_errors=True)

@@ -17,7 +17,6 @@ ones, so a resumed run never mixes two sample sets.
 """
 
 import argparse
-import contextlib
 import hashlib
 import json
 import os
@@ -33,13 +32,13 @@ from .generate import add_trust_remote_code_argument
 from .scheduling_pixelgen import SAMPLING_METHODS
 from .utils import (
     DTYPES,
-    FolderLock,
     atomic_save_image,
     atomic_write,
     atomic_write_json,
     check_number,
     cli_number,
     is_text_to_image,
+    locked_folder,
     one_line,
 )
 
@@ -76,28 +75,6 @@ def is_complete_png(path: Path) -> bool:
             return file.read() == PNG_END
     except OSError:
         return False
-
-
-@contextlib.contextmanager
-def lock_output_folder(out_dir: Path, state):
-    """The main process locks the folder against other runs; every process fails together if it is taken."""
-    lock, error = None, None
-    if state.is_main_process:
-        try:
-            lock = FolderLock(out_dir, "sample").acquire()
-        except ValueError as refused:
-            error = str(refused)
-    if state.num_processes > 1:
-        from accelerate.utils import broadcast_object_list
-
-        error = broadcast_object_list([error])[0]
-    if error is not None:
-        raise ValueError(error)
-    try:
-        yield
-    finally:
-        if lock is not None:
-            lock.release()
 
 
 def remove_stale_temporaries(out_dir: Path) -> None:
@@ -261,7 +238,7 @@ def sample_many(
 
     state = PartialState()
     out_dir = Path(out_dir)
-    with lock_output_folder(out_dir, state):
+    with locked_folder(out_dir, "sample", state):
         if state.is_main_process:
             remove_stale_temporaries(out_dir)
         check_sampling_config(out_dir, config, state)

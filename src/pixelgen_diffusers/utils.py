@@ -27,6 +27,7 @@ __all__ = [
     "atomic_write_json",
     "check_number",
     "is_text_to_image",
+    "locked_folder",
     "one_line",
     "replace_directory",
 ]
@@ -241,6 +242,30 @@ class FolderLock:
 
     def __exit__(self, *exc_info) -> None:
         self.release()
+
+
+@contextlib.contextmanager
+def locked_folder(folder: str | Path, command: str, state=None):
+    """Holds a `FolderLock` on `folder` for the `with` body. With several processes (`state`: accelerate's
+    `PartialState` or `Accelerator`), the main process holds it and every process fails together if it is taken."""
+    is_main = state is None or state.is_main_process
+    lock, error = None, None
+    if is_main:
+        try:
+            lock = FolderLock(folder, command).acquire()
+        except ValueError as refused:
+            error = str(refused)
+    if state is not None and state.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        error = broadcast_object_list([error])[0]
+    if error is not None:
+        raise ValueError(error)
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 # ------------------------------------------------------------------------------------------------ command-line types

@@ -2,13 +2,16 @@
 """The PixelGen trainer: one loop for one device or many (`accelerate launch`), with EMA, sample grids, atomic
 checkpoints that are loadable pipeline folders, and bit-for-bit `--resume`."""
 
+import argparse
 import dataclasses
+import difflib
+import inspect
 import json
 import logging
 import math
-import os
 import re
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from ..pipeline_pixelgen_c2i import PixelGenC2IPipeline
 from ..scheduling_pixelgen import PixelGenScheduler
 from ..transformer_jit import PIXELGEN_PRESETS, PixelGenTransformer2DModel
+from ..utils import atomic_save_image, check_number, locked_folder, one_line, replace_directory
 from .data import ImageClassDataset, StepBatchSampler
 from .losses import EMA, PixelGenLoss, load_dino, load_lpips
 
@@ -91,23 +95,58 @@ class TrainingConfig:
     guidance_interval_max: float = 1.0
 
     def __post_init__(self):
-        positive = ("max_steps", "batch_size", "log_every", "sample_every", "checkpoint_every", "num_inference_steps")
-        for name in positive:
+        """Every value is checked before any work, so a bad flag is one clear error, not NaN weights hours later.
+        Errors name the field and its `pixelgen train` flag."""
+
+        def check(name, **bounds):
             value = getattr(self, name)
-            if not (isinstance(value, int) and value > 0):
-                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+            if value is not None or name not in OPTIONAL_FIELDS:
+                check_number(f"{name} (--{name.replace('_', '-')})", value, **bounds)
+
+        for name in ("max_steps", "batch_size", "log_every", "sample_every", "checkpoint_every"):
+            check(name, integer=True, minimum=1)
+        check("num_inference_steps", integer=True, minimum=1)
+        check("sample_size", integer=True, minimum=1)
+        check("checkpoints_total_limit", integer=True, minimum=1)
+        for name in ("seed", "num_workers", "adaptive_weight_start", "repa_layer"):
+            check(name, integer=True, minimum=0)
+        check("dino_layer", integer=True)
+        check("learning_rate", minimum=0, exclusive_minimum=True)
+        for name in ("weight_decay", "max_grad_norm", "lpips_weight", "dino_weight", "repa_weight"):
+            check(name, minimum=0)
+        for name in ("adam_beta1", "adam_beta2", "ema_decay", "label_dropout", "percept_t_threshold"):
+            check(name, minimum=0, maximum=1)
+        if self.adam_beta1 == 1 or self.adam_beta2 == 1:
+            raise ValueError("adam_beta1 and adam_beta2 must be below 1 (Adam divides by 1 - beta**step).")
+        check("p_mean")
+        for name in ("p_std", "timeshift", "noise_scale", "sampling_timeshift"):
+            check(name, minimum=0, exclusive_minimum=True)
+        check("t_eps", minimum=0, maximum=1, exclusive_minimum=True)
+        # The saved pipelines' defaults: what would make a checkpoint folder draw black images is refused now.
+        PixelGenScheduler.check_options(self.sampling_method, self.sampling_timeshift)
+        PixelGenC2IPipeline.check_sampling_defaults(
+            self.num_inference_steps,
+            self.guidance_scale,
+            self.guidance_interval_min,
+            self.guidance_interval_max,
+            self.noise_scale,
+        )
         if self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(f"mixed_precision is {self.mixed_precision!r}; accepted: {', '.join(MIXED_PRECISION)}.")
         if self.preset is not None and self.preset not in PIXELGEN_PRESETS:
             raise ValueError(f"Unknown preset {self.preset!r}; available: {', '.join(PIXELGEN_PRESETS)}.")
         if self.pretrained is not None and (self.preset is not None or self.model_config):
             raise ValueError("Pass either pretrained (fine-tuning) or preset/model_config (a new model), not both.")
+        if not isinstance(self.model_config, dict):
+            raise ValueError(f"model_config must be a dict, got {type(self.model_config).__name__}.")
         if "num_classes" in self.model_config:
             raise ValueError("model_config must not set num_classes: it is the number of classes in the data.")
+        if self.pretrained is None:
+            check_architecture(self)
         if self.repa_layer is not None and self.dino is None:
             raise ValueError("repa_layer is set but dino is not: REPA aligns to DINOv2 features, pass --dino.")
-        if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}.")
+        if self.resume is not None and not isinstance(self.resume, str):
+            raise ValueError(f"resume must be 'latest' or a checkpoint folder, got {self.resume!r}.")
 
     def to_json_dict(self) -> dict:
         """The config as JSON; backbones given as modules are recorded by class name."""
@@ -118,7 +157,40 @@ class TrainingConfig:
         return values
 
 
+# Fields that may be None (off / keep all / unset).
+OPTIONAL_FIELDS = ("checkpoints_total_limit", "adaptive_weight_start", "repa_layer")
+# Fields that decide the model's architecture: stored in every checkpoint, so a resume needs none of them.
+ARCHITECTURE_FIELDS = ("pretrained", "preset", "model_config", "sample_size", "repa_layer")
+
+
 # ---------------------------------------------------------------------------------------------------- the model
+def transformer_arguments(config: TrainingConfig, num_classes: int) -> dict:
+    """Constructor arguments of a new model: the preset, the sample size, the data's classes, then model_config."""
+    arguments = dict(PIXELGEN_PRESETS[config.preset]) if config.preset else {}
+    arguments.update(sample_size=config.sample_size, num_classes=num_classes)
+    arguments.update(config.model_config)
+    return arguments
+
+
+def check_architecture(config: TrainingConfig) -> None:
+    """Builds the new model on the `meta` device (no memory, no time): unknown or invalid model_config entries are
+    a ValueError before any data is read."""
+    accepted = [name for name in inspect.signature(PixelGenTransformer2DModel.__init__).parameters if name != "self"]
+    unknown = [name for name in config.model_config if name not in accepted]
+    if unknown:
+        matches = difflib.get_close_matches(unknown[0], accepted, n=1)
+        hint = f" (did you mean {matches[0]!r}?)" if matches else ""
+        raise ValueError(
+            f"model_config has {unknown[0]!r}{hint}, which is not a PixelGenTransformer2DModel argument; accepted: "
+            f"{', '.join(name for name in accepted if name != 'num_classes')}."
+        )
+    try:
+        with torch.device("meta"):
+            PixelGenTransformer2DModel(**transformer_arguments(config, num_classes=1))
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"model_config (with preset {config.preset} and sample_size): {error}") from None
+
+
 def build_transformer(config: TrainingConfig, num_classes: int) -> PixelGenTransformer2DModel:
     if config.pretrained is not None:
         path = Path(config.pretrained)
@@ -130,10 +202,7 @@ def build_transformer(config: TrainingConfig, num_classes: int) -> PixelGenTrans
                 " they must match."
             )
         return transformer
-    arguments = dict(PIXELGEN_PRESETS[config.preset]) if config.preset else {}
-    arguments.update(sample_size=config.sample_size, num_classes=num_classes)
-    arguments.update(config.model_config)
-    transformer = PixelGenTransformer2DModel(**arguments)
+    transformer = PixelGenTransformer2DModel(**transformer_arguments(config, num_classes))
     initialize_weights(transformer)
     return transformer
 
@@ -198,7 +267,7 @@ def save_sample_grid(transformer, config: TrainingConfig, id2label: dict[int, st
     generator = torch.Generator(transformer.device).manual_seed(config.seed)
     images = pipeline(class_ids, num_images_per_prompt=4, generator=generator).images
     path.parent.mkdir(parents=True, exist_ok=True)
-    image_grid(images, rows=len(class_ids)).save(path)
+    atomic_save_image(image_grid(images, rows=len(class_ids)), path)
 
 
 # ---------------------------------------------------------------------------------------------- checkpointing
@@ -218,6 +287,58 @@ def resolve_resume(resume: str, output_dir: Path) -> Path | None:
     if not (path / STATE_DIR / "state.json").is_file():
         raise ValueError(f"resume {resume!r} is not a checkpoint folder (no {STATE_DIR}/state.json); or use 'latest'.")
     return path
+
+
+def read_training_state(checkpoint: Path) -> dict:
+    """A checkpoint's `training_state/state.json` (step, process count, dataset size, the run's config)."""
+    path = checkpoint / STATE_DIR / "state.json"
+    try:
+        state = json.loads(path.read_text())
+        if not isinstance(state, dict) or not isinstance(state.get("step"), int) or "config" not in state:
+            raise ValueError("it lacks the step or the config")
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise ValueError(
+            f"cannot resume from {checkpoint}: {path} is unreadable ({one_line(error)}); resume from an earlier"
+            " checkpoint (--resume path/to/checkpoint-N)"
+        ) from None
+    return state
+
+
+def config_for_resume(config: TrainingConfig, recorded: dict, explicit: set[str] | None = None) -> TrainingConfig:
+    """The config a resumed run uses: the checkpoint's architecture (a field left at its default, or not given on
+    the command line, takes the recorded value; a different one is refused) and everything else as given now.
+    `explicit`: the fields the user set (the CLI knows); fields not in it are taken from the checkpoint."""
+    defaults = TrainingConfig(data_dir="", output_dir="")
+    values = {}
+    for config_field in dataclasses.fields(TrainingConfig):
+        name = config_field.name
+        given = getattr(config, name)
+        if name not in recorded or name in ("resume", "output_dir"):
+            values[name] = given
+        elif explicit is not None:
+            values[name] = given if name in explicit else recorded[name]
+        elif name in ARCHITECTURE_FIELDS and given == getattr(defaults, name):
+            values[name] = recorded[name]
+        else:
+            values[name] = given
+        if name in ARCHITECTURE_FIELDS and values[name] != recorded[name]:
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(
+                f"{name} ({flag}) is {values[name]!r}, but the checkpoint's model was built with {recorded[name]!r};"
+                f" a resume keeps the architecture (omit {flag}), or start a new run in another --output-dir"
+            )
+    return dataclasses.replace(config, **values)
+
+
+def changed_settings(config: TrainingConfig, recorded: dict) -> dict[str, tuple]:
+    """Fields whose value differs from the checkpoint's run: name -> (recorded, now)."""
+    current = config.to_json_dict()
+    ignored = ("resume", "output_dir")
+    return {
+        name: (recorded[name], current[name])
+        for name in current
+        if name in recorded and name not in ignored and recorded[name] != current[name]
+    }
 
 
 def _rng_state(generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -240,6 +361,13 @@ class Trainer:
     def __init__(self, config: TrainingConfig):
         from accelerate import Accelerator
 
+        self.resume_from, self.resumed_changes = None, {}
+        if config.resume is not None:
+            self.resume_from = resolve_resume(config.resume, Path(config.output_dir))
+            if self.resume_from is not None:
+                recorded = read_training_state(self.resume_from)["config"]
+                config = config_for_resume(config, recorded)
+                self.resumed_changes = changed_settings(config, recorded)
         self.config = config
         mixed_precision = config.mixed_precision
         if mixed_precision == "auto":
@@ -308,46 +436,73 @@ class Trainer:
         }
 
     def save_checkpoint(self) -> Path:
-        """Writes everything into a temporary folder, then renames it: a run killed mid-save leaves the previous
-        checkpoints intact and only a temporary folder behind."""
+        """Writes everything into a new, uniquely named temporary folder (created exclusively, so a planted file or
+        link is never written through), then renames it to `checkpoint-<step>`, replacing a folder of that name (an
+        older run's, when a run is resumed from an earlier checkpoint into the same folder). A run killed or failing
+        mid-save leaves the previous checkpoints intact."""
         accelerator = self.accelerator
         final = self.output_dir / f"checkpoint-{self.step}"
-        if final.exists():  # the same step saved before (e.g. the last step of a resumed run): identical content
-            return final
-        temporary = self.output_dir / f".tmp-checkpoint-{self.step}"
+        temporary = None
         if accelerator.is_main_process:
-            shutil.rmtree(temporary, ignore_errors=True)
-            (temporary / STATE_DIR).mkdir(parents=True)
-        accelerator.wait_for_everyone()
-        rank = accelerator.process_index
-        torch.save(_rng_state(self.generator), temporary / STATE_DIR / f"rng_state_{rank}.pt")
-        if accelerator.is_main_process:
-            make_pipeline(self.ema.model, self.config, self.id2label).save_pretrained(temporary)
-            save_file(self._trainable_state_dict(), temporary / STATE_DIR / "model.safetensors")
-            torch.save(self.optimizer.state_dict(), temporary / STATE_DIR / "optimizer.pt")
-            state = {
-                "step": self.step,
-                "num_processes": accelerator.num_processes,
-                "dataset_size": len(self.dataset),
-                "config": self.config.to_json_dict(),
-            }
-            (temporary / STATE_DIR / "state.json").write_text(json.dumps(state, indent=2))
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            os.replace(temporary, final)
-            self._prune_checkpoints()
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            temporary = tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=self.output_dir)
+        if accelerator.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            temporary = broadcast_object_list([temporary])[0]
+        temporary = Path(temporary)
+        try:
+            if accelerator.is_main_process:
+                (temporary / STATE_DIR).mkdir()
+            accelerator.wait_for_everyone()
+            rank = accelerator.process_index
+            torch.save(_rng_state(self.generator), temporary / STATE_DIR / f"rng_state_{rank}.pt")
+            if accelerator.is_main_process:
+                make_pipeline(self.ema.model, self.config, self.id2label).save_pretrained(temporary)
+                save_file(self._trainable_state_dict(), temporary / STATE_DIR / "model.safetensors")
+                torch.save(self.optimizer.state_dict(), temporary / STATE_DIR / "optimizer.pt")
+                state = {
+                    "step": self.step,
+                    "num_processes": accelerator.num_processes,
+                    "dataset_size": len(self.dataset),
+                    "config": self.config.to_json_dict(),
+                }
+                (temporary / STATE_DIR / "state.json").write_text(json.dumps(state, indent=2, allow_nan=False))
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                replace_directory(temporary, final)
+                self._prune_checkpoints(keep=final)
+        except BaseException:
+            if accelerator.is_main_process:
+                shutil.rmtree(temporary, ignore_errors=True)
+            raise
         accelerator.wait_for_everyone()
         return final
 
-    def _prune_checkpoints(self) -> None:
+    def _prune_checkpoints(self, keep: Path) -> None:
+        """Keeps `keep` (the checkpoint just saved) and the newest others, `checkpoints_total_limit` in all."""
         limit = self.config.checkpoints_total_limit
         if limit is not None:
-            for old in list_checkpoints(self.output_dir)[:-limit]:
+            others = [path for path in list_checkpoints(self.output_dir) if path.name != keep.name]
+            for old in others[: max(0, len(others) - (limit - 1))]:
                 shutil.rmtree(old)
 
     def load_checkpoint(self, checkpoint: Path) -> None:
+        """Restores the online and EMA weights, the optimiser, the random states and the step; a file that cannot be
+        read (truncated, missing) is a ValueError naming it. Changed settings then apply (see `train`)."""
+        try:
+            self._load_checkpoint(checkpoint)
+        except ValueError:
+            raise
+        except Exception as error:  # torch/safetensors report damaged files with many exception types
+            raise ValueError(
+                f"cannot resume from {checkpoint}: {type(error).__name__}: {one_line(error)} (a file is missing,"
+                " truncated or corrupt); resume from an earlier checkpoint (--resume path/to/checkpoint-N)"
+            ) from None
+
+    def _load_checkpoint(self, checkpoint: Path) -> None:
         state_dir = checkpoint / STATE_DIR
-        state = json.loads((state_dir / "state.json").read_text())
+        state = read_training_state(checkpoint)
         if state["num_processes"] != self.accelerator.num_processes or state["dataset_size"] != len(self.dataset):
             logger.warning(
                 f"Resuming with {self.accelerator.num_processes} processes and {len(self.dataset)} images, saved"
@@ -364,6 +519,12 @@ class Trainer:
         ema_weights = load_file(checkpoint / "transformer" / "diffusion_pytorch_model.safetensors")
         self.ema.model.load_state_dict(ema_weights)
         self.optimizer.load_state_dict(torch.load(state_dir / "optimizer.pt", map_location="cpu", weights_only=True))
+        for group in self.optimizer.param_groups:  # the run's settings, not the ones saved with the optimiser
+            group.update(
+                lr=self.config.learning_rate,
+                betas=(self.config.adam_beta1, self.config.adam_beta2),
+                weight_decay=self.config.weight_decay,
+            )
         rng_file = state_dir / f"rng_state_{self.accelerator.process_index}.pt"
         if rng_file.is_file():
             _set_rng_state(torch.load(rng_file, weights_only=True), self.generator)
@@ -372,15 +533,37 @@ class Trainer:
     # --------------------------------------------------------------------------------------------- training
     def train(self) -> Path:
         """Runs until `max_steps` and returns the last checkpoint folder."""
+        with locked_folder(self.output_dir, "train", self.accelerator):
+            return self._train()
+
+    def _train(self) -> Path:
         config, accelerator = self.config, self.accelerator
+        if accelerator.is_main_process:  # temporary folders of a run that was killed mid-save (we hold the lock)
+            for stale in self.output_dir.glob(".checkpoint-*.tmp"):
+                if stale.is_dir() and not stale.is_symlink():
+                    shutil.rmtree(stale)
+                else:
+                    stale.unlink()
         if config.resume is not None:
-            checkpoint = resolve_resume(config.resume, self.output_dir)
+            checkpoint = self.resume_from
             if checkpoint is None:
                 logger.warning(f"No checkpoint in {self.output_dir} to resume from; starting a new run.")
             else:
                 self.load_checkpoint(checkpoint)
+                if self.step > config.max_steps:
+                    raise ValueError(
+                        f"{checkpoint} is at step {self.step}, beyond max_steps (--max-steps) {config.max_steps}; "
+                        "raise --max-steps, or resume from an earlier checkpoint"
+                    )
                 if accelerator.is_main_process:
                     logger.warning(f"Resumed from {checkpoint} at step {self.step}.")
+                    record = {"step": self.step, "resumed_from": str(checkpoint), "changed": self.resumed_changes}
+                    with open(self.output_dir / "train_log.jsonl", "a") as log_file:
+                        log_file.write(json.dumps(record) + "\n")
+                    for name, (before, now) in self.resumed_changes.items():
+                        logger.warning(
+                            f"Changed on resume and applied from step {self.step}: {name} {before!r} -> {now!r}."
+                        )
         if self.step >= config.max_steps:
             return self.save_checkpoint()
 
@@ -477,64 +660,79 @@ def _json_object(text: str) -> dict:
 
 def add_parser(subparsers) -> None:
     """Registers `pixelgen train`."""
-    defaults = TrainingConfig(data_dir="", output_dir="")
     parser = subparsers.add_parser(
         "train",
         help="train or fine-tune a class-to-image model on a folder of images",
         description="Train a PixelGen class-to-image model with upstream's recipe (x-prediction flow matching, EMA,"
-        " optional LPIPS / P-DINO / REPA). Multi-GPU: `accelerate launch -m pixelgen_diffusers.cli train ...`.",
+        " optional LPIPS / P-DINO / REPA). Multi-GPU: `accelerate launch -m pixelgen_diffusers.cli train ...`."
+        " Options not given take TrainingConfig's defaults, or on --resume the checkpoint's values.",
+        argument_default=argparse.SUPPRESS,  # only the options given are passed on (see run_from_args)
     )
     arg = parser.add_argument
-    arg("--data-dir", required=True, help="images, one sub-folder per class (or see --labels-file)")
+    arg("--data-dir", help="images, one sub-folder per class (or see --labels-file); on --resume, the checkpoint's")
     arg("--output-dir", required=True, help="checkpoints, sample grids and train_log.jsonl go here")
     arg("--labels-file", help="JSON {path: label} or `path,label` lines, paths relative to --data-dir")
     arg("--pretrained", help="pipeline or transformer folder (or Hub id) to fine-tune")
     arg("--preset", choices=sorted(PIXELGEN_PRESETS), help="architecture of a new model")
-    arg("--model-config", type=_json_object, default={}, help="constructor overrides, e.g. '{\"hidden_size\": 128}'")
-    arg("--sample-size", type=int, default=defaults.sample_size, help="image size of a new model")
-    arg("--max-steps", type=int, default=defaults.max_steps)
-    arg("--batch-size", type=int, default=defaults.batch_size, help="per process")
-    arg("--learning-rate", type=float, default=defaults.learning_rate)
-    arg("--weight-decay", type=float, default=defaults.weight_decay)
-    arg("--adam-beta1", type=float, default=defaults.adam_beta1)
-    arg("--adam-beta2", type=float, default=defaults.adam_beta2)
-    arg("--max-grad-norm", type=float, default=defaults.max_grad_norm, help="0 disables clipping")
-    arg("--ema-decay", type=float, default=defaults.ema_decay)
-    arg("--label-dropout", type=float, default=defaults.label_dropout)
-    arg("--p-mean", type=float, default=defaults.p_mean)
-    arg("--p-std", type=float, default=defaults.p_std)
-    arg("--timeshift", type=float, default=defaults.timeshift, help="training time shift")
-    arg("--noise-scale", type=float, default=defaults.noise_scale)
+    arg("--model-config", type=_json_object, help="constructor overrides, e.g. '{\"hidden_size\": 128}'")
+    arg("--sample-size", type=int, help="image size of a new model")
+    arg("--max-steps", type=int)
+    arg("--batch-size", type=int, help="per process")
+    arg("--learning-rate", type=float)
+    arg("--weight-decay", type=float)
+    arg("--adam-beta1", type=float)
+    arg("--adam-beta2", type=float)
+    arg("--max-grad-norm", type=float, help="0 disables clipping")
+    arg("--ema-decay", type=float)
+    arg("--label-dropout", type=float)
+    arg("--p-mean", type=float)
+    arg("--p-std", type=float)
+    arg("--timeshift", type=float, help="training time shift")
+    arg("--noise-scale", type=float)
     arg("--lpips", help="LPIPS weights: file, folder or Hub id (lpips' VGG state dict, or VGG-16 + vgg.pth)")
-    arg("--lpips-weight", type=float, default=defaults.lpips_weight)
+    arg("--lpips-weight", type=float)
     arg("--dino", help="DINOv2 (transformers Dinov2Model) folder or Hub id, e.g. facebook/dinov2-base")
-    arg("--dino-weight", type=float, default=defaults.dino_weight, help="P-DINO weight")
-    arg("--dino-layer", type=int, default=defaults.dino_layer)
-    arg("--percept-t-threshold", type=float, default=defaults.percept_t_threshold, help="noise gate")
+    arg("--dino-weight", type=float, help="P-DINO weight")
+    arg("--dino-layer", type=int)
+    arg("--percept-t-threshold", type=float, help="noise gate")
     arg("--repa-layer", type=int, help="enable REPA on this block's input tokens (upstream: 8); needs --dino")
-    arg("--repa-weight", type=float, default=defaults.repa_weight)
-    arg("--adaptive-weight-start", type=int, default=defaults.adaptive_weight_start)
-    arg("--mixed-precision", choices=MIXED_PRECISION, default=defaults.mixed_precision)
+    arg("--repa-weight", type=float)
+    arg("--adaptive-weight-start", type=int)
+    arg("--mixed-precision", choices=MIXED_PRECISION)
     arg("--gradient-checkpointing", action="store_true")
-    arg("--seed", type=int, default=defaults.seed)
-    arg("--num-workers", type=int, default=defaults.num_workers)
-    arg("--log-every", type=int, default=defaults.log_every)
-    arg("--sample-every", type=int, default=defaults.sample_every)
-    arg("--checkpoint-every", type=int, default=defaults.checkpoint_every)
+    arg("--seed", type=int)
+    arg("--num-workers", type=int)
+    arg("--log-every", type=int)
+    arg("--sample-every", type=int)
+    arg("--checkpoint-every", type=int)
     arg("--checkpoints-total-limit", type=int)
     arg("--resume", help="'latest' (in --output-dir) or a checkpoint folder")
-    arg("--sampling-method", default=defaults.sampling_method, choices=("heun", "euler", "adam_lm"))
-    arg("--sampling-timeshift", type=float, default=defaults.sampling_timeshift)
-    arg("--num-inference-steps", type=int, default=defaults.num_inference_steps)
-    arg("--guidance-scale", type=float, default=defaults.guidance_scale)
-    arg("--guidance-interval-min", type=float, default=defaults.guidance_interval_min)
-    arg("--guidance-interval-max", type=float, default=defaults.guidance_interval_max)
+    arg("--sampling-method", choices=("heun", "euler", "adam_lm"))
+    arg("--sampling-timeshift", type=float)
+    arg("--num-inference-steps", type=int)
+    arg("--guidance-scale", type=float)
+    arg("--guidance-interval-min", type=float)
+    arg("--guidance-interval-max", type=float)
     parser.set_defaults(func=run_from_args)
 
 
 def run_from_args(args) -> int:
+    """Options given on the command line override; the others are TrainingConfig's defaults, or, when resuming,
+    the values recorded in the checkpoint (so `--resume latest` needs only --output-dir)."""
     names = {config_field.name for config_field in dataclasses.fields(TrainingConfig)}
-    config = TrainingConfig(**{name: value for name, value in vars(args).items() if name in names})
-    checkpoint = train(config)
+    given = {name: value for name, value in vars(args).items() if name in names}
+    if given.get("resume") is not None:
+        checkpoint = resolve_resume(given["resume"], Path(given["output_dir"]))
+        if checkpoint is not None:
+            recorded = read_training_state(checkpoint)["config"]
+            kept = {
+                name: value
+                for name, value in recorded.items()
+                if name in names and name not in ("resume", "output_dir")
+            }
+            given = {**kept, **given}
+    if not given.get("data_dir"):
+        raise ValueError("--data-dir is required (a resumed run takes the one recorded in its checkpoint)")
+    checkpoint = train(TrainingConfig(**given))
     print(f"Final checkpoint: {checkpoint}")
     return 0

@@ -69,7 +69,8 @@ def resolve_model_folder(id_or_path: str | Path, **hub_kwargs) -> Path:
             raise ModelFolderError(f"{id_or_path} is a file, not a model folder")
         return path
     parts = str(id_or_path).strip("/").split("/")
-    if len(parts) < 2 or not all(_HUB_NAME.fullmatch(part) for part in parts):
+    is_path = path.is_absolute() or str(id_or_path).startswith((".", "~"))  # never a Hub id
+    if is_path or len(parts) < 2 or not all(_HUB_NAME.fullmatch(part) for part in parts):
         raise ModelFolderError(
             f"{id_or_path} is neither a local folder nor a Hub id (owner/repo or owner/repo/subfolder)"
         )

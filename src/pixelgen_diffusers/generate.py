@@ -2,8 +2,8 @@
 """`pixelgen generate`: images from a model folder or Hub id, written as PNGs named by class (or prompt) and seed.
 
 Every image has its own generator seeded with `seed + index` (index counts the images of one class or prompt), so an
-image depends only on its class, its seed and the sampling settings, never on the batch it was drawn in.
-"""
+image depends only on its class, its seed and the sampling settings, never on the batch it was drawn in (up to one
+uint8 level: matrix products round differently for other batch shapes; bitwise for the same --batch-size)."""
 
 import argparse
 import inspect

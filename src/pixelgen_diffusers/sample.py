@@ -2,9 +2,11 @@
 """`pixelgen sample`: many images for evaluation (FID, IS, GenEval), resumable and data-parallel.
 
 Sample i is fully determined by i: class `i % num_classes` (so every prefix of the set is class-balanced) or prompt
-`i // images_per_prompt`, and its own CPU generator seeded with `seed + i`. The result is therefore independent of
-the batch size and of the number of processes, and a stopped run resumes where it stopped (finished PNGs are kept;
-each is written to a temporary name and renamed). With several processes (`accelerate launch` or `torchrun`),
+`i // images_per_prompt`, and its own CPU generator seeded with `seed + i`. The result is therefore bitwise the same
+for the same batch size and number of processes, and within one uint8 level for any others (matrix products round
+differently for other batch shapes). A stopped run resumes where it stopped: finished PNGs are kept (each is written
+atomically; a file cut short otherwise is detected and drawn again), and the output folder is locked against a
+second run. With several processes (`accelerate launch` or `torchrun`),
 process r takes the samples i with i % world_size == r. At the end the first process packs every PNG into
 `samples.npz` (`arr_0`: uint8 NHWC, `arr_1`: class ids), the layout of the ADM evaluation suite.
 

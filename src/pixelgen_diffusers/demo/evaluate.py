@@ -4,11 +4,11 @@ generated images (is each image the requested class?) and the Frechet distance b
 of generated and of real held-out images (do they look like the data?)."""
 
 import itertools
-import json
 import time
 
 import torch
 
+from ..utils import atomic_write_json, cli_number
 from .classifier import load_classifier
 from .shapes import CLASS_NAMES, EVAL_SEED, make_shapes
 
@@ -166,11 +166,23 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--model", help="a pipeline folder trained on the shapes dataset (default: the bundled demo)")
     parser.add_argument("--methods", nargs="+", choices=METHODS, help="samplers (default: all)")
-    parser.add_argument("--steps", nargs="+", type=int, help="step counts (default: 10 25)")
-    parser.add_argument("--guidance", nargs="+", type=float, help="guidance scales (default: 1 2 3)")
-    parser.add_argument("--num-samples", type=int, default=200, help="generated images per row")
-    parser.add_argument("--num-real", type=int, default=1000, help="real held-out images for the reference")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--steps", nargs="+", type=cli_number(integer=True, minimum=1), help="step counts (default: 10 25)"
+    )
+    parser.add_argument("--guidance", nargs="+", type=cli_number(), help="guidance scales (default: 1 2 3)")
+    parser.add_argument(
+        "--num-samples",
+        type=cli_number(integer=True, minimum=1, maximum=100_000),
+        default=200,
+        help="generated images per row",
+    )
+    parser.add_argument(
+        "--num-real",
+        type=cli_number(integer=True, minimum=2, maximum=100_000),
+        default=1000,
+        help="real held-out images for the reference",
+    )
+    parser.add_argument("--seed", type=cli_number(integer=True, minimum=0), default=0)
     parser.add_argument("--json", help="also write the rows to this JSON file")
     parser.set_defaults(func=run_from_args)
 
@@ -190,6 +202,5 @@ def run_from_args(args) -> int:
     print(format_table([]))
     rows = evaluate(pipeline, table, args.num_samples, args.num_real, args.seed, progress=True)
     if args.json:
-        with open(args.json, "w") as file:
-            json.dump(rows, file, indent=2)
+        atomic_write_json(args.json, rows)
     return 0

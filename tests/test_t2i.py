@@ -177,11 +177,12 @@ def test_capability_lists_name_the_real_block_classes():
 
 
 def test_rope_angles_match_the_upstream_spot_check():
-    cos, sin = PixelGenT2IRotaryPosEmbed(64)(32, torch.device("cpu"))
-    assert cos.shape == (1024, 64)
+    table = PixelGenT2IRotaryPosEmbed(64)(32, torch.device("cpu"))
+    assert table.shape == (1024, 32, 2) and table.dtype == torch.float32
+    cos, sin = table.unbind(-1)
     angles = torch.atan2(sin, cos)
-    torch.testing.assert_close(angles[1, 0:8:2], torch.tensor([1.0323, 0.0, 0.5805, 0.0]), atol=1e-4, rtol=0)
-    expected = reference_rope_angles(64, 32).repeat_interleave(2, dim=-1)  # angles up to ~32: compare cos and sin
+    torch.testing.assert_close(angles[1, 0:4], torch.tensor([1.0323, 0.0, 0.5805, 0.0]), atol=1e-4, rtol=0)
+    expected = reference_rope_angles(64, 32)  # angles up to ~32: compare cos and sin
     torch.testing.assert_close(cos, expected.cos(), atol=1e-5, rtol=0)
     torch.testing.assert_close(sin, expected.sin(), atol=1e-5, rtol=0)
 
@@ -210,7 +211,34 @@ def test_forward_matches_an_independent_float32_reference():
         expected = reference_forward(model, pixels, timestep, text)
         output = model(pixels, timestep, text).sample
     assert expected.abs().max() > 1.0  # the random weights make every path matter
-    torch.testing.assert_close(output, expected, atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(output, expected, atol=1e-6, rtol=1e-6)
+
+
+def test_bfloat16_forward_is_close_to_float32_and_keeps_a_float32_rope_table():
+    model = tiny_t2i_transformer()
+    pixels, timestep, text = random_inputs()
+    with torch.no_grad():
+        reference = model(pixels, timestep, text).sample
+        low_precision = model.to(torch.bfloat16)(pixels.bfloat16(), timestep, text.bfloat16()).sample
+    assert low_precision.dtype == torch.bfloat16 and torch.isfinite(low_precision).all()
+    assert (low_precision.float() - reference).abs().mean() < 0.02 * reference.abs().mean()
+    assert model.rotary_emb(pixels.device).dtype == torch.float32
+    assert not any("rotary" in name for name in model.state_dict())
+
+
+def test_lora_adapter_on_the_changed_modules_trains_with_gradient_checkpointing():
+    pytest.importorskip("peft")
+    from peft import LoraConfig
+
+    model = tiny_t2i_transformer()
+    targets = ["to_qkv", "to_added_kv", "to_out", "ff.proj_in", "ff.proj_out", "adaln_modulation"]
+    model.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=targets, init_lora_weights=False))
+    model.enable_gradient_checkpointing()
+    pixels, timestep, text = random_inputs()
+    model(pixels, timestep, text).sample.square().mean().backward()
+    trainable = [name for name, parameter in model.named_parameters() if parameter.requires_grad]
+    assert trainable and all("lora" in name for name in trainable)
+    assert all(model.get_parameter(name).grad.abs().sum() > 0 for name in trainable)
 
 
 def test_wrong_resolution_or_text_shape_is_rejected():
@@ -467,6 +495,18 @@ def test_output_types_callbacks_and_progress_bar():
     assert torch.equal(zeros, torch.zeros_like(zeros))
     assert [i for i, _, _ in seen] == [0, 1, 2, 3, 4]  # Heun: 2N - 1 evaluations ...
     assert "3/3" in progress.getvalue()  # ... but the bar counts the N steps
+
+    # The guided clean-image prediction: Heun's final evaluation is an Euler step to exactly that image.
+    predictions = []
+
+    def record(pipeline, i, t, callback_kwargs):
+        predictions.append(callback_kwargs["pred_original_sample"])
+        return {}
+
+    watch = dict(callback_on_step_end=record, callback_on_step_end_tensor_inputs=["pred_original_sample"])
+    pipe(output_type="latent", generator=torch.Generator().manual_seed(0), **watch, **common)
+    assert len(predictions) == 5
+    torch.testing.assert_close(predictions[-1], raw, atol=1e-5, rtol=0)
 
 
 BAD_INPUTS = [

@@ -95,8 +95,8 @@ def test_forward_matches_reference_formulas(bottleneck_dim):
     with torch.no_grad():
         output = model(x, t, y).sample
         expected = reference_forward(model, x, t, y)
-    assert output.shape == x.shape
-    torch.testing.assert_close(output, expected, atol=2e-5, rtol=1e-5)
+    assert output.shape == x.shape and expected.abs().max() > 1.0  # the random weights make every path matter
+    torch.testing.assert_close(output, expected, atol=1e-6, rtol=1e-6)
 
 
 def test_patch_embedding_variants_have_upstream_parameters():
@@ -242,7 +242,19 @@ def test_bfloat16_forward_is_finite_and_close():
         reference = model(x, t, y).sample
         low_precision = model.to(torch.bfloat16)(x.bfloat16(), t, y).sample
     assert low_precision.dtype == torch.bfloat16 and torch.isfinite(low_precision).all()
-    assert (low_precision.float() - reference).abs().mean() < 0.1 * reference.abs().mean()
+    assert (low_precision.float() - reference).abs().mean() < 0.02 * reference.abs().mean()
+    # The RoPE table is not a buffer: it stays float32 (and out of the state dict) when the model is cast.
+    assert model.rotary_emb(x.device).dtype == torch.float32
+    assert not any("rotary" in name for name in model.state_dict())
+
+
+def test_rotary_table_is_built_once_per_device_and_matches_the_rope_module():
+    model = tiny_transformer()
+    table = model.rotary_emb(torch.device("cpu"))
+    assert model.rotary_emb(torch.device("cpu")) is table
+    cos, sin = model.rope(TINY_C2I["sample_size"] // TINY_C2I["patch_size"], TINY_C2I["in_context_len"], "cpu")
+    assert torch.equal(table[..., 0], cos[:, 0::2]) and torch.equal(table[..., 1], sin[:, 0::2])
+    assert torch.equal(cos[:, 0::2], cos[:, 1::2])  # one angle per channel pair
 
 
 def test_wrong_input_size_is_a_clear_error():
@@ -256,10 +268,14 @@ def test_lora_adapter_trains_only_the_adapter():
     from peft import LoraConfig
 
     model = tiny_transformer()
-    model.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_qkv", "to_out"], init_lora_weights=False))
+    targets = ["to_qkv", "to_out", "ff.proj_in", "ff.proj_out", "adaln_modulation"]
+    model.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=targets, init_lora_weights=False))
     trainable = [name for name, parameter in model.named_parameters() if parameter.requires_grad]
     assert trainable and all("lora" in name for name in trainable)
     x, t, y = _inputs()
+    model.enable_gradient_checkpointing()
+    model(x, t, y).sample.square().mean().backward()
+    assert all(model.get_parameter(name).grad.abs().sum() > 0 for name in trainable)  # every adapter learns
     with torch.no_grad():
         with_adapter = model(x, t, y).sample
         model.disable_adapters()

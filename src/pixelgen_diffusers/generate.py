@@ -114,6 +114,18 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--sampler", choices=SAMPLING_METHODS, help="ODE solver (default: the model's)")
     parser.add_argument(
+        "--guidance-interval",
+        nargs=2,
+        type=cli_number(minimum=0, maximum=1),
+        metavar=("MIN", "MAX"),
+        help="guide only while MIN < t <= MAX, t from 0 (noise) to 1 (image) (default: the model's)",
+    )
+    parser.add_argument(
+        "--timeshift",
+        type=cli_number(minimum=0, exclusive_minimum=True),
+        help="time-grid shift, > 0 (default: the model's)",
+    )
+    parser.add_argument(
         "--seed",
         type=cli_number(integer=True, minimum=0),
         default=0,
@@ -151,8 +163,13 @@ def run(args: argparse.Namespace) -> int:
     ):
         if value is not None:
             check_number(option, value, integer=True, minimum=1)
-    if args.guidance_scale is not None:
-        check_number("--guidance-scale", args.guidance_scale)
+    for option, value in (
+        ("--guidance-scale", args.guidance_scale),
+        ("--timeshift", args.timeshift),
+        *(("--guidance-interval", bound) for bound in args.guidance_interval or ()),
+    ):
+        if value is not None:
+            check_number(option, value)
     check_request_size(len(args.prompts or []) + len(args.classes or []) or 1, args.num_images)
     device = resolve_device(args.device)
 
@@ -166,8 +183,11 @@ def run(args: argparse.Namespace) -> int:
         "num_inference_steps": args.steps,
         "guidance_scale": args.guidance_scale,
         "sampling_method": args.sampler,
+        "timeshift": args.timeshift,
         "negative_prompt": args.negative_prompt,
     }
+    if args.guidance_interval is not None:
+        options["guidance_interval_min"], options["guidance_interval_max"] = args.guidance_interval
     options = {key: value for key, value in options.items() if value is not None}
     unsupported = [key for key in options if key not in call_parameters]
     if unsupported:

@@ -22,7 +22,6 @@ from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.embeddings import TimestepEmbedding, get_timestep_embedding
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.modeling_utils import ModelMixin
-from diffusers.models.normalization import RMSNorm
 from diffusers.utils.torch_utils import maybe_allow_in_graph
 
 
@@ -117,13 +116,22 @@ class PixelGenRotaryPosEmbed(nn.Module):
         return cos, sin
 
 
-def apply_rotary_emb(hidden_states: torch.Tensor, rotary_emb: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """Rotates adjacent channel pairs (x0, x1) -> (x0 cos - x1 sin, x1 cos + x0 sin); input is (B, S, heads, D)."""
-    cos, sin = (table[None, :, None, :] for table in rotary_emb)
-    pairs = hidden_states.unflatten(-1, (-1, 2))
-    rotated_half = torch.stack([-pairs[..., 1], pairs[..., 0]], dim=-1).flatten(-2)
-    # The tables are float32, so the rotation runs in float32 whatever the activation dtype.
-    return (hidden_states * cos + rotated_half * sin).type_as(hidden_states)
+def apply_rotary_emb(hidden_states: torch.Tensor, rotary_emb: torch.Tensor) -> torch.Tensor:
+    """Rotates adjacent channel pairs (x0, x1) by their angle a: (x0 cos a - x1 sin a, x1 cos a + x0 sin a).
+
+    hidden_states: (B, S, heads, head_dim); rotary_emb: float32 (S, head_dim / 2, 2), the (cos a, sin a) of each pair.
+    The rotation runs in float32 whatever the activation dtype. Eagerly it is one complex multiplication
+    (x0 + i x1) * e^(ia); under torch.compile it is written in real arithmetic, which Inductor fuses (it has no
+    complex kernels).
+    """
+    pairs = hidden_states.float().unflatten(-1, (-1, 2))
+    if torch.compiler.is_compiling():
+        x0, x1 = pairs.unbind(-1)
+        cos, sin = rotary_emb[:, None].unbind(-1)
+        rotated = torch.stack([x0 * cos - x1 * sin, x1 * cos + x0 * sin], dim=-1)
+    else:
+        rotated = torch.view_as_real(torch.view_as_complex(pairs) * torch.view_as_complex(rotary_emb)[:, None])
+    return rotated.flatten(-2).type_as(hidden_states)
 
 
 class PixelGenPatchEmbed(nn.Module):
@@ -156,17 +164,15 @@ class PixelGenAttnProcessor:
         self,
         attn: "PixelGenAttention",
         hidden_states: torch.Tensor,
-        image_rotary_emb: tuple[torch.Tensor, torch.Tensor],
+        image_rotary_emb: torch.Tensor,
     ) -> torch.Tensor:
         query, key, value = attn.to_qkv(hidden_states).chunk(3, dim=-1)
         query = query.unflatten(-1, (attn.heads, -1))
         key = key.unflatten(-1, (attn.heads, -1))
         value = value.unflatten(-1, (attn.heads, -1))
 
-        query = attn.norm_q(query)
-        key = attn.norm_k(key)
-        query = apply_rotary_emb(query, image_rotary_emb)
-        key = apply_rotary_emb(key, image_rotary_emb)
+        query = apply_rotary_emb(attn.norm_q(query), image_rotary_emb)
+        key = apply_rotary_emb(attn.norm_k(key), image_rotary_emb)
 
         hidden_states = dispatch_attention_fn(
             query,
@@ -176,8 +182,7 @@ class PixelGenAttnProcessor:
             backend=self._attention_backend,
             parallel_config=self._parallel_config,
         )
-        hidden_states = hidden_states.flatten(2, 3).to(query.dtype)
-        return attn.out_dropout(attn.to_out(hidden_states))
+        return attn.out_dropout(attn.to_out(hidden_states.flatten(2, 3)))
 
 
 class PixelGenAttention(nn.Module, AttentionModuleMixin):
@@ -191,13 +196,13 @@ class PixelGenAttention(nn.Module, AttentionModuleMixin):
         self.heads = heads
         self.dropout = dropout  # on the attention weights
         self.to_qkv = nn.Linear(dim, 3 * dim, bias=True)
-        self.norm_q = RMSNorm(dim // heads, eps=eps)
-        self.norm_k = RMSNorm(dim // heads, eps=eps)
+        self.norm_q = nn.RMSNorm(dim // heads, eps=eps)
+        self.norm_k = nn.RMSNorm(dim // heads, eps=eps)
         self.to_out = nn.Linear(dim, dim, bias=True)
         self.out_dropout = nn.Dropout(out_dropout)
         self.set_processor(processor if processor is not None else self._default_processor_cls())
 
-    def forward(self, hidden_states: torch.Tensor, image_rotary_emb: tuple[torch.Tensor, torch.Tensor]):
+    def forward(self, hidden_states: torch.Tensor, image_rotary_emb: torch.Tensor) -> torch.Tensor:
         return self.processor(self, hidden_states, image_rotary_emb)
 
 
@@ -215,8 +220,15 @@ class PixelGenSwiGLU(nn.Module):
         return self.proj_out(self.dropout(F.silu(gate) * up))
 
 
-def modulate(hidden_states: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    return hidden_states * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+def modulate(hidden_states: torch.Tensor, norm: nn.RMSNorm, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """adaLN: norm(x) * (1 + scale) + shift, for x of shape (B, S, D) and shift, scale of shape (B, D).
+
+    The norm's weight is folded into the (B, D) scale, so the full-size activations go through one normalisation and
+    one fused multiply-add.
+    """
+    scale = (1 + scale) * norm.weight
+    normalized = F.rms_norm(hidden_states, norm.normalized_shape, eps=norm.eps)
+    return torch.addcmul(shift.unsqueeze(1), normalized, scale.unsqueeze(1))
 
 
 @maybe_allow_in_graph
@@ -225,9 +237,9 @@ class PixelGenTransformerBlock(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float, attention_dropout: float, dropout: float):
         super().__init__()
-        self.norm1 = RMSNorm(dim, eps=1e-6)
+        self.norm1 = nn.RMSNorm(dim, eps=1e-6)
         self.attn = PixelGenAttention(dim, num_heads, dropout=attention_dropout, out_dropout=dropout)
-        self.norm2 = RMSNorm(dim, eps=1e-6)
+        self.norm2 = nn.RMSNorm(dim, eps=1e-6)
         # JiT's SwiGLU keeps the parameter count of a 4x GELU MLP: inner width int(int(dim * ratio) * 2 / 3).
         self.ff = PixelGenSwiGLU(dim, int(int(dim * mlp_ratio) * 2 / 3), dropout=dropout)
         self.adaln_modulation = nn.Linear(dim, 6 * dim, bias=True)
@@ -236,15 +248,15 @@ class PixelGenTransformerBlock(nn.Module):
         self,
         hidden_states: torch.Tensor,
         temb: torch.Tensor,
-        image_rotary_emb: tuple[torch.Tensor, torch.Tensor],
+        image_rotary_emb: torch.Tensor,
     ) -> torch.Tensor:
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaln_modulation(F.silu(temb)).chunk(
             6, dim=-1
         )
-        attn_output = self.attn(modulate(self.norm1(hidden_states), shift_msa, scale_msa), image_rotary_emb)
-        hidden_states = hidden_states + gate_msa.unsqueeze(1) * attn_output
-        ff_output = self.ff(modulate(self.norm2(hidden_states), shift_mlp, scale_mlp))
-        return hidden_states + gate_mlp.unsqueeze(1) * ff_output
+        attn_output = self.attn(modulate(hidden_states, self.norm1, shift_msa, scale_msa), image_rotary_emb)
+        hidden_states = torch.addcmul(hidden_states, gate_msa.unsqueeze(1), attn_output)
+        ff_output = self.ff(modulate(hidden_states, self.norm2, shift_mlp, scale_mlp))
+        return torch.addcmul(hidden_states, gate_mlp.unsqueeze(1), ff_output)
 
 
 class PixelGenFinalLayer(nn.Module):
@@ -252,13 +264,13 @@ class PixelGenFinalLayer(nn.Module):
 
     def __init__(self, dim: int, patch_size: int, out_channels: int):
         super().__init__()
-        self.norm = RMSNorm(dim, eps=1e-6)
+        self.norm = nn.RMSNorm(dim, eps=1e-6)
         self.adaln_modulation = nn.Linear(dim, 2 * dim, bias=True)
         self.proj_out = nn.Linear(dim, patch_size * patch_size * out_channels, bias=True)
 
     def forward(self, hidden_states: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
         shift, scale = self.adaln_modulation(F.silu(temb)).chunk(2, dim=-1)
-        return self.proj_out(modulate(self.norm(hidden_states), shift, scale))
+        return self.proj_out(modulate(hidden_states, self.norm, shift, scale))
 
 
 class PixelGenTransformer2DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, AttentionMixin):
@@ -354,6 +366,7 @@ class PixelGenTransformer2DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Atte
             ]
         )
         self.final_layer = PixelGenFinalLayer(hidden_size, patch_size, in_channels)
+        self._rotary_emb_cache: torch.Tensor | None = None
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "PixelGenTransformer2DModel":
@@ -365,6 +378,19 @@ class PixelGenTransformer2DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Atte
     @property
     def null_class_id(self) -> int:
         return self.config.num_classes
+
+    def rotary_emb(self, device: torch.device) -> torch.Tensor:
+        """RoPE (cos, sin) pairs of [in-context tokens, image tokens], float32 (in_context_len + grid**2, head_dim / 2,
+        2); the image tokens' table is its tail. Built once per device and kept outside the state dict, so that it
+        neither reaches the checkpoint nor follows the model to bf16."""
+        cache = self._rotary_emb_cache
+        if cache is None or cache.device != device or torch.compiler.is_compiling():
+            grid_size = self.config.sample_size // self.config.patch_size
+            cos, sin = self.rope(grid_size, self.config.in_context_len, device)
+            cache = torch.stack([cos[:, 0::2], sin[:, 0::2]], dim=-1)  # each angle is repeated for its pair
+            if not torch.compiler.is_compiling():
+                self._rotary_emb_cache = cache
+        return cache
 
     def unpatchify(self, patches: torch.Tensor) -> torch.Tensor:
         """(B, h*w, p*p*C) with channels fastest -> (B, C, h*p, w*p)."""
@@ -399,15 +425,15 @@ class PixelGenTransformer2DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Atte
         temb = self.time_embedder(time_features.to(class_emb.dtype)) + class_emb
 
         hidden_states = self.patch_embedder(hidden_states) + self.pos_embed.to(class_emb.dtype)
-        grid_size = self.config.sample_size // self.config.patch_size
         in_context_len = self.config.in_context_len
-        image_rotary_emb = self.rope(grid_size, 0, hidden_states.device)
+        rotary_emb = self.rotary_emb(hidden_states.device)
+        image_rotary_emb = rotary_emb[in_context_len:]
         for index, block in enumerate(self.transformer_blocks):
             if in_context_len > 0 and index == self.config.in_context_start:
                 # In-context tokens: the class embedding (no time) plus learned positions; no sin-cos, no rotation.
                 in_context_tokens = class_emb[:, None, :] + self.in_context_pos_embed
                 hidden_states = torch.cat([in_context_tokens, hidden_states], dim=1)
-                image_rotary_emb = self.rope(grid_size, in_context_len, hidden_states.device)
+                image_rotary_emb = rotary_emb
             if torch.is_grad_enabled() and self.gradient_checkpointing:
                 hidden_states = self._gradient_checkpointing_func(block, hidden_states, temb, image_rotary_emb)
             else:

@@ -40,7 +40,6 @@ from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.embeddings import TimestepEmbedding, get_timestep_embedding
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.modeling_utils import ModelMixin
-from diffusers.models.normalization import RMSNorm
 from diffusers.utils.torch_utils import maybe_allow_in_graph
 
 
@@ -104,7 +103,7 @@ class PixelGenT2ITextEmbed(nn.Module):
     def __init__(self, txt_embed_dim: int, hidden_size: int):
         super().__init__()
         self.proj = nn.Linear(txt_embed_dim, hidden_size, bias=True)
-        self.norm = RMSNorm(hidden_size, eps=1e-6)
+        self.norm = nn.RMSNorm(hidden_size, eps=1e-6)
 
     def forward(self, encoder_hidden_states: torch.Tensor) -> torch.Tensor:
         return self.norm(self.proj(encoder_hidden_states))
@@ -115,8 +114,7 @@ class PixelGenT2IRotaryPosEmbed(nn.Module):
     with frequency theta^(-4 * (j // 2) / head_dim).
 
     Positions are `linspace(0, grid, grid)` on both axes, a step of grid / (grid - 1), not integers: that is what
-    upstream trained with. Returns float32 (cos, sin) tables of shape (grid**2, head_dim), each angle repeated for
-    the two channels of its pair.
+    upstream trained with. Returns float32 (cos, sin) pairs of shape (grid**2, head_dim / 2, 2).
     """
 
     def __init__(self, head_dim: int, theta: float = 10000.0):
@@ -124,7 +122,7 @@ class PixelGenT2IRotaryPosEmbed(nn.Module):
         self.head_dim = head_dim
         self.theta = theta
 
-    def forward(self, grid_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, grid_size: int, device: torch.device) -> torch.Tensor:
         exponents = torch.arange(0, self.head_dim, 4, device=device)[: self.head_dim // 4].float() / self.head_dim
         inv_freq = 1.0 / (self.theta**exponents)
         positions = torch.linspace(0, grid_size, grid_size, device=device)
@@ -134,17 +132,26 @@ class PixelGenT2IRotaryPosEmbed(nn.Module):
         row_angles = torch.outer(rows, inv_freq)
         angles = torch.stack([column_angles, row_angles], dim=-1).flatten(1)  # (grid**2, head_dim / 2)
         # torch.polar, as upstream builds its complex table: its cos/sin round differently from torch.cos/sin.
-        rotations = torch.polar(torch.ones_like(angles), angles)
-        return rotations.real.repeat_interleave(2, dim=-1), rotations.imag.repeat_interleave(2, dim=-1)
+        return torch.view_as_real(torch.polar(torch.ones_like(angles), angles))
 
 
-def apply_rotary_emb(hidden_states: torch.Tensor, rotary_emb: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """Rotates adjacent channel pairs (x0, x1) -> (x0 cos - x1 sin, x1 cos + x0 sin); input is (B, S, heads, D)."""
-    cos, sin = (table[None, :, None, :] for table in rotary_emb)
-    # In float32 whatever the activation dtype, as upstream's complex multiplication is.
+# Copied from pixelgen_diffusers.transformer_jit.apply_rotary_emb
+def apply_rotary_emb(hidden_states: torch.Tensor, rotary_emb: torch.Tensor) -> torch.Tensor:
+    """Rotates adjacent channel pairs (x0, x1) by their angle a: (x0 cos a - x1 sin a, x1 cos a + x0 sin a).
+
+    hidden_states: (B, S, heads, head_dim); rotary_emb: float32 (S, head_dim / 2, 2), the (cos a, sin a) of each pair.
+    The rotation runs in float32 whatever the activation dtype. Eagerly it is one complex multiplication
+    (x0 + i x1) * e^(ia); under torch.compile it is written in real arithmetic, which Inductor fuses (it has no
+    complex kernels).
+    """
     pairs = hidden_states.float().unflatten(-1, (-1, 2))
-    rotated_half = torch.stack([-pairs[..., 1], pairs[..., 0]], dim=-1).flatten(-2)
-    return (hidden_states.float() * cos + rotated_half * sin).type_as(hidden_states)
+    if torch.compiler.is_compiling():
+        x0, x1 = pairs.unbind(-1)
+        cos, sin = rotary_emb[:, None].unbind(-1)
+        rotated = torch.stack([x0 * cos - x1 * sin, x1 * cos + x0 * sin], dim=-1)
+    else:
+        rotated = torch.view_as_real(torch.view_as_complex(pairs) * torch.view_as_complex(rotary_emb)[:, None])
+    return rotated.flatten(-2).type_as(hidden_states)
 
 
 class PixelGenT2IAttnProcessor:
@@ -162,7 +169,7 @@ class PixelGenT2IAttnProcessor:
         attn: "PixelGenT2IAttention",
         hidden_states: torch.Tensor,
         encoder_hidden_states: torch.Tensor | None = None,
-        image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
+        image_rotary_emb: torch.Tensor | None = None,
     ) -> torch.Tensor:
         query, key, value = attn.to_qkv(hidden_states).chunk(3, dim=-1)
         query = query.unflatten(-1, (attn.heads, -1))
@@ -190,8 +197,7 @@ class PixelGenT2IAttnProcessor:
             backend=self._attention_backend,
             parallel_config=self._parallel_config,
         )
-        hidden_states = hidden_states.flatten(2, 3).to(query.dtype)
-        return attn.to_out(hidden_states)
+        return attn.to_out(hidden_states.flatten(2, 3))
 
 
 class PixelGenT2IAttention(nn.Module, AttentionModuleMixin):
@@ -203,8 +209,8 @@ class PixelGenT2IAttention(nn.Module, AttentionModuleMixin):
         self.heads = heads
         self.to_qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.to_added_kv = nn.Linear(dim, 2 * dim, bias=False) if added_kv_proj else None
-        self.norm_q = RMSNorm(dim // heads, eps=eps)
-        self.norm_k = RMSNorm(dim // heads, eps=eps)
+        self.norm_q = nn.RMSNorm(dim // heads, eps=eps)
+        self.norm_k = nn.RMSNorm(dim // heads, eps=eps)
         self.to_out = nn.Linear(dim, dim, bias=True)
         self.set_processor(processor if processor is not None else self._default_processor_cls())
 
@@ -212,7 +218,7 @@ class PixelGenT2IAttention(nn.Module, AttentionModuleMixin):
         self,
         hidden_states: torch.Tensor,
         encoder_hidden_states: torch.Tensor | None = None,
-        image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
+        image_rotary_emb: torch.Tensor | None = None,
     ) -> torch.Tensor:
         return self.processor(self, hidden_states, encoder_hidden_states, image_rotary_emb)
 
@@ -231,8 +237,15 @@ class PixelGenT2IFeedForward(nn.Module):
 
 
 # Copied from pixelgen_diffusers.transformer_jit.modulate
-def modulate(hidden_states: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    return hidden_states * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+def modulate(hidden_states: torch.Tensor, norm: nn.RMSNorm, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """adaLN: norm(x) * (1 + scale) + shift, for x of shape (B, S, D) and shift, scale of shape (B, D).
+
+    The norm's weight is folded into the (B, D) scale, so the full-size activations go through one normalisation and
+    one fused multiply-add.
+    """
+    scale = (1 + scale) * norm.weight
+    normalized = F.rms_norm(hidden_states, norm.normalized_shape, eps=norm.eps)
+    return torch.addcmul(shift.unsqueeze(1), normalized, scale.unsqueeze(1))
 
 
 @maybe_allow_in_graph
@@ -244,18 +257,18 @@ class PixelGenT2ITextRefinerBlock(nn.Module):
 
     def __init__(self, dim: int, num_heads: int):
         super().__init__()
-        self.norm1 = RMSNorm(dim, eps=1e-6)
+        self.norm1 = nn.RMSNorm(dim, eps=1e-6)
         self.attn = PixelGenT2IAttention(dim, num_heads)
-        self.norm2 = RMSNorm(dim, eps=1e-6)
+        self.norm2 = nn.RMSNorm(dim, eps=1e-6)
         self.ff = PixelGenT2IFeedForward(dim, 4 * dim)
         self.adaln_modulation = nn.Linear(dim, 6 * dim, bias=True)
 
     def forward(self, hidden_states: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaln_modulation(temb).chunk(6, dim=-1)
-        attn_output = self.attn(modulate(self.norm1(hidden_states), shift_msa, scale_msa))
-        hidden_states = hidden_states + gate_msa.unsqueeze(1) * attn_output
-        ff_output = self.ff(modulate(self.norm2(hidden_states), shift_mlp, scale_mlp))
-        return hidden_states + gate_mlp.unsqueeze(1) * ff_output
+        attn_output = self.attn(modulate(hidden_states, self.norm1, shift_msa, scale_msa))
+        hidden_states = torch.addcmul(hidden_states, gate_msa.unsqueeze(1), attn_output)
+        ff_output = self.ff(modulate(hidden_states, self.norm2, shift_mlp, scale_mlp))
+        return torch.addcmul(hidden_states, gate_mlp.unsqueeze(1), ff_output)
 
 
 @maybe_allow_in_graph
@@ -265,9 +278,9 @@ class PixelGenT2ITransformerBlock(nn.Module):
 
     def __init__(self, dim: int, num_heads: int):
         super().__init__()
-        self.norm1 = RMSNorm(dim, eps=1e-6)
+        self.norm1 = nn.RMSNorm(dim, eps=1e-6)
         self.attn = PixelGenT2IAttention(dim, num_heads, added_kv_proj=True)
-        self.norm2 = RMSNorm(dim, eps=1e-6)
+        self.norm2 = nn.RMSNorm(dim, eps=1e-6)
         self.ff = PixelGenT2IFeedForward(dim, 4 * dim)
         self.adaln_modulation = nn.Linear(dim, 6 * dim, bias=True)
 
@@ -276,15 +289,15 @@ class PixelGenT2ITransformerBlock(nn.Module):
         hidden_states: torch.Tensor,
         encoder_hidden_states: torch.Tensor,
         temb: torch.Tensor,
-        image_rotary_emb: tuple[torch.Tensor, torch.Tensor],
+        image_rotary_emb: torch.Tensor,
     ) -> torch.Tensor:
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaln_modulation(temb).chunk(6, dim=-1)
         attn_output = self.attn(
-            modulate(self.norm1(hidden_states), shift_msa, scale_msa), encoder_hidden_states, image_rotary_emb
+            modulate(hidden_states, self.norm1, shift_msa, scale_msa), encoder_hidden_states, image_rotary_emb
         )
-        hidden_states = hidden_states + gate_msa.unsqueeze(1) * attn_output
-        ff_output = self.ff(modulate(self.norm2(hidden_states), shift_mlp, scale_mlp))
-        return hidden_states + gate_mlp.unsqueeze(1) * ff_output
+        hidden_states = torch.addcmul(hidden_states, gate_msa.unsqueeze(1), attn_output)
+        ff_output = self.ff(modulate(hidden_states, self.norm2, shift_mlp, scale_mlp))
+        return torch.addcmul(hidden_states, gate_mlp.unsqueeze(1), ff_output)
 
 
 class PixelGenT2IFinalLayer(nn.Module):
@@ -371,6 +384,17 @@ class PixelGenT2ITransformer2DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, A
             [PixelGenT2ITransformerBlock(hidden_size, num_heads) for _ in range(depth)]
         )
         self.final_layer = PixelGenT2IFinalLayer(hidden_size, patch_dim)
+        self._rotary_emb_cache: torch.Tensor | None = None
+
+    def rotary_emb(self, device: torch.device) -> torch.Tensor:
+        """The image tokens' RoPE table, float32 (grid**2, head_dim / 2, 2). Built once per device and kept outside
+        the state dict, so that it neither reaches the checkpoint nor follows the model to bf16."""
+        cache = self._rotary_emb_cache
+        if cache is None or cache.device != device or torch.compiler.is_compiling():
+            cache = self.rope(self.config.sample_size // self.config.patch_size, device)
+            if not torch.compiler.is_compiling():
+                self._rotary_emb_cache = cache
+        return cache
 
     def forward(
         self,
@@ -417,7 +441,7 @@ class PixelGenT2ITransformer2DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, A
         # Patch features in (channel, row, column) order, as F.unfold lays them out.
         patches = F.unfold(hidden_states, kernel_size=patch_size, stride=patch_size).transpose(1, 2)
         hidden_states = self.patch_embedder(patches.to(text.dtype)) + self.pos_embed.to(text.dtype)
-        image_rotary_emb = self.rope(sample_size // patch_size, hidden_states.device)
+        image_rotary_emb = self.rotary_emb(hidden_states.device)
         for block in self.transformer_blocks:
             if torch.is_grad_enabled() and self.gradient_checkpointing:
                 hidden_states = self._gradient_checkpointing_func(block, hidden_states, text, temb, image_rotary_emb)

@@ -6,6 +6,7 @@ diffusers' `from_pretrained` takes a repo id or a local folder, but model repos 
 that subfolder (`snapshot_download(..., allow_patterns=["subfolder/*"])`) and loads it.
 """
 
+import functools
 import importlib
 import json
 import re
@@ -119,7 +120,8 @@ def load_package_pipeline(folder: str | Path, **kwargs) -> DiffusionPipeline:
     pipeline_class = package_pipeline_class(class_name)
     if pipeline_class is None:
         raise ModelFolderError(f"{folder} holds a {class_name}, which is not a pixelgen-diffusers pipeline")
-    return checked_load(folder, lambda: pipeline_class.from_pretrained(folder, **kwargs))
+    load = functools.partial(pipeline_class.from_pretrained, folder, **kwargs)
+    return checked_load(folder, load, check_weights="device_map" not in kwargs)
 
 
 def load_pipeline(id_or_path: str | Path, *, trust_remote_code: bool = False, **kwargs) -> DiffusionPipeline:
@@ -139,12 +141,14 @@ def load_pipeline(id_or_path: str | Path, *, trust_remote_code: bool = False, **
     """
     hub_kwargs = {key: kwargs.pop(key) for key in HUB_KWARGS if key in kwargs}
     folder = resolve_model_folder(id_or_path, **hub_kwargs)
-    return checked_load(id_or_path, lambda: _load_folder(id_or_path, folder, trust_remote_code, **kwargs))
+    load = functools.partial(_load_folder, id_or_path, folder, trust_remote_code, **kwargs)
+    return checked_load(id_or_path, load, check_weights="device_map" not in kwargs)
 
 
-def checked_load(name, load) -> DiffusionPipeline:
+def checked_load(name, load, check_weights: bool = True) -> DiffusionPipeline:
     """Runs `load()`; a config or weights file that does not load, or weights that leave a tensor unset (diffusers
-    then keeps it on the `meta` device, which fails much later), become one ModelFolderError naming the folder."""
+    then keeps it on the `meta` device, which fails much later), become one ModelFolderError naming the folder.
+    `check_weights=False` skips the second check (a `device_map` may legitimately leave offloaded tensors on meta)."""
     try:
         pipeline = load()
     except (ModelFolderError, MemoryError):
@@ -154,7 +158,7 @@ def checked_load(name, load) -> DiffusionPipeline:
             f"cannot load {name}: {type(error).__name__}: {one_line(error)} (its configs or weights are invalid,"
             " incomplete or corrupt; re-download, re-convert or re-export it)"
         ) from error
-    for component_name, component in pipeline.components.items():
+    for component_name, component in pipeline.components.items() if check_weights else ():
         if isinstance(component, torch.nn.Module):
             unset = [key for key, tensor in component.state_dict().items() if tensor.device.type == "meta"]
             if unset:

@@ -356,6 +356,14 @@ def test_resume_needs_only_the_folder_and_refuses_another_architecture(tmp_path,
     assert_one_line(code, err, "train", "is at step 4, beyond max_steps (--max-steps) 2")
 
 
+def test_a_diverging_run_stops_with_one_line_and_writes_no_nan_checkpoint(tmp_path, capsys, data_dir):
+    out = tmp_path / "run"
+    arguments = [*TRAIN, "--max-steps", "4", "--log-every", "1", "--learning-rate", "1e30", "--ema-decay", "0"]
+    code, _, err = run_cli(capsys, "train", "--data-dir", data_dir, "--output-dir", out, *arguments)
+    assert_one_line(code, err, "train", "training diverged: the ", status=1)
+    assert not list(out.glob("checkpoint-*"))
+
+
 def test_resuming_from_a_truncated_optimizer_state_is_one_line(tmp_path, capsys):
     checkpoint = train(_config(tmp_path))
     optimizer = checkpoint / "training_state" / "optimizer.pt"

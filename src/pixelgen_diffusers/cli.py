@@ -113,7 +113,7 @@ def describe_error(error: BaseException) -> str:
         return f"out of memory ({message}); try a smaller --batch-size, --dtype bfloat16, or another --device"
     if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
         return f"{message}; free some disk space (finished files are kept: rerun to resume where it stopped)"
-    if isinstance(error, (ValueError, ImportError, OSError)):
+    if isinstance(error, (ValueError, ImportError, OSError, FloatingPointError)):
         return message
     return f"{type(error).__name__}: {message} (run with --debug for the traceback)"
 

@@ -442,6 +442,11 @@ class Trainer:
         mid-save leaves the previous checkpoints intact."""
         accelerator = self.accelerator
         final = self.output_dir / f"checkpoint-{self.step}"
+        if not all(torch.isfinite(parameter).all() for parameter in self.ema.model.parameters()):
+            raise FloatingPointError(
+                f"training diverged: the weights hold NaN or infinite values at step {self.step}, so no checkpoint is"
+                " written; resume from the last checkpoint with a lower --learning-rate (or --max-grad-norm)"
+            )
         temporary = None
         if accelerator.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -534,7 +539,11 @@ class Trainer:
     def train(self) -> Path:
         """Runs until `max_steps` and returns the last checkpoint folder."""
         with locked_folder(self.output_dir, "train", self.accelerator):
-            return self._train()
+            try:
+                return self._train()
+            finally:
+                if getattr(self, "_progress", None) is not None:
+                    self._progress.close()  # ends the bar's line, so an error message starts on a line of its own
 
     def _train(self) -> Path:
         config, accelerator = self.config, self.accelerator
@@ -589,7 +598,7 @@ class Trainer:
         )
         from tqdm.auto import tqdm
 
-        progress = tqdm(
+        progress = self._progress = tqdm(
             total=config.max_steps,
             initial=self.step,
             unit="step",
@@ -629,6 +638,11 @@ class Trainer:
                     with open(log_path, "a") as log_file:
                         log_file.write(json.dumps(record) + "\n")
                 window_start, window_steps, window_losses = time.perf_counter(), 0, {}
+                if not math.isfinite(means["loss"]):  # every process sees the same reduced mean, so all stop
+                    raise FloatingPointError(
+                        f"training diverged: the loss is {means['loss']} at step {self.step}; resume from the last"
+                        " checkpoint with a lower --learning-rate (or --max-grad-norm)"
+                    )
             if self.step % config.sample_every == 0 and accelerator.is_main_process:
                 grid_path = self.output_dir / "samples" / f"step-{self.step:07d}.png"
                 save_sample_grid(self.ema.model, config, self.id2label, grid_path)

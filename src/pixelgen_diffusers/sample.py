@@ -244,8 +244,9 @@ def sample_many(
         if state.is_main_process:
             remove_stale_temporaries(out_dir)
         check_sampling_config(out_dir, config, state)
-        _sample(pipeline, out_dir, conditions, seed, batch_size, prompts, images_per_prompt, seed_per_prompt, state,
-                call_kwargs)  # fmt: skip
+        key = "prompt" if prompts is not None else "class_labels"
+        seeds = [seed + (i % images_per_prompt if seed_per_prompt else i) for i in range(len(conditions))]
+        draw_missing_samples(pipeline, out_dir, key, conditions, seeds, batch_size, state, call_kwargs)
         state.wait_for_everyone()
         if pack and state.is_main_process:
             images = pack_npz(out_dir, conditions, out_dir / "samples.npz")
@@ -254,9 +255,11 @@ def sample_many(
     return out_dir
 
 
-def _sample(pipeline, out_dir, conditions, seed, batch_size, prompts, images_per_prompt, seed_per_prompt, state,
-            call_kwargs) -> None:  # fmt: skip
-    """Draws this process's samples that are missing or incomplete in `out_dir`."""
+def draw_missing_samples(
+    pipeline, out_dir: Path, key: str, conditions: list, seeds: list[int], batch_size: int, state, call_kwargs: dict
+) -> None:
+    """Draws this process's samples that are missing or incomplete in `out_dir`; sample i is the pipeline called with
+    `{key: conditions[i]}` and a generator seeded with `seeds[i]`."""
     mine = [i for i in range(len(conditions)) if i % state.num_processes == state.process_index]
     existing = [i for i in mine if (out_dir / f"{i:06d}.png").exists()]
     damaged = [i for i in existing if not is_complete_png(out_dir / f"{i:06d}.png")]
@@ -264,15 +267,13 @@ def _sample(pipeline, out_dir, conditions, seed, batch_size, prompts, images_per
         names = ", ".join(f"{i:06d}.png" for i in damaged[:5]) + (", ..." if len(damaged) > 5 else "")
         print(f"Drawing again {len(damaged)} incomplete sample file(s) in {out_dir}: {names}", file=sys.stderr)
     todo = sorted(set(mine) - set(existing) | set(damaged))
-    key = "prompt" if prompts is not None else "class_labels"
     pipeline.set_progress_bar_config(disable=True)
     with tqdm(
         total=len(mine), initial=len(mine) - len(todo), desc="sampling", disable=not state.is_main_process
     ) as bar:
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
-            seeds = [seed + (i % images_per_prompt if seed_per_prompt else i) for i in batch]
-            generators = [torch.Generator("cpu").manual_seed(sample_seed) for sample_seed in seeds]
+            generators = [torch.Generator("cpu").manual_seed(seeds[i]) for i in batch]
             images = pipeline(**{key: [conditions[i] for i in batch]}, generator=generators, **call_kwargs).images
             for i, image in zip(batch, images):
                 atomic_save_image(image, out_dir / f"{i:06d}.png")

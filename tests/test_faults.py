@@ -351,7 +351,10 @@ def test_resume_needs_only_the_folder_and_refuses_another_architecture(tmp_path,
 
     other = json.dumps({**model_config, "depth": 3})
     code, _, err = run_cli(capsys, "train", "--output-dir", out, "--resume", "latest", "--model-config", other)
-    assert_one_line(code, err, "train", "a resume keeps the architecture")
+    assert_one_line(code, err, "train", "but the checkpoint's run has {'patch_size': 8")
+    assert "a resume keeps the architecture and the seed" in err
+    code, _, err = run_cli(capsys, "train", "--output-dir", out, "--resume", "latest", "--seed", "1")
+    assert_one_line(code, err, "train", "seed (--seed) is 1, but the checkpoint's run has 0")
     code, _, err = run_cli(capsys, "train", "--output-dir", out, "--resume", "latest", "--max-steps", "2")
     assert_one_line(code, err, "train", "is at step 4, beyond max_steps (--max-steps) 2")
 

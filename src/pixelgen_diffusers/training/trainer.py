@@ -159,8 +159,9 @@ class TrainingConfig:
 
 # Fields that may be None (off / keep all / unset).
 OPTIONAL_FIELDS = ("checkpoints_total_limit", "adaptive_weight_start", "repa_layer")
-# Fields that decide the model's architecture: stored in every checkpoint, so a resume needs none of them.
-ARCHITECTURE_FIELDS = ("pretrained", "preset", "model_config", "sample_size", "repa_layer")
+# Fields a resume keeps (stored in every checkpoint, so a resume needs none of them): the architecture, and the seed
+# (it decides the initial weights, the data order and the noise streams of the whole run).
+ARCHITECTURE_FIELDS = ("pretrained", "preset", "model_config", "sample_size", "repa_layer", "seed")
 
 
 # ---------------------------------------------------------------------------------------------------- the model
@@ -324,8 +325,8 @@ def config_for_resume(config: TrainingConfig, recorded: dict, explicit: set[str]
         if name in ARCHITECTURE_FIELDS and values[name] != recorded[name]:
             flag = "--" + name.replace("_", "-")
             raise ValueError(
-                f"{name} ({flag}) is {values[name]!r}, but the checkpoint's model was built with {recorded[name]!r};"
-                f" a resume keeps the architecture (omit {flag}), or start a new run in another --output-dir"
+                f"{name} ({flag}) is {values[name]!r}, but the checkpoint's run has {recorded[name]!r}; a resume keeps"
+                f" the architecture and the seed (omit {flag}), or start a new run in another --output-dir"
             )
     return dataclasses.replace(config, **values)
 

@@ -168,7 +168,9 @@ def test_a_traceback_only_with_debug_or_pixelgen_debug(tmp_path, capsys, monkeyp
     from pixelgen_diffusers.export import ModelFolderError
 
     arguments = ["generate", "--model", str(tmp_path / "missing"), "--class", "1"]
-    assert_one_line(*run_cli(capsys, *arguments)[::2], "generate", "neither a local folder nor a Hub id")
+    assert_one_line(
+        *run_cli(capsys, *arguments)[::2], "generate", f"model folder {tmp_path / 'missing'} does not exist"
+    )
     with pytest.raises(ModelFolderError):  # the exception propagates: Python prints the traceback
         cli.main(["--debug", *arguments])
     with pytest.raises(ModelFolderError):

@@ -28,7 +28,7 @@ import torch
 
 from .generate import add_trust_remote_code_argument, class_ids, demo_model_dir, plan_images
 from .scheduling_pixelgen import SAMPLING_METHODS
-from .utils import DTYPES, is_text_to_image, one_line
+from .utils import DTYPE_NAMES, is_text_to_image, one_line, torch_dtype
 
 
 INSTALL_HINT = 'the demo needs Gradio: pip install "pixelgen-diffusers[demo]"'
@@ -488,7 +488,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--model", help="folder, owner/repo or owner/repo/subfolder (default: the bundled demo model)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="model dtype (default float32)")
+    parser.add_argument("--dtype", choices=DTYPE_NAMES, default="float32", help="model dtype (default float32)")
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     add_trust_remote_code_argument(parser)
     parser.set_defaults(func=run)
@@ -506,7 +506,7 @@ def run(args: argparse.Namespace) -> int:
     except RuntimeError:
         raise ValueError(f"--device {args.device!r} is not a torch device (e.g. cpu, cuda, cuda:1, mps)") from None
     model = args.model if args.model is not None else demo_model_dir()
-    pipeline = load_pipeline(model, dtype=DTYPES[args.dtype], trust_remote_code=args.trust_remote_code).to(device)
+    pipeline = load_pipeline(model, dtype=torch_dtype(args.dtype), trust_remote_code=args.trust_remote_code).to(device)
     pipeline.set_progress_bar_config(disable=True)
     app = build_app(pipeline, model=args.model, dtype=args.dtype)
     if args.host not in ("127.0.0.1", "localhost", "::1"):

@@ -1,13 +1,16 @@
 # Copyright 2026 The pixelgen-diffusers authors. Licensed under the MIT license.
 """Self-contained model folders: a PixelGen pipeline plus copies of its code, loadable with plain diffusers.
 
-`save_pretrained` writes weights and configs but no code, and records our components by their package module
-(`["pixelgen_diffusers.transformer_jit", ...]`), which only resolves where the package is installed and imported.
-`write_model_folder` adds the code: the pipeline module as `pipeline.py` and each component module inside its own
-folder (`transformer/transformer_jit.py`), and points `model_index.json` at them (`["transformer_jit", ...]`), so
+Our pipelines' `save_pretrained` ships their code already (see their `save_config`). `write_model_folder` also makes
+folders self-contained for any pipeline (the pipeline module as `pipeline.py`, each component module inside its own
+folder, `transformer/transformer_jit.py`, with `model_index.json` pointing at them: `["transformer_jit", ...]`), so
 `DiffusionPipeline.from_pretrained(folder, custom_pipeline=folder / "pipeline.py", trust_remote_code=True)` works
-anywhere. Both `pixelgen convert` and `pixelgen export` write through it.
+anywhere; it adds shipped text encoders, metadata and the model card, verifies every tensor and renames the folder
+into place. Both `pixelgen convert` and `pixelgen export` write through it. torch and diffusers are imported where
+they are used, so that `pixelgen export --help` is instant.
 """
+
+from __future__ import annotations
 
 import argparse
 import ast
@@ -20,13 +23,14 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from diffusers import DiffusionPipeline, ModelMixin
-from safetensors import safe_open
-from safetensors.torch import load_file
+from .utils import DTYPE_NAMES, is_text_to_image, one_line, replace_directory, torch_dtype
 
-from .utils import DTYPES, is_text_to_image, one_line, replace_directory
+
+if TYPE_CHECKING:
+    import torch
+    from diffusers import DiffusionPipeline
 
 
 # Modules that hold the code of a component we ship: the package's own, or a copy loaded as remote code.
@@ -207,6 +211,8 @@ def _copy_transformers_folder(source: Path, target: Path, tokenizer: bool) -> No
 # ----------------------------------------------------------------------------------------------------- verification
 def read_safetensors_folder(folder: Path) -> dict[str, torch.Tensor]:
     """Every tensor in the safetensors files of one component folder (sharded or not)."""
+    from safetensors.torch import load_file
+
     tensors = {}
     for path in sorted(Path(folder).glob("*.safetensors")):
         tensors.update(load_file(path))
@@ -215,6 +221,9 @@ def read_safetensors_folder(folder: Path) -> dict[str, torch.Tensor]:
 
 def stored_dtype(folder: Path) -> torch.dtype | None:
     """The dtype of the first floating-point tensor stored in a component folder."""
+    import torch
+    from safetensors import safe_open
+
     for path in sorted(Path(folder).glob("*.safetensors")):
         with safe_open(path, framework="pt") as file:
             for key in file.keys():
@@ -226,6 +235,8 @@ def stored_dtype(folder: Path) -> torch.dtype | None:
 
 
 def _same_bits(first: torch.Tensor, second: torch.Tensor) -> bool:
+    import torch
+
     if first.dtype != second.dtype or first.shape != second.shape:
         return False
     return torch.equal(
@@ -235,6 +246,8 @@ def _same_bits(first: torch.Tensor, second: torch.Tensor) -> bool:
 
 def verify_folder(folder: Path, pipeline: DiffusionPipeline) -> None:
     """Re-reads every model component from disk and checks that each tensor is bit-identical to the one in memory."""
+    from diffusers import ModelMixin
+
     for name, component in pipeline.components.items():
         if not isinstance(component, ModelMixin):
             continue
@@ -261,7 +274,9 @@ CITATION = """@article{ma2026pixelgen,
 
 
 def render_model_card(pipeline: DiffusionPipeline, model_name: str, metadata: dict | None = None) -> str:
-    """README.md with diffusers front matter, both ways to load the folder, the stored defaults and the citation."""
+    """README.md with diffusers front matter, both ways to load the folder, the stored defaults and the citation.
+    `model_name` is the folder's name (the title, and the folder in the examples); the architecture's name from the
+    conversion metadata, when it differs, is given beside it."""
     text_to_image = is_text_to_image(pipeline)
     pipeline_class = type(pipeline).__name__
     transformer = pipeline.transformer.config
@@ -291,12 +306,14 @@ def render_model_card(pipeline: DiffusionPipeline, model_name: str, metadata: di
         text_note = f"Class names: `pipe.id2label` ({len(id2label)} classes); `class_labels` takes names or ids."
 
     source = (metadata or {}).get("source") or {}
+    architecture_name = (metadata or {}).get("model_name")
+    described = f" Architecture: {architecture_name}." if architecture_name and architecture_name != model_name else ""
     origin = (
         f"Converted from `{source['file_name']}` (sha256 `{source.get('sha256', '?')[:16]}…`, "
         f"{source.get('weights', '?')} weights) with pixelgen-diffusers {metadata.get('converter_version', '?')}."
         if source.get("file_name")
         else "Exported with pixelgen-diffusers."
-    )
+    ) + described
     sampling = {
         "sampling_method": scheduler.sampling_method,
         "num_inference_steps": getattr(config, "num_inference_steps", None),
@@ -403,21 +420,24 @@ def export_pipeline(
         dtype: storage dtype of the transformer (`float32`, `bfloat16`, `float16`); by default the source's. A
             text encoder keeps its own dtype.
     """
+    import torch
+    from diffusers import DiffusionPipeline
+
     from .hub import load_package_pipeline
 
     if not isinstance(source, (str, Path, DiffusionPipeline)):
         raise ModelFolderError(f"source must be a folder or a pipeline, got {type(source).__name__}: {source!r}")
-    if dtype is not None and dtype not in DTYPES:
-        raise ModelFolderError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if dtype is not None and dtype not in DTYPE_NAMES:
+        raise ModelFolderError(f"--dtype must be one of {', '.join(DTYPE_NAMES)}, got {dtype!r}")
     metadata = {}
     source_path = None
     if isinstance(source, DiffusionPipeline):
         pipeline = source
-        if dtype is not None and source.transformer.dtype != DTYPES[dtype]:
+        if dtype is not None and source.transformer.dtype != torch_dtype(dtype):
             # A cast copy of the transformer in a shallow copy of the pipeline: the caller's pipeline keeps its
             # weights bit for bit (casting there and back would round them).
             pipeline = copy.copy(source)
-            pipeline.transformer = copy.deepcopy(source.transformer).to(DTYPES[dtype])
+            pipeline.transformer = copy.deepcopy(source.transformer).to(torch_dtype(dtype))
     else:
         source_path = Path(source)
         if not (source_path / "model_index.json").is_file():
@@ -437,7 +457,7 @@ def export_pipeline(
                 " incomplete or corrupt)"
             ) from None
         if dtype is not None:
-            component_dtypes["transformer"] = DTYPES[dtype]
+            component_dtypes["transformer"] = torch_dtype(dtype)
         pipeline = load_package_pipeline(source_path, dtype={**component_dtypes, "default": torch.float32})
         if (source_path / "conversion_metadata.json").is_file():
             try:
@@ -453,7 +473,7 @@ def export_pipeline(
         "exported_from": str(source_path) if source_path is not None else None,
         "storage_dtype": str(pipeline.transformer.dtype).removeprefix("torch."),
     }
-    model_name = metadata.get("model_name") or Path(output_dir).name
+    model_name = Path(output_dir).name  # the folder's name, as users will know the model
     write_model_folder(
         pipeline,
         output_dir,
@@ -485,7 +505,7 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("pipeline_dir", help="a folder written by save_pretrained (or a model folder)")
     parser.add_argument("output_dir", help="folder to create")
-    parser.add_argument("--dtype", choices=tuple(DTYPES), help="transformer storage dtype (default: as saved)")
+    parser.add_argument("--dtype", choices=DTYPE_NAMES, help="transformer storage dtype (default: as saved)")
     parser.add_argument("--max-shard-size", default="10GB", help="shard safetensors above this size (default 10GB)")
     parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT_DIR once the new folder is complete")
     parser.set_defaults(func=run)

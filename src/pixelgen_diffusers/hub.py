@@ -6,18 +6,22 @@ diffusers' `from_pretrained` takes a repo id or a local folder, but model repos 
 that subfolder (`snapshot_download(..., allow_patterns=["subfolder/*"])`) and loads it.
 """
 
+from __future__ import annotations
+
 import functools
 import importlib
 import json
 import re
 from pathlib import Path
-
-import torch
-from diffusers import DiffusionPipeline
+from typing import TYPE_CHECKING
 
 from .convert import MODEL_KINDS
 from .export import ModelFolderError
 from .utils import one_line
+
+
+if TYPE_CHECKING:
+    from diffusers import DiffusionPipeline
 
 
 # Pipeline class name -> the package module defining it.
@@ -57,6 +61,12 @@ def pipeline_class_name(model_index: dict) -> str | None:
     return class_entry[-1] if isinstance(class_entry, list) else class_entry
 
 
+def looks_like_a_local_path(id_or_path: str | Path) -> bool:
+    """Absolute, home-relative (`~`) or explicitly relative (`./`, `../`) paths name folders, never Hub repos."""
+    text = str(id_or_path)
+    return isinstance(id_or_path, Path) or Path(text).is_absolute() or text.startswith(("~", "./", "../", ".\\"))
+
+
 def resolve_model_folder(id_or_path: str | Path, **hub_kwargs) -> Path:
     """A local folder as is; `owner/repo/subfolder` or `owner/repo` downloaded with huggingface_hub."""
     if not isinstance(id_or_path, (str, Path)) or not str(id_or_path).strip():
@@ -69,18 +79,23 @@ def resolve_model_folder(id_or_path: str | Path, **hub_kwargs) -> Path:
         if not path.is_dir():
             raise ModelFolderError(f"{id_or_path} is a file, not a model folder")
         return path
+    if looks_like_a_local_path(id_or_path):
+        raise ModelFolderError(f"model folder {id_or_path} does not exist")
     parts = str(id_or_path).strip("/").split("/")
-    is_path = path.is_absolute() or str(id_or_path).startswith((".", "~"))  # never a Hub id
-    if is_path or len(parts) < 2 or not all(_HUB_NAME.fullmatch(part) for part in parts):
+    if len(parts) < 2 or not all(_HUB_NAME.fullmatch(part) for part in parts):
         raise ModelFolderError(
             f"{id_or_path} is neither a local folder nor a Hub id (owner/repo or owner/repo/subfolder)"
         )
     import huggingface_hub
 
     repo_id, subfolder = "/".join(parts[:2]), "/".join(parts[2:])
-    download_kwargs = {"repo_id": repo_id, **hub_kwargs}
+    # Only what is asked for (`allow_patterns`, default everything), inside the subfolder when there is one.
+    patterns = hub_kwargs.pop("allow_patterns", None)
     if subfolder:
-        download_kwargs["allow_patterns"] = [f"{subfolder}/*"]
+        patterns = [f"{subfolder}/{pattern}" for pattern in patterns or ["*"]]
+    download_kwargs = {"repo_id": repo_id, **hub_kwargs}
+    if patterns is not None:
+        download_kwargs["allow_patterns"] = patterns
     try:
         snapshot = Path(huggingface_hub.snapshot_download(**download_kwargs))
     except Exception as error:  # network, authentication, missing repo or revision: one message for all
@@ -158,6 +173,8 @@ def checked_load(name, load, check_weights: bool = True) -> DiffusionPipeline:
             f"cannot load {name}: {type(error).__name__}: {one_line(error)} (its configs or weights are invalid,"
             " incomplete or corrupt; re-download, re-convert or re-export it)"
         ) from error
+    import torch
+
     for component_name, component in pipeline.components.items() if check_weights else ():
         if isinstance(component, torch.nn.Module):
             unset = [key for key, tensor in component.state_dict().items() if tensor.device.type == "meta"]
@@ -171,6 +188,8 @@ def checked_load(name, load, check_weights: bool = True) -> DiffusionPipeline:
 
 
 def _load_folder(id_or_path, folder: Path, trust_remote_code: bool, **kwargs) -> DiffusionPipeline:
+    from diffusers import DiffusionPipeline
+
     model_index = read_model_index(folder)
     class_entry = model_index.get("_class_name")
     pipeline_class = package_pipeline_class(pipeline_class_name(model_index))

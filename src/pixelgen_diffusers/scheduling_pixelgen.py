@@ -21,6 +21,7 @@ from diffusers.utils import BaseOutput
 SAMPLING_METHODS = ("heun", "euler", "adam_lm")
 
 
+# Copied from pixelgen_diffusers.utils.check_number
 def check_number(name, value, *, integer=False, minimum=None, maximum=None, exclusive_minimum=False):
     """Returns `value` if it is a finite real number (an integer, not a bool, when `integer`) in
     [`minimum`, `maximum`] (or (`minimum`, ...] with `exclusive_minimum`); otherwise raises a ValueError naming

@@ -43,7 +43,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils.torch_utils import maybe_allow_in_graph
 
 
-# Copied from pixelgen_diffusers.scheduling_pixelgen.check_number
+# Copied from pixelgen_diffusers.utils.check_number
 def check_number(name, value, *, integer=False, minimum=None, maximum=None, exclusive_minimum=False):
     """Returns `value` if it is a finite real number (an integer, not a bool, when `integer`) in
     [`minimum`, `maximum`] (or (`minimum`, ...] with `exclusive_minimum`); otherwise raises a ValueError naming
@@ -203,6 +203,8 @@ class PixelGenT2IAttnProcessor:
 class PixelGenT2IAttention(nn.Module, AttentionModuleMixin):
     _default_processor_cls = PixelGenT2IAttnProcessor
     _available_processors = [PixelGenT2IAttnProcessor]
+    # The projections are stored fused (`to_qkv`, as upstream's `qkv`): `fuse_qkv_projections()` has nothing to do.
+    _supports_qkv_fusion = False
 
     def __init__(self, dim: int, heads: int, added_kv_proj: bool = False, eps: float = 1e-6, processor=None):
         super().__init__()

@@ -1,11 +1,17 @@
 # Copyright 2026 The pixelgen-diffusers authors. Licensed under the MIT license.
 """Definitions the tools (`generate`, `sample`, `convert`, `export`, `hub`, `train`, the CLI) share, kept in one
-place: input checks, atomic file and folder writes, and the per-folder lock of long-running commands."""
+place: input checks, atomic file and folder writes, and the per-folder lock of long-running commands.
+
+Light on purpose (standard library only): the CLI imports it before parsing, and `pixelgen --help` must not wait for
+torch.
+"""
 
 import contextlib
 import inspect
 import io
 import json
+import math
+import numbers
 import os
 import shutil
 import socket
@@ -13,27 +19,19 @@ import sys
 import tempfile
 from pathlib import Path
 
-import torch
-
-from .scheduling_pixelgen import check_number
-
-
-__all__ = [
-    "DTYPES",
-    "FolderLock",
-    "atomic_directory",
-    "atomic_write",
-    "atomic_write_bytes",
-    "atomic_write_json",
-    "check_number",
-    "is_text_to_image",
-    "locked_folder",
-    "one_line",
-    "replace_directory",
-]
 
 # `--dtype` names accepted by every command.
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPE_NAMES = ("float32", "bfloat16", "float16")
+# The solvers of `PixelGenScheduler` (its `SAMPLING_METHODS`, repeated here so that parsing needs no torch; a test
+# keeps the two equal).
+SAMPLING_METHODS = ("heun", "euler", "adam_lm")
+
+
+def torch_dtype(name: str):
+    """The torch dtype of a `--dtype` name (one of `DTYPE_NAMES`)."""
+    import torch
+
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
 def one_line(error: BaseException, max_length: int | None = 160) -> str:
@@ -48,6 +46,33 @@ def one_line(error: BaseException, max_length: int | None = 160) -> str:
 def is_text_to_image(pipeline) -> bool:
     """Text-to-image pipelines take a `prompt`; class-to-image ones take `class_labels`."""
     return "prompt" in inspect.signature(type(pipeline).__call__).parameters
+
+
+# ------------------------------------------------------------------------------------------------------ input checks
+def check_number(name, value, *, integer=False, minimum=None, maximum=None, exclusive_minimum=False):
+    """Returns `value` if it is a finite real number (an integer, not a bool, when `integer`) in
+    [`minimum`, `maximum`] (or (`minimum`, ...] with `exclusive_minimum`); otherwise raises a ValueError naming
+    `name`, the value and the accepted range. NaN and infinities are never accepted: they turn images black."""
+    kind = "an integer" if integer else "a finite number"
+    if integer and minimum == 1 and maximum is None:
+        accepted = "a positive integer"
+    elif minimum is not None and maximum is not None:
+        accepted = f"{kind} in {'(' if exclusive_minimum else '['}{minimum}, {maximum}]"
+    elif minimum is not None:
+        accepted = f"{kind} {'>' if exclusive_minimum else '>='} {minimum}"
+    elif maximum is not None:
+        accepted = f"{kind} <= {maximum}"
+    else:
+        accepted = kind
+    wanted = numbers.Integral if integer else numbers.Real
+    valid = isinstance(value, wanted) and not isinstance(value, bool) and math.isfinite(value)
+    if valid and minimum is not None:
+        valid = value > minimum if exclusive_minimum else value >= minimum
+    if valid and maximum is not None:
+        valid = value <= maximum
+    if not valid:
+        raise ValueError(f"{name} must be {accepted}, got {value!r}.")
+    return value
 
 
 # ---------------------------------------------------------------------------------------------------- atomic writes
@@ -289,9 +314,11 @@ def cli_number(integer: bool = False, **bounds):
     return parse
 
 
-def resolve_device(name: str | None, option: str = "--device") -> "torch.device":
+def resolve_device(name: str | None, option: str = "--device"):
     """The torch device a command runs on (default: cuda if available, else cpu), checked before any work: a name
     torch does not know, the `meta` device (no data), or an accelerator this machine lacks is a ValueError."""
+    import torch
+
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

@@ -47,7 +47,7 @@ PIXELGEN_PRESETS = {
 }  # fmt: skip
 
 
-# Copied from pixelgen_diffusers.scheduling_pixelgen.check_number
+# Copied from pixelgen_diffusers.utils.check_number
 def check_number(name, value, *, integer=False, minimum=None, maximum=None, exclusive_minimum=False):
     """Returns `value` if it is a finite real number (an integer, not a bool, when `integer`) in
     [`minimum`, `maximum`] (or (`minimum`, ...] with `exclusive_minimum`); otherwise raises a ValueError naming
@@ -188,6 +188,8 @@ class PixelGenAttnProcessor:
 class PixelGenAttention(nn.Module, AttentionModuleMixin):
     _default_processor_cls = PixelGenAttnProcessor
     _available_processors = [PixelGenAttnProcessor]
+    # The projections are stored fused (`to_qkv`, as upstream's `qkv`): `fuse_qkv_projections()` has nothing to do.
+    _supports_qkv_fusion = False
 
     def __init__(
         self, dim: int, heads: int, dropout: float = 0.0, out_dropout: float = 0.0, eps: float = 1e-6, processor=None

@@ -127,7 +127,7 @@ TRAIN += ["--checkpoint-every", "2", "--num-inference-steps", "2", "--model-conf
             ["--checkpoints-total-limit", "-1"],
             "checkpoints_total_limit (--checkpoints-total-limit) must be a positive",
         ),
-        (["--guidance-scale", "nan"], "guidance_scale must be a finite number, got nan"),
+        (["--guidance-scale", "nan"], "guidance_scale (--guidance-scale) must be a finite number, got nan"),
         (
             ["--model-config", '{"unknown_key": 1}'],
             "model_config has 'unknown_key', which is not a PixelGenTransformer",

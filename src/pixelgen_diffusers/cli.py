@@ -36,7 +36,7 @@ COMMANDS = {
     "sample": ("pixelgen_diffusers.sample", "sample many images for evaluation (resumable, multi-process)"),
     "train": (
         "pixelgen_diffusers.training.trainer",
-        "train or fine-tune a class-to-image model on a folder of images",
+        "train or fine-tune a class-to-image or text-to-image model on a folder of images",
     ),
     "eval-demo": (
         "pixelgen_diffusers.demo.evaluate",

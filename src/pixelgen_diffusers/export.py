@@ -411,6 +411,7 @@ def export_pipeline(
     max_shard_size: str | int = "10GB",
     overwrite: bool = False,
     verbose: bool = False,
+    ema_index: int = 0,
 ) -> Path:
     """Turns a saved PixelGen pipeline (e.g. `save_pretrained` output after fine-tuning) or a pipeline object into a
     self-contained model folder.
@@ -419,6 +420,8 @@ def export_pipeline(
         source: a folder holding a saved pipeline of ours, or a pipeline object (left as it is).
         dtype: storage dtype of the transformer (`float32`, `bfloat16`, `float16`); by default the source's. A
             text encoder keeps its own dtype.
+        ema_index: for a training checkpoint that tracked several EMAs (`--ema-decay A B ...`), which one the
+            exported transformer holds; 0, the first, is the one the checkpoint's pipeline holds already.
     """
     import torch
     from diffusers import DiffusionPipeline
@@ -429,6 +432,8 @@ def export_pipeline(
         raise ModelFolderError(f"source must be a folder or a pipeline, got {type(source).__name__}: {source!r}")
     if dtype is not None and dtype not in DTYPE_NAMES:
         raise ModelFolderError(f"--dtype must be one of {', '.join(DTYPE_NAMES)}, got {dtype!r}")
+    if ema_index and isinstance(source, DiffusionPipeline):
+        raise ModelFolderError("--ema picks an EMA of a training checkpoint folder, not of a pipeline object")
     metadata = {}
     source_path = None
     if isinstance(source, DiffusionPipeline):
@@ -443,6 +448,8 @@ def export_pipeline(
         if not (source_path / "model_index.json").is_file():
             raise ModelFolderError(f"{source_path} is not a saved pipeline folder (no model_index.json)")
         check_output_dir(Path(output_dir), overwrite, source_path)
+        if ema_index:
+            ema_file, metadata["ema_decay"] = checkpoint_ema_file(source_path, ema_index)
         # Each component loads in the dtype it is stored in (diffusers would load all of them in one), except the
         # transformer when `dtype` is given.
         try:
@@ -459,13 +466,16 @@ def export_pipeline(
         if dtype is not None:
             component_dtypes["transformer"] = torch_dtype(dtype)
         pipeline = load_package_pipeline(source_path, dtype={**component_dtypes, "default": torch.float32})
+        if ema_index:
+            load_ema_weights(pipeline, ema_file)
         if (source_path / "conversion_metadata.json").is_file():
             try:
-                metadata = json.loads((source_path / "conversion_metadata.json").read_text())
+                recorded = json.loads((source_path / "conversion_metadata.json").read_text())
             except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
                 raise ModelFolderError(f"cannot read {source_path / 'conversion_metadata.json'}: {error}") from None
-            if not isinstance(metadata, dict):
+            if not isinstance(recorded, dict):
                 raise ModelFolderError(f"{source_path / 'conversion_metadata.json'} must hold a JSON object")
+            metadata = {**recorded, **metadata}
     metadata = {
         **metadata,
         "exported_with": f"pixelgen-diffusers {_version()}",
@@ -492,6 +502,25 @@ def export_pipeline(
     return Path(output_dir)
 
 
+def checkpoint_ema_file(checkpoint: Path, index: int) -> tuple[Path, float]:
+    """EMA `index` of a training checkpoint (`training_state/ema_<index>.safetensors`, float32) and its decay."""
+    state_file = checkpoint / "training_state" / "state.json"
+    decays = json.loads(state_file.read_text()).get("ema_decays", []) if state_file.is_file() else []
+    path = checkpoint / "training_state" / f"ema_{index}.safetensors"
+    if not 0 <= index < len(decays) or not path.is_file():
+        available = ", ".join(f"{i} (decay {decay})" for i, decay in enumerate(decays)) or "none: not a checkpoint"
+        raise ModelFolderError(f"--ema {index}: {checkpoint} has no EMA {index}; EMAs tracked: {available}")
+    return path, decays[index]
+
+
+def load_ema_weights(pipeline: DiffusionPipeline, path: Path) -> None:
+    from safetensors.torch import load_file
+
+    missing, unexpected = pipeline.transformer.load_state_dict(load_file(path), strict=False)
+    if unexpected or set(missing) - {name for name, _ in pipeline.transformer.named_buffers()}:
+        raise ModelFolderError(f"{path}: the EMA weights do not match the checkpoint's transformer")
+
+
 def _version() -> str:
     return sys.modules["pixelgen_diffusers"].__version__
 
@@ -508,6 +537,13 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--dtype", choices=DTYPE_NAMES, help="transformer storage dtype (default: as saved)")
     parser.add_argument("--max-shard-size", default="10GB", help="shard safetensors above this size (default 10GB)")
     parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT_DIR once the new folder is complete")
+    parser.add_argument(
+        "--ema",
+        type=int,
+        default=0,
+        metavar="INDEX",
+        help="training checkpoints: which tracked EMA to export (default 0)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -519,5 +555,6 @@ def run(args: argparse.Namespace) -> int:
         max_shard_size=args.max_shard_size,
         overwrite=args.overwrite,
         verbose=True,
+        ema_index=args.ema,
     )
     return 0

@@ -10,6 +10,7 @@ torch and the pipelines are imported when the command runs, after its arguments 
 import argparse
 import difflib
 import inspect
+import math
 import os
 import re
 from pathlib import Path
@@ -121,6 +122,12 @@ def plan_images(pipeline, args: argparse.Namespace, text_to_image: bool) -> list
                 seed = args.seed + index
                 name = f"{prompt_index:02d}-{slugify(prompt)}-seed{seed}.png"
                 jobs.append({"condition": prompt, "seed": seed, "file_name": name})
+    elif pipeline.transformer.config.num_classes == 0:
+        if args.prompts or args.classes:
+            raise ValueError("this is an unconditional model: drop --class and --prompt")
+        for index in range(args.num_images):
+            seed = args.seed + index
+            jobs.append({"condition": None, "seed": seed, "file_name": f"unconditional-seed{seed}.png"})
     else:
         if args.prompts:
             raise ValueError("this is a class-conditional model: use --class (a class name or id), not --prompt")
@@ -181,10 +188,51 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--dtype", choices=DTYPE_NAMES, default="float32", help="model dtype (default float32)")
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--out", default="outputs", help="output folder (default ./outputs; created on success)")
+    parser.add_argument(
+        "--lora",
+        dest="loras",
+        action="append",
+        metavar="PATH[:SCALE]",
+        help="a LoRA (pytorch_lora_weights.safetensors, its folder or a Hub id), optionally with a scale (default"
+        " 1.0); repeat to combine several",
+    )
     add_text_encoder_argument(parser)
     add_threads_argument(parser)
     add_trust_remote_code_argument(parser)
     parser.set_defaults(func=run)
+
+
+def parse_lora(spec: str) -> tuple[str, float]:
+    """`PATH[:SCALE]` -> (path, scale); a suffix that is not a number belongs to the path."""
+    path, separator, scale = spec.rpartition(":")
+    if separator:
+        try:
+            value = float(scale)
+        except ValueError:
+            return spec, 1.0
+        if not math.isfinite(value):
+            raise ValueError(f"--lora {spec!r}: the scale must be a finite number, got {scale!r}")
+        return path, value
+    return spec, 1.0
+
+
+def load_loras(pipeline, loras: list[tuple[str, float]]) -> None:
+    """Loads each (path, scale) as adapter `lora_<i>` and activates them all with their scales (diffusers'
+    `set_adapters`)."""
+    if not hasattr(pipeline, "load_lora_weights"):
+        raise ValueError(f"this model's pipeline ({type(pipeline).__name__}) has no LoRA support (load_lora_weights)")
+    names, scales = [], []
+    for index, (path, scale) in enumerate(loras):
+        name = f"lora_{index}"
+        try:
+            pipeline.load_lora_weights(path, adapter_name=name)
+        except ValueError as error:
+            raise ValueError(f"--lora {path}: {error}") from error
+        except OSError as error:
+            raise ValueError(f"--lora {path}: not a LoRA file, a folder holding one, or a Hub id ({error})") from error
+        names.append(name)
+        scales.append(scale)
+    pipeline.set_adapters(names, scales)
 
 
 def add_text_encoder_argument(parser: argparse.ArgumentParser) -> None:
@@ -248,6 +296,7 @@ def run(args: argparse.Namespace) -> int:
         if value is not None:
             check_number(option, value)
     check_request_size(len(args.prompts or []) + len(args.classes or []) or 1, args.num_images)
+    loras = [parse_lora(spec) for spec in args.loras or []]
     import torch
 
     from .hub import load_pipeline
@@ -258,6 +307,8 @@ def run(args: argparse.Namespace) -> int:
     pipeline = load_pipeline(model, dtype=torch_dtype(args.dtype), trust_remote_code=args.trust_remote_code)
     pipeline = pipeline.to(device)
     set_threads(args.threads, pipeline)
+    if loras:
+        load_loras(pipeline, loras)
     call_parameters = inspect.signature(pipeline.__call__).parameters
     text_to_image = is_text_to_image(pipeline)
     jobs = plan_images(pipeline, args, text_to_image)
@@ -285,7 +336,12 @@ def run(args: argparse.Namespace) -> int:
         pipeline.set_progress_bar_config(desc=f"batch {batch_index + 1}/{num_batches}")
         conditions = [job["condition"] for job in batch]
         generators = [torch.Generator("cpu").manual_seed(job["seed"]) for job in batch]
-        condition = {"prompt": conditions} if text_to_image else {"class_labels": conditions}
+        if text_to_image:
+            condition = {"prompt": conditions}
+        elif conditions[0] is None:  # an unconditional model: one null condition, an image per generator
+            condition = {"class_labels": None, "num_images_per_prompt": len(batch)}
+        else:
+            condition = {"class_labels": conditions}
         images = pipeline(**condition, generator=generators, output_type="pil", **options).images
         out.mkdir(parents=True, exist_ok=True)  # only once there is something to write: a failed run leaves none
         for job, image in zip(batch, images):

@@ -324,9 +324,9 @@ class PixelGenTransformer2DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Atte
             ("hidden_size", hidden_size),
             ("depth", depth),
             ("num_heads", num_heads),
-            ("num_classes", num_classes),
         ):
             check_number(name, value, integer=True, minimum=1)
+        check_number("num_classes", num_classes, integer=True, minimum=0)  # 0: an unconditional model
         check_number("mlp_ratio", mlp_ratio, minimum=0, exclusive_minimum=True)
         check_number("in_context_len", in_context_len, integer=True, minimum=0)
         check_number("in_context_start", in_context_start, integer=True, minimum=0)

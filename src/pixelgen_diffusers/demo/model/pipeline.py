@@ -13,6 +13,7 @@ import math
 import numbers
 import os
 import shutil
+import tempfile
 from collections import defaultdict
 from typing import Any, Callable
 
@@ -20,6 +21,7 @@ import numpy as np
 import PIL.Image
 import torch
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.loaders.lora_base import LoraBaseMixin, _fetch_state_dict
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline, ImagePipelineOutput
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
@@ -59,7 +61,159 @@ def check_number(name, value, *, integer=False, minimum=None, maximum=None, excl
     return value
 
 
-class PixelGenC2IPipeline(DiffusionPipeline):
+class PixelGenLoraLoaderMixin(LoraBaseMixin):
+    r"""
+    diffusers' LoRA interface for PixelGen pipelines, on diffusers' own machinery (`LoraBaseMixin`, the transformer's
+    `PeftAdapterMixin`), as `SanaLoraLoaderMixin` does for Sana: `load_lora_weights` (a file, a folder or a Hub id),
+    `save_lora_weights`, `fuse_lora` / `unfuse_lora`, `unload_lora_weights`, `set_adapters`, `delete_adapters`, ...
+    Files are diffusers' format: `pytorch_lora_weights.safetensors`, keys `transformer.<module>.lora_A.weight`, the
+    peft adapter config in the metadata. It lives in this file so that model folders stay self-contained.
+    """
+
+    _lora_loadable_modules = ["transformer"]
+    transformer_name = "transformer"
+
+    @classmethod
+    def lora_state_dict(cls, pretrained_model_name_or_path_or_dict, **kwargs):
+        """The LoRA tensors of a safetensors file, a folder holding one, a Hub id or a dict; with
+        `return_lora_metadata=True`, also the adapter metadata (None for a dict)."""
+        return_metadata = kwargs.pop("return_lora_metadata", False)
+        source, weight_name = pretrained_model_name_or_path_or_dict, kwargs.pop("weight_name", None)
+        if isinstance(source, (str, os.PathLike)) and os.path.isfile(source):
+            source, weight_name = os.path.split(os.fspath(source))
+        state_dict, metadata = _fetch_state_dict(
+            pretrained_model_name_or_path_or_dict=source,
+            weight_name=weight_name,
+            use_safetensors=True,
+            local_files_only=kwargs.pop("local_files_only", None),
+            cache_dir=kwargs.pop("cache_dir", None),
+            force_download=kwargs.pop("force_download", False),
+            proxies=kwargs.pop("proxies", None),
+            token=kwargs.pop("token", None),
+            revision=kwargs.pop("revision", None),
+            subfolder=kwargs.pop("subfolder", None),
+            user_agent={"file_type": "attn_procs_weights", "framework": "pytorch"},
+            allow_pickle=False,
+        )
+        return (state_dict, metadata) if return_metadata else state_dict
+
+    def load_lora_weights(self, pretrained_model_name_or_path_or_dict, adapter_name=None, hotswap=False, **kwargs):
+        """Loads a LoRA into the transformer as adapter `adapter_name` (default: the next free `default_<i>`);
+        raises a ValueError naming the mismatch when the LoRA was trained for another PixelGen model."""
+        if isinstance(pretrained_model_name_or_path_or_dict, dict):
+            pretrained_model_name_or_path_or_dict = pretrained_model_name_or_path_or_dict.copy()
+        kwargs["return_lora_metadata"] = True
+        state_dict, metadata = self.lora_state_dict(pretrained_model_name_or_path_or_dict, **kwargs)
+        self.load_lora_into_transformer(
+            state_dict, self.transformer, adapter_name=adapter_name, metadata=metadata, _pipeline=self, hotswap=hotswap
+        )
+
+    @classmethod
+    def load_lora_into_transformer(
+        cls,
+        state_dict,
+        transformer,
+        adapter_name=None,
+        _pipeline=None,
+        low_cpu_mem_usage=False,
+        hotswap=False,
+        metadata=None,
+    ):
+        """Checks that every LoRA layer fits a linear layer of `transformer`, then loads it with diffusers'
+        `load_lora_adapter`."""
+        prefix = f"{cls.transformer_name}."
+        layers = {}
+        for key, tensor in state_dict.items():
+            for kind in ("lora_A", "lora_B"):
+                if key.startswith(prefix) and f".{kind}." in key:
+                    layers.setdefault(key[len(prefix) :].split(f".{kind}.")[0], {})[kind] = tensor
+        model = type(transformer).__name__
+        if not layers:
+            raise ValueError(
+                f"The LoRA has no `{prefix}*.lora_A/lora_B` weights (its keys look like {list(state_dict)[:2]}):"
+                f" it is not a LoRA of a {model}."
+            )
+        modules = dict(transformer.named_modules())
+        missing = [name for name in layers if name not in modules]
+        if missing:
+            raise ValueError(
+                f"The LoRA adapts {len(missing)} layer(s) that this {model} does not have, e.g. {missing[0]!r}: it was"
+                " trained for another kind of model (class-to-image vs text-to-image) or another depth."
+            )
+        for name, pair in layers.items():
+            module = modules[name]
+            expected = (getattr(module, "in_features", None), getattr(module, "out_features", None))
+            found = (
+                pair["lora_A"].shape[1] if "lora_A" in pair else None,
+                pair["lora_B"].shape[0] if "lora_B" in pair else None,
+            )
+            if None in expected or any(f is not None and f != e for f, e in zip(found, expected)):
+                raise ValueError(
+                    f"The LoRA layer {name!r} maps {found[0]} -> {found[1]} features but this {model}'s layer maps"
+                    f" {expected[0]} -> {expected[1]}: the LoRA was trained for another model (another width; this one"
+                    f" has hidden_size {transformer.config.hidden_size}), or another kind (class-to-image vs"
+                    " text-to-image)."
+                )
+        transformer.load_lora_adapter(
+            state_dict,
+            network_alphas=None,
+            adapter_name=adapter_name,
+            metadata=metadata,
+            _pipeline=_pipeline,
+            low_cpu_mem_usage=low_cpu_mem_usage,
+            hotswap=hotswap,
+        )
+
+    @classmethod
+    def save_lora_weights(
+        cls,
+        save_directory,
+        transformer_lora_layers=None,
+        is_main_process=True,
+        weight_name=None,
+        save_function=None,
+        safe_serialization=True,
+        transformer_lora_adapter_metadata=None,
+    ):
+        """Writes `transformer_lora_layers` (a state dict from peft's `get_peft_model_state_dict`) and the adapter
+        config as diffusers does; the file is written under a temporary name and then renamed into place."""
+        if not transformer_lora_layers:
+            raise ValueError("transformer_lora_layers is empty: there is no LoRA to save.")
+        os.makedirs(save_directory, exist_ok=True)
+        temporary = tempfile.mkdtemp(prefix=".tmp-lora-", dir=save_directory)
+        try:
+            cls._save_lora_weights(
+                save_directory=temporary,
+                lora_layers={cls.transformer_name: transformer_lora_layers},
+                lora_metadata={cls.transformer_name: transformer_lora_adapter_metadata},
+                is_main_process=is_main_process,
+                weight_name=weight_name,
+                save_function=save_function,
+                safe_serialization=safe_serialization,
+            )
+            for name in os.listdir(temporary):
+                os.replace(os.path.join(temporary, name), os.path.join(save_directory, name))
+        finally:
+            for name in os.listdir(temporary):
+                os.remove(os.path.join(temporary, name))
+            os.rmdir(temporary)
+
+    def fuse_lora(self, components=["transformer"], lora_scale=1.0, safe_fusing=False, adapter_names=None, **kwargs):
+        """Merges the active LoRA layers (times `lora_scale`) into the transformer's weights."""
+        super().fuse_lora(
+            components=components,
+            lora_scale=lora_scale,
+            safe_fusing=safe_fusing,
+            adapter_names=adapter_names,
+            **kwargs,
+        )
+
+    def unfuse_lora(self, components=["transformer"], **kwargs):
+        """Subtracts fused LoRA layers from the transformer's weights again."""
+        super().unfuse_lora(components=components, **kwargs)
+
+
+class PixelGenC2IPipeline(DiffusionPipeline, PixelGenLoraLoaderMixin):
     r"""
     Class-conditional generation with a PixelGen / JiT transformer that predicts clean pixels.
 
@@ -215,6 +369,18 @@ class PixelGenC2IPipeline(DiffusionPipeline):
             label = values.tolist()
         items = label if isinstance(label, (list, tuple)) else [label]
         return [self._label_id(item) for item in items]
+
+    def condition_ids(self, class_labels) -> list[int]:
+        """The ids a call samples: those of `class_labels`, or the null class once for an unconditional model."""
+        unconditional = self.transformer.config.num_classes == 0
+        if class_labels is None:
+            if not unconditional:
+                raise ValueError("class_labels is required: give a class id, a class name or a list of them.")
+            return [self.transformer.null_class_id]
+        is_null_name = isinstance(class_labels, str) and class_labels.strip().lower() == UNCONDITIONAL_LABEL
+        if unconditional and not is_null_name:
+            raise ValueError(f"This model is unconditional: call it without class_labels (got {class_labels!r}).")
+        return self.get_label_ids(class_labels)
 
     def _label_id(self, item: str | int) -> int:
         num_classes = self.transformer.config.num_classes
@@ -373,7 +539,7 @@ class PixelGenC2IPipeline(DiffusionPipeline):
     @torch.no_grad()
     def __call__(
         self,
-        class_labels: int | str | list[int | str] | torch.Tensor,
+        class_labels: int | str | list[int | str] | torch.Tensor | None = None,
         num_images_per_prompt: int = 1,
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
@@ -397,7 +563,8 @@ class PixelGenC2IPipeline(DiffusionPipeline):
 
         Args:
             class_labels: a class id, a class name (any synonym, e.g. `"golden retriever"`; `"unconditional"` for the
-                null class), a list of them, or a 1-D integer tensor or array of ids. See `get_label_ids`.
+                null class), a list of them, or a 1-D integer tensor or array of ids. See `get_label_ids`. `None`
+                for an unconditional model (`num_classes == 0`, e.g. fine-tuned with `--unconditional`).
             num_images_per_prompt: images per label.
             num_inference_steps: ODE steps (Heun uses 2N-1 model evaluations).
             guidance_scale: classifier-free guidance weight w on the velocity, v_u + w (v_c - v_u); only w > 1
@@ -429,7 +596,9 @@ class PixelGenC2IPipeline(DiffusionPipeline):
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
 
-        label_ids = self.get_label_ids(class_labels)
+        label_ids = self.condition_ids(class_labels)
+        if self.transformer.config.num_classes == 0:
+            guidance_scale = 1.0  # the only condition is the null class: guidance would change nothing
         self.check_inputs(
             len(label_ids),
             num_images_per_prompt,

@@ -23,8 +23,8 @@ BAD_CALLS = [
     (dict(noise_scale=INF), r"noise_scale must be a finite number > 0, got inf"),
     (dict(noise_scale=0.0), r"noise_scale must be a finite number > 0, got 0.0"),
     (dict(timeshift=NAN), r"timeshift must be a finite number > 0, got nan"),
-    (dict(guidance_interval_min=NAN), r"guidance_interval_min must be a finite number in \[0, 1\], got nan"),
-    (dict(guidance_interval_max=INF), r"guidance_interval_max must be a finite number in \[0, 1\], got inf"),
+    (dict(guidance_interval_min=NAN), "guidance_interval_min must be a finite number, got nan"),
+    (dict(guidance_interval_max=INF), "guidance_interval_max must be a finite number, got inf"),
     (dict(num_inference_steps=True), "num_inference_steps must be a positive integer, got True"),
     (dict(num_inference_steps=2.0), "num_inference_steps must be a positive integer, got 2.0"),
     (dict(num_images_per_prompt=True), "num_images_per_prompt must be a positive integer, got True"),
@@ -156,7 +156,7 @@ def test_save_pretrained_refuses_a_config_that_would_make_the_folder_unusable(tm
 def test_pipelines_refuse_bad_defaults_when_built():
     with pytest.raises(ValueError, match="noise_scale must be a finite number > 0, got inf"):
         tiny_c2i_pipeline(noise_scale=INF)
-    with pytest.raises(ValueError, match=r"guidance_interval_max must be a finite number in \[0, 1\], got nan"):
+    with pytest.raises(ValueError, match="guidance_interval_max must be a finite number, got nan"):
         tiny_t2i_pipeline(guidance_interval_max=NAN)
 
 
@@ -221,8 +221,8 @@ def test_loaders_name_a_wrong_argument_type(tmp_path, call, message):
         ("guidance_scale", NAN, r"guidance_scale \(--guidance-scale\) must be a finite number, got nan"),
         (
             "guidance_interval_min",
-            1.5,
-            r"guidance_interval_min \(--guidance-interval-min\) must be a finite number in",
+            INF,
+            r"guidance_interval_min \(--guidance-interval-min\) must be a finite number, got inf",
         ),
         ("ema_decay", 1.5, r"ema_decay values must be numbers in \[0, 1\), got 1.5"),
         ("adam_beta2", 1.0, "adam_beta1 and adam_beta2 must be below 1"),

@@ -15,6 +15,7 @@ import os
 import re
 from pathlib import Path
 
+from . import sampling_options
 from .utils import (
     DTYPE_NAMES,
     SAMPLING_METHODS,
@@ -166,10 +167,11 @@ def add_parser(subparsers) -> None:
         "model's)",
     )
     parser.add_argument("--sampler", choices=SAMPLING_METHODS, help="ODE solver (default: the model's)")
+    sampling_options.add_arguments(parser)
     parser.add_argument(
         "--guidance-interval",
         nargs=2,
-        type=cli_number(minimum=0, maximum=1),
+        type=cli_number(),
         metavar=("MIN", "MAX"),
         help="guide only while MIN < t <= MAX, t from 0 (noise) to 1 (image) (default: the model's)",
     )
@@ -296,6 +298,7 @@ def run(args: argparse.Namespace) -> int:
         if value is not None:
             check_number(option, value)
     check_request_size(len(args.prompts or []) + len(args.classes or []) or 1, args.num_images)
+    sampling_options.check_arguments(args)
     loras = [parse_lora(spec) for spec in args.loras or []]
     import torch
 
@@ -327,6 +330,9 @@ def run(args: argparse.Namespace) -> int:
     unsupported = [key for key in options if key not in call_parameters]
     if unsupported:
         raise ValueError(f"this model's pipeline does not take {', '.join(unsupported)}")
+    key = "prompt" if text_to_image else "class_labels"
+    calibration = {key: [jobs[0]["condition"]], "generator": torch.Generator("cpu").manual_seed(jobs[0]["seed"])}
+    sampling_options.apply_arguments(pipeline, args, options, calibration)
 
     out = Path(args.out)
     written = []

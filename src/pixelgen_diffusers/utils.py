@@ -135,8 +135,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 
 def atomic_write_json(path: str | Path, value, indent: int | None = 2) -> None:
-    """JSON that Python's own reader and any strict one accept (NaN and infinities are refused, not written)."""
-    text = json.dumps(value, indent=indent, allow_nan=False) + "\n"
+    """`value` as JSON (Python's dialect: a library config may hold infinities, e.g. a scheduler's clipping bound)."""
+    text = json.dumps(value, indent=indent) + "\n"
     atomic_write_bytes(path, text.encode("utf-8"))
 
 

@@ -171,8 +171,8 @@ class TrainingConfig:
         # The saved pipelines' recipe (unset values keep the pretrained folder's): what would make a checkpoint
         # folder draw black images is refused now; the resolved recipe is checked again when a pipeline is built.
         check("guidance_scale")
-        check("guidance_interval_min", minimum=0, maximum=1)
-        check("guidance_interval_max", minimum=0, maximum=1)
+        check("guidance_interval_min")
+        check("guidance_interval_max")
         interval = (self.guidance_interval_min, self.guidance_interval_max)
         if None not in interval and interval[0] > interval[1]:
             raise ValueError(

@@ -139,7 +139,7 @@ def test_generate_without_model_uses_the_bundled_demo_or_says_it_is_missing(tmp_
         (["--class", "1", "--timeshift", "nan"], "argument --timeshift: must be a finite number > 0, got nan"),
         (
             ["--class", "1", "--guidance-interval", "0", "inf"],
-            "argument --guidance-interval: must be a finite number in",
+            "argument --guidance-interval: must be a finite number, got inf",
         ),
         (["--class", "1", "--guidance-interval", "0.9", "0.1"], "guidance_interval_min (0.9) must not exceed"),
     ],

@@ -48,16 +48,18 @@ def check_request_size(num_conditions: int, num_images: int) -> None:
         )
 
 
-def demo_model_dir() -> Path:
-    """The bundled demo model, used when no --model is given."""
+def demo_model_dir(text_to_image: bool = False) -> Path:
+    """The bundled demo model used when no --model is given: the text-to-image one for prompts, the class-to-image
+    one for classes."""
     try:
-        from .demo import model_dir
+        from .demo import model_dir, t2i_model_dir
 
-        path = Path(model_dir())
+        path = Path(t2i_model_dir() if text_to_image else model_dir())
     except (ImportError, AttributeError, OSError):
         path = None
     if path is None or not (path / "model_index.json").is_file():
-        raise ValueError("no --model given and the bundled demo model is not installed")
+        kind = "text-to-image" if text_to_image else "class-to-image"
+        raise ValueError(f"no --model given and the bundled demo model is not installed (the {kind} one)")
     return path
 
 
@@ -150,7 +152,11 @@ def add_parser(subparsers) -> None:
         description="Generate images with a PixelGen model folder, Hub repo or Hub subfolder (owner/repo/subfolder). "
         "Sampling settings default to the model's recommended ones.",
     )
-    parser.add_argument("--model", help="folder, owner/repo or owner/repo/subfolder (default: the bundled demo model)")
+    parser.add_argument(
+        "--model",
+        help="folder, owner/repo or owner/repo/subfolder (default: the bundled demo model, text-to-image with"
+        " --prompt, class-to-image with --class)",
+    )
     parser.add_argument(
         "--class", dest="classes", action="append", metavar="CLASS", help="class name or id; repeat for several"
     )
@@ -306,7 +312,7 @@ def run(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
 
-    model = args.model if args.model is not None else demo_model_dir()
+    model = args.model if args.model is not None else demo_model_dir(text_to_image=bool(args.prompts))
     pipeline = load_pipeline(model, dtype=torch_dtype(args.dtype), trust_remote_code=args.trust_remote_code)
     pipeline = pipeline.to(device)
     set_threads(args.threads, pipeline)

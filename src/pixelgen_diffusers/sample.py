@@ -393,7 +393,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"cannot read --prompts {args.prompts}: {one_line(error)}") from None
         prompts = [line.strip() for line in lines if line.strip()]
     check_sizes(args.num_samples, args.batch_size, args.images_per_prompt, len(prompts) if prompts else None)
-    model = args.model if args.model is not None else str(demo_model_dir())
+    model = args.model if args.model is not None else str(demo_model_dir(text_to_image=bool(args.prompts)))
     pipeline = load_pipeline(model, dtype=torch_dtype(args.dtype), trust_remote_code=args.trust_remote_code)
     pipeline = pipeline.to(PartialState().device)
     set_threads(args.threads, pipeline)

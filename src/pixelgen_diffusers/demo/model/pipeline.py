@@ -20,6 +20,20 @@ from diffusers.utils.torch_utils import randn_tensor
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
 
+# Copied from pixelgen_diffusers.transformer_jit.mark_dynamic_shapes
+def mark_dynamic_shapes(tensor: torch.Tensor, batch_dim: int | None = 0, sequence_dim: int | None = None) -> None:
+    """Marks the dims that change between calls so that torch.compile traces them symbolically once instead of
+    recompiling: the batch (guided steps run 2B rows, unguided ones B; "unbacked" because B may be 1, a size compile
+    would otherwise specialise on) and, for the blocks, the sequence (it grows when the in-context tokens enter).
+    Costs nothing eagerly; a no-op inside a compiled region."""
+    if torch.compiler.is_compiling():
+        return
+    if batch_dim is not None:
+        torch._dynamo.decorators.mark_unbacked(tensor, batch_dim)
+    if sequence_dim is not None:
+        torch._dynamo.mark_dynamic(tensor, sequence_dim)
+
+
 class PixelGenC2IPipeline(DiffusionPipeline):
     r"""
     Class-conditional generation with a PixelGen / JiT transformer that predicts clean pixels.
@@ -312,9 +326,10 @@ class PixelGenC2IPipeline(DiffusionPipeline):
                 # Unconditional half first, as upstream batches it.
                 model_input = torch.cat([latents, latents]) if use_guidance else latents
                 labels = torch.cat([null_labels, class_labels]) if use_guidance else class_labels
-                prediction = self.transformer(
-                    model_input.to(model_dtype), t.expand(len(model_input)), labels, return_dict=False
-                )[0]
+                transformer_inputs = (model_input.to(model_dtype), t.expand(len(model_input)), labels)
+                for tensor in transformer_inputs:  # a compiled transformer keeps one graph for B and 2B rows
+                    mark_dynamic_shapes(tensor)
+                prediction = self.transformer(*transformer_inputs, return_dict=False)[0]
                 velocity = self.scheduler.convert_model_output(prediction, t, model_input)
                 if use_guidance:
                     velocity_uncond, velocity_cond = velocity.chunk(2)

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from .scheduling_pixelgen import SAMPLING_METHODS
-from .utils import DTYPES, is_text_to_image
+from .utils import add_sampling_speed_arguments, compile_transformer, default_dtype, is_text_to_image
 
 
 def demo_model_dir() -> Path:
@@ -92,7 +92,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--sampler", choices=SAMPLING_METHODS, help="ODE solver (default: the model's)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first image; image i uses seed + i")
     parser.add_argument("--batch-size", type=int, default=4, help="images per forward batch (default 4)")
-    parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="model dtype (default float32)")
+    add_sampling_speed_arguments(parser)
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--out", default="outputs", help="output folder (default ./outputs)")
     add_trust_remote_code_argument(parser)
@@ -125,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--device {args.device!r} is not a torch device (e.g. cpu, cuda, cuda:1, mps)") from None
 
     model = args.model if args.model is not None else demo_model_dir()
-    pipeline = load_pipeline(model, dtype=DTYPES[args.dtype], trust_remote_code=args.trust_remote_code).to(device)
+    dtype = default_dtype(args.dtype, device)
+    pipeline = load_pipeline(model, dtype=dtype, trust_remote_code=args.trust_remote_code).to(device)
     call_parameters = inspect.signature(pipeline.__call__).parameters
     text_to_image = is_text_to_image(pipeline)
     jobs = plan_images(pipeline, args, text_to_image)
@@ -141,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
     if unsupported:
         raise ValueError(f"this model's pipeline does not take {', '.join(unsupported)}")
 
+    compile_transformer(pipeline, args.compile)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     written = []

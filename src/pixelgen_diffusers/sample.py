@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from .generate import add_trust_remote_code_argument
 from .scheduling_pixelgen import SAMPLING_METHODS
-from .utils import DTYPES, is_text_to_image
+from .utils import add_sampling_speed_arguments, compile_transformer, default_dtype, is_text_to_image
 
 
 CONFIG_FILE = "sampling_config.json"
@@ -236,7 +236,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
     parser.add_argument("--guidance-scale", type=float, help="classifier-free guidance scale (default: the model's)")
     parser.add_argument("--sampler", choices=SAMPLING_METHODS, help="ODE solver (default: the model's)")
-    parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="model dtype (default float32)")
+    add_sampling_speed_arguments(parser)
     parser.add_argument("--no-npz", action="store_true", help="write PNGs only")
     add_trust_remote_code_argument(parser)
     parser.set_defaults(func=run)
@@ -252,8 +252,10 @@ def run(args: argparse.Namespace) -> int:
     if args.prompts:
         lines = Path(args.prompts).read_text(encoding="utf-8").splitlines()
         prompts = [line.strip() for line in lines if line.strip()]
-    pipeline = load_pipeline(args.model, dtype=DTYPES[args.dtype], trust_remote_code=args.trust_remote_code)
-    pipeline = pipeline.to(PartialState().device)
+    device = PartialState().device
+    dtype = default_dtype(args.dtype, device)
+    pipeline = load_pipeline(args.model, dtype=dtype, trust_remote_code=args.trust_remote_code).to(device)
+    compile_transformer(pipeline, args.compile)
     options = {
         "num_inference_steps": args.steps,
         "guidance_scale": args.guidance_scale,

@@ -51,6 +51,10 @@ def pixels(path):
     return np.asarray(PIL.Image.open(path))
 
 
+def pixels_of(image):
+    return np.asarray(image).astype(int)
+
+
 def assert_same_image(path, expected):
     """Equal up to one uint8 level: float rounding between two model instances (or batch sizes) may differ."""
     difference = np.abs(pixels(path).astype(int) - np.asarray(expected).astype(int))
@@ -95,16 +99,23 @@ def test_generate_results_do_not_depend_on_the_batch_size(tmp_path, capsys, mode
 
 def test_generate_overrides_steps_guidance_and_sampler(tmp_path, capsys, model_folder):
     pipe, folder = model_folder
-    arguments = ["--steps", "3", "--guidance-scale", "1.5", "--sampler", "euler", "--seed", "4"]
+    arguments = ["--steps", "3", "--guidance-scale", "1.5", "--sampler", "euler", "--seed", "4", "--timeshift", "1.5"]
+    arguments += ["--guidance-interval", "0.3", "0.8"]
     code, _, _ = run_cli(capsys, "generate", "--model", folder, "--class", "2", *arguments, "--out", tmp_path / "o")
     assert code == 0
-    expected = pipe(
-        class_labels=[2],
-        generator=torch.Generator().manual_seed(4),
+    settings = dict(
         num_inference_steps=3,
         guidance_scale=1.5,
         sampling_method="euler",
-    ).images[0]
+        timeshift=1.5,
+        guidance_interval_min=0.3,
+        guidance_interval_max=0.8,
+    )
+    expected = pipe(class_labels=[2], generator=torch.Generator().manual_seed(4), **settings).images[0]
+    # Every override matters: the model's defaults (2-step Heun, shift 2, interval (0.1, 1]) give another image.
+    for name in ("timeshift", "guidance_interval_min"):
+        other = pipe(class_labels=[2], generator=torch.Generator().manual_seed(4), **{**settings, name: None})
+        assert np.abs(pixels_of(other.images[0]) - pixels_of(expected)).max() > 1
     assert_same_image(tmp_path / "o/2-shape_2-seed4.png", expected)
 
 
@@ -157,6 +168,9 @@ def test_generate_without_model_uses_the_bundled_demo_or_says_it_is_missing(tmp_
         ([], "--class is required"),
         (["--class", "1", "--num-images", "0"], "--num-images must be a positive integer"),
         (["--class", "1", "--device", "gpu0"], "--device 'gpu0' is not a torch device"),
+        (["--class", "1", "--timeshift", "nan"], "--timeshift must be a finite number, got nan"),
+        (["--class", "1", "--guidance-interval", "0", "inf"], "--guidance-interval must be a finite number"),
+        (["--class", "1", "--guidance-interval", "0.9", "0.1"], "guidance_interval_min (0.9) must not exceed"),
     ],
 )
 def test_generate_errors_are_one_line_with_exit_code_2(tmp_path, capsys, model_folder, arguments, fragment):

@@ -250,6 +250,33 @@ def test_callback_sees_every_evaluation_and_can_edit_latents():
         pipe(1, num_inference_steps=2, callback_on_step_end=callback, callback_on_step_end_tensor_inputs=["noise"])
 
 
+@pytest.mark.parametrize("sampling_method", ["heun", "euler", "adam_lm"])
+def test_callback_sees_the_guided_clean_image_prediction_without_changing_the_samples(sampling_method):
+    pipe = tiny_c2i_pipeline(sampling_method=sampling_method, timeshift=1.0, guidance_scale=2.5)
+    noise = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    predictions = []
+
+    def record(pipeline, index, timestep, tensors):
+        predictions.append(tensors["pred_original_sample"].clone())
+        return {}
+
+    common = dict(num_inference_steps=4, latents=noise, output_type="latent")
+    plain = pipe([1, 2], **common).images
+    watched = pipe(
+        [1, 2], callback_on_step_end=record, callback_on_step_end_tensor_inputs=["pred_original_sample"], **common
+    ).images
+    assert torch.equal(plain, watched)
+    assert len(predictions) == pipe.num_timesteps and predictions[0].shape == (2, 3, 32, 32)
+    assert predictions[0].dtype == torch.float32
+    # The last evaluation (t = 3/4, Euler-like for every solver here) steps straight to the clean image it predicts,
+    # guided: x_0 = x_t + (1 - t) v with v = (x_hat_u + w (x_hat_c - x_hat_u) - x_t) / (1 - t).
+    if sampling_method != "adam_lm":  # Adams-Bashforth mixes in earlier velocities
+        torch.testing.assert_close(predictions[-1], plain, atol=1e-5, rtol=0)
+    # Early predictions are blurry guesses, far from the final sample; later ones converge to it.
+    errors = [(prediction - plain).abs().mean().item() for prediction in predictions]
+    assert errors[-1] < errors[0]
+
+
 def test_callback_changing_guidance_scale_is_read_every_step():
     pipe = tiny_c2i_pipeline(sampling_method="euler")
     noise = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))

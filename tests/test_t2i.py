@@ -496,6 +496,18 @@ def test_output_types_callbacks_and_progress_bar():
     assert [i for i, _, _ in seen] == [0, 1, 2, 3, 4]  # Heun: 2N - 1 evaluations ...
     assert "3/3" in progress.getvalue()  # ... but the bar counts the N steps
 
+    # The guided clean-image prediction: Heun's final evaluation is an Euler step to exactly that image.
+    predictions = []
+
+    def record(pipeline, i, t, callback_kwargs):
+        predictions.append(callback_kwargs["pred_original_sample"])
+        return {}
+
+    watch = dict(callback_on_step_end=record, callback_on_step_end_tensor_inputs=["pred_original_sample"])
+    pipe(output_type="latent", generator=torch.Generator().manual_seed(0), **watch, **common)
+    assert len(predictions) == 5
+    torch.testing.assert_close(predictions[-1], raw, atol=1e-5, rtol=0)
+
 
 BAD_INPUTS = [
     (dict(prompt=[]), "prompt"),

@@ -23,6 +23,7 @@ COMMAND_MODULES = {
     "sample": "pixelgen_diffusers.sample",
     "train": "pixelgen_diffusers.training.trainer",
     "eval-demo": "pixelgen_diffusers.demo.evaluate",
+    "demo": "pixelgen_diffusers.demo_app",
 }
 
 

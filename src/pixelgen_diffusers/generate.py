@@ -7,6 +7,7 @@ image depends only on its class, its seed and the sampling settings, never on th
 
 import argparse
 import inspect
+import math
 import re
 from pathlib import Path
 
@@ -90,6 +91,14 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
     parser.add_argument("--guidance-scale", type=float, help="classifier-free guidance scale (default: the model's)")
     parser.add_argument("--sampler", choices=SAMPLING_METHODS, help="ODE solver (default: the model's)")
+    parser.add_argument(
+        "--guidance-interval",
+        nargs=2,
+        type=float,
+        metavar=("MIN", "MAX"),
+        help="guide only while MIN < t <= MAX, t from 0 (noise) to 1 (image) (default: the model's)",
+    )
+    parser.add_argument("--timeshift", type=float, help="time-grid shift, > 0 (default: the model's)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first image; image i uses seed + i")
     parser.add_argument("--batch-size", type=int, default=4, help="images per forward batch (default 4)")
     add_sampling_speed_arguments(parser)
@@ -118,6 +127,13 @@ def run(args: argparse.Namespace) -> int:
     ):
         if value is not None and value < 1:
             raise ValueError(f"{option} must be a positive integer, got {value}")
+    for option, value in (
+        ("--guidance-scale", args.guidance_scale),
+        ("--timeshift", args.timeshift),
+        *(("--guidance-interval", bound) for bound in args.guidance_interval or ()),
+    ):
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"{option} must be a finite number, got {value}")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(device)
@@ -135,8 +151,11 @@ def run(args: argparse.Namespace) -> int:
         "num_inference_steps": args.steps,
         "guidance_scale": args.guidance_scale,
         "sampling_method": args.sampler,
+        "timeshift": args.timeshift,
         "negative_prompt": args.negative_prompt,
     }
+    if args.guidance_interval is not None:
+        options["guidance_interval_min"], options["guidance_interval_max"] = args.guidance_interval
     options = {key: value for key, value in options.items() if value is not None}
     unsupported = [key for key in options if key not in call_parameters]
     if unsupported:

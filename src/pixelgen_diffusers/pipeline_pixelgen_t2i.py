@@ -55,7 +55,7 @@ class PixelGenT2IPipeline(DiffusionPipeline):
 
     model_cpu_offload_seq = "text_encoder->transformer"
     _optional_components = ["text_encoder", "tokenizer"]
-    _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
+    _callback_tensor_inputs = ["latents", "pred_original_sample", "prompt_embeds", "negative_prompt_embeds"]
 
     def __init__(
         self,
@@ -443,8 +443,9 @@ class PixelGenT2IPipeline(DiffusionPipeline):
             output_type: `"pil"`, `"np"` (NHWC in [0, 1]), `"pt"` (NCHW in [0, 1]) or `"latent"` (raw sample).
             return_dict: return an `ImagePipelineOutput` rather than a tuple.
             callback_on_step_end: called after every model evaluation as `fn(pipe, i, t, callback_kwargs)`.
-            callback_on_step_end_tensor_inputs: tensors passed in `callback_kwargs`, from
-                `_callback_tensor_inputs`.
+            callback_on_step_end_tensor_inputs: tensors passed in `callback_kwargs`, from `_callback_tensor_inputs`;
+                `"pred_original_sample"` is the clean image predicted at this evaluation, guided, float32 (B, C, H, W)
+                in pixel units (read-only).
         """
         config = self.config
         num_inference_steps = num_inference_steps if num_inference_steps is not None else config.num_inference_steps
@@ -533,6 +534,12 @@ class PixelGenT2IPipeline(DiffusionPipeline):
                 latents = self.scheduler.step(velocity, t, latents, return_dict=False)[0]
 
                 if callback_on_step_end is not None:
+                    if "pred_original_sample" in callback_on_step_end_tensor_inputs:
+                        # The clean image this evaluation predicts, guided as the velocity is (both are linear in x).
+                        pred_original_sample = prediction.float()
+                        if use_guidance:
+                            x_uncond, x_cond = pred_original_sample.chunk(2)
+                            pred_original_sample = x_uncond + self.guidance_scale * (x_cond - x_uncond)
                     callback_kwargs = {}
                     for name in callback_on_step_end_tensor_inputs:
                         callback_kwargs[name] = locals()[name]

@@ -47,7 +47,7 @@ class PixelGenC2IPipeline(DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "transformer"
-    _callback_tensor_inputs = ["latents"]
+    _callback_tensor_inputs = ["latents", "pred_original_sample"]
 
     def __init__(
         self,
@@ -267,7 +267,9 @@ class PixelGenC2IPipeline(DiffusionPipeline):
             output_type: `"pil"`, `"np"` (NHWC in [0, 1]), `"pt"` (NCHW in [0, 1]) or `"latent"` (raw sample).
             return_dict: return an `ImagePipelineOutput` rather than a tuple.
             callback_on_step_end: called after every model evaluation as `fn(pipe, i, t, callback_kwargs)`.
-            callback_on_step_end_tensor_inputs: tensors passed in `callback_kwargs` (`"latents"`).
+            callback_on_step_end_tensor_inputs: tensors passed in `callback_kwargs`: `"latents"` (the sample after
+                the step) and/or `"pred_original_sample"` (the clean image predicted at this evaluation, guided,
+                float32 (B, C, H, W) in pixel units; read-only).
         """
         config = self.config
         num_inference_steps = num_inference_steps if num_inference_steps is not None else config.num_inference_steps
@@ -337,6 +339,12 @@ class PixelGenC2IPipeline(DiffusionPipeline):
                 latents = self.scheduler.step(velocity, t, latents, return_dict=False)[0]
 
                 if callback_on_step_end is not None:
+                    if "pred_original_sample" in callback_on_step_end_tensor_inputs:
+                        # The clean image this evaluation predicts, guided as the velocity is (both are linear in x).
+                        pred_original_sample = prediction.float()
+                        if use_guidance:
+                            x_uncond, x_cond = pred_original_sample.chunk(2)
+                            pred_original_sample = x_uncond + self.guidance_scale * (x_cond - x_uncond)
                     callback_kwargs = {}
                     for name in callback_on_step_end_tensor_inputs:
                         callback_kwargs[name] = locals()[name]

@@ -540,3 +540,35 @@ def write_tiny_image_folder(root, num_classes: int = 2, per_class: int = 4, size
             pixels = rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)
             PIL.Image.fromarray(pixels).save(folder / f"{index}.png")
     return root
+
+
+# Captioned images for text-to-image training: solid colours, so a tiny model learns the caption -> colour map fast.
+TINY_CAPTION_COLOURS = {"a red square": (220, 30, 30), "a blue square": (30, 30, 220)}
+TINY_T2I_TRAIN_MODEL = dict(
+    patch_size=8, hidden_size=32, depth=2, num_heads=2, num_text_blocks=1, txt_embed_dim=24, txt_max_length=8,
+    bottleneck_dim=16,
+)  # fmt: skip
+
+
+def write_tiny_caption_folder(root, layout: str = "metadata", per_caption: int = 4, size: int = 36, seed: int = 0):
+    """Solid-colour images with a little noise, captioned by `TINY_CAPTION_COLOURS`; `layout` is "metadata" (a
+    metadata.jsonl with `file_name` and `text`) or "txt" (one caption file beside each image)."""
+    import json
+
+    import numpy as np
+    import PIL.Image
+
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for caption_index, (caption, colour) in enumerate(TINY_CAPTION_COLOURS.items()):
+        for index in range(per_caption):
+            pixels = np.clip(np.array(colour) + rng.integers(-20, 21, size=(size, size, 3)), 0, 255).astype(np.uint8)
+            name = f"{caption_index}_{index}.png"
+            PIL.Image.fromarray(pixels).save(root / name)
+            if layout == "txt":
+                (root / name).with_suffix(".txt").write_text(caption + "\n")
+            rows.append({"file_name": name, "text": caption})
+    if layout == "metadata":
+        (root / "metadata.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return root

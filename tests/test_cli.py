@@ -257,12 +257,14 @@ def test_export_command_and_its_existing_output_error(tmp_path, capsys):
 def test_commands_are_registered_by_their_feature_modules():
     parser = cli.build_parser()
     subcommands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
-    assert list(subcommands.choices)[:3] == ["generate", "convert", "export"]
-    assert list(subcommands.choices) == list(cli.COMMAND_MODULES)  # each module registers the command it is listed as
+    assert list(subcommands.choices)[:4] == ["generate", "labels", "convert", "export"]
+    assert list(subcommands.choices) == list(cli.COMMANDS)  # each module registers the command it is listed as
+    listed = {action.dest: action.help for action in subcommands._choices_actions}
+    assert listed == {command: help_text for command, (_, help_text) in cli.COMMANDS.items()}  # --help says the same
 
 
 def test_a_command_whose_module_fails_to_import_reports_it_and_the_others_still_work(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(cli, "COMMAND_MODULES", {**cli.COMMAND_MODULES, "bogus": "pixelgen_diffusers.no_such_module"})
+    monkeypatch.setattr(cli, "COMMANDS", {**cli.COMMANDS, "bogus": ("pixelgen_diffusers.no_such_module", "a test")})
     code, _, err = run_cli(capsys, "bogus", "--any", "arguments")
     assert_one_line_error(
         code, err, "bogus", "unavailable: importing pixelgen_diffusers.no_such_module failed: No module named"
@@ -270,8 +272,9 @@ def test_a_command_whose_module_fails_to_import_reports_it_and_the_others_still_
     code, _, err = run_cli(capsys, "convert", tmp_path / "missing.ckpt", tmp_path / "out")
     assert_one_line_error(code, err, "convert", "source checkpoint not found")
     with pytest.raises(SystemExit):
-        cli.main(["--help"])
-    assert "(unavailable: No module named" in capsys.readouterr().out
+        cli.main(["--help"])  # lists every command without importing any
+    assert "bogus" in capsys.readouterr().out
+    assert "(unavailable: No module named" in cli.build_parser().format_help()
     with pytest.raises(SystemExit) as exit_info:  # a working command still rejects arguments it does not know
         cli.main(["convert", str(tmp_path / "a.ckpt"), str(tmp_path / "out"), "--no-such-option"])
     assert exit_info.value.code == 2 and "unrecognized arguments: --no-such-option" in capsys.readouterr().err

@@ -102,12 +102,15 @@ def test_images_equal_what_the_shown_command_writes_and_the_trajectory_streams(d
 
 def test_the_command_names_the_model_and_dtype_and_uses_ids_for_ambiguous_names():
     pipe = tiny_c2i_pipeline()
-    pipe.register_to_config(id2label={"0": "crane", "1": "crane, bird", **{str(i): f"c{i}" for i in range(2, 10)}})
-    pipe._labels = None
+    pipe.register_to_config(
+        id2label={"0": "crane", "1": "crane, bird", "2": "heron, crane", **{str(i): f"c{i}" for i in range(3, 10)}}
+    )
+    pipe._label_candidates = None
     demo = PixelGenDemo(pipe, model="owner/repo/c2i", dtype="bfloat16")
-    command = shlex.split(demo.command([0, 1], settings()))
+    command = shlex.split(demo.command([0, 1, 2], settings()))
     assert command[2:4] == ["--model", "owner/repo/c2i"] and command[-2:] == ["--dtype", "bfloat16"]
-    assert command[4:8] == ["--class", "crane", "--class", "1"]  # "crane" means class 0
+    # "crane" is the first name of both 0 and 1 (ambiguous: ids); class 2's "heron" is its own name.
+    assert command[4:10] == ["--class", "0", "--class", "1", "--class", "heron"]
 
 
 @pytest.mark.parametrize(
@@ -314,7 +317,7 @@ def test_in_a_browser_a_person_picks_a_class_generates_downloads_and_sees_errors
     picker.click()
     picker.send_keys("unicorn", Keys.ENTER)
     browser.find_element(By.CSS_SELECTOR, "#generate").click()
-    wait.until(shown.text_to_be_present_in_element((By.CSS_SELECTOR, "#status"), "Unknown class name 'unicorn'"))
+    wait.until(shown.text_to_be_present_in_element((By.CSS_SELECTOR, "#status"), "unknown class 'unicorn'"))
     assert browser.find_element(By.CSS_SELECTOR, "#generate").is_enabled()
 
 

@@ -56,13 +56,13 @@ pipe.set_progress_bar_config(disable=True)
 generators = [torch.Generator().manual_seed(seed) for seed in (5, 6)]
 latents = pipe(["golden retriever", 1], generator=generators, num_inference_steps=3, output_type="latent").images
 torch.save({"latents": latents, "module": type(pipe.transformer).__module__}, output)
-pipe.save_pretrained(resaved)  # records the components as diffusers_modules.local.* modules
+pipe.save_pretrained(resaved)  # loaded as remote code, saved self-contained again
 """
 
 
 def test_exported_save_pretrained_folder_loads_in_plain_diffusers_and_its_resave_exports_again(tmp_path):
     pipe, saved, exported = saved_and_exported(tmp_path)
-    assert not list(saved.rglob("*.py"))  # save_pretrained alone ships no code
+    assert (saved / "pipeline.py").is_file()  # save_pretrained alone writes a self-contained folder too
     index = json.loads((exported / "model_index.json").read_text())
     assert index["_class_name"] == ["pipeline", "PixelGenC2IPipeline"]
     assert index["transformer"] == ["transformer_jit", "PixelGenTransformer2DModel"]
@@ -76,7 +76,15 @@ def test_exported_save_pretrained_folder_loads_in_plain_diffusers_and_its_resave
     torch.testing.assert_close(result["latents"], expected, rtol=0, atol=1e-5)
 
     resaved_index = json.loads((tmp_path / "resaved/model_index.json").read_text())
-    assert resaved_index["transformer"][0] == "diffusers_modules.local.transformer_jit"
+    for name in ("_class_name", "transformer", "scheduler"):  # not diffusers_modules.local.*: the code is written too
+        assert resaved_index[name] == index[name]
+    assert (tmp_path / "resaved/transformer/transformer_jit.py").read_bytes() == (
+        exported / "transformer/transformer_jit.py"
+    ).read_bytes()
+    run_python(
+        PLAIN_DIFFUSERS_LOAD_AND_RESAVE, tmp_path / "resaved", tmp_path / "out2.pt", tmp_path / "r2", cwd=tmp_path
+    )
+    torch.testing.assert_close(torch.load(tmp_path / "out2.pt")["latents"], expected, rtol=0, atol=1e-5)
     reexported = export_pipeline(tmp_path / "resaved", tmp_path / "reexported")
     assert json.loads((reexported / "model_index.json").read_text())["transformer"] == index["transformer"]
     torch.testing.assert_close(
@@ -91,9 +99,9 @@ def test_package_pipeline_class_loads_a_self_contained_folder_with_the_installed
     assert loaded.id2label == pipe.id2label
     assert (loaded.config.guidance_scale, loaded.config.guidance_interval_min) == (2.0, 0.1)
     torch.testing.assert_close(sample(loaded), sample(pipe), rtol=0, atol=1e-5)
-    loaded.save_pretrained(tmp_path / "again")  # and it saves as an ordinary package pipeline
+    loaded.save_pretrained(tmp_path / "again")  # and it saves self-contained again
     again = json.loads((tmp_path / "again/model_index.json").read_text())
-    assert again["transformer"] == ["pixelgen_diffusers.transformer_jit", "PixelGenTransformer2DModel"]
+    assert again["transformer"] == ["transformer_jit", "PixelGenTransformer2DModel"]
 
 
 def test_export_sets_the_storage_dtype_and_keeps_conversion_metadata(tmp_path):

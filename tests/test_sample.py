@@ -16,6 +16,11 @@ from pixelgen_diffusers.sample import pack_npz, sample_many
 
 
 SETTINGS = dict(num_inference_steps=2, guidance_scale=2.0)
+# SETTINGS with the tiny pipeline's defaults filled in: what a run records.
+EFFECTIVE = dict(
+    SETTINGS, guidance_interval_min=0.0, guidance_interval_max=1.0, noise_scale=1.0, sampling_method="heun",
+    timeshift=2.0, solver_order=2,
+)  # fmt: skip
 
 
 def test_samples_are_class_balanced_seeded_per_index_and_packed(tmp_path):
@@ -82,13 +87,13 @@ def test_a_run_records_its_settings_and_a_later_run_with_other_settings_is_refus
     pipe = tiny_c2i_pipeline()
     sample_many(pipe, tmp_path, num_samples=2, seed=1, batch_size=2, pack=False, **SETTINGS)
     recorded = json.loads((tmp_path / "sampling_config.json").read_text())
-    assert recorded == {"model": None, "dtype": "float32", "seed": 1, "num_samples": 2, **SETTINGS}
+    assert recorded == {"model": None, "dtype": "float32", "seed": 1, "num_samples": 2, **EFFECTIVE}
 
     with pytest.raises(ValueError) as error:
         sample_many(pipe, tmp_path, num_samples=2, seed=2, batch_size=2, num_inference_steps=2)
     message = str(error.value)
     assert "\n" not in message and "holds samples made with other settings" in message
-    assert "seed (recorded 1, now 2)" in message and "guidance_scale (recorded 2.0, now unset)" in message
+    assert "seed (recorded 1, now 2)" in message and "guidance_scale (recorded 2.0, now 1.0)" in message
     assert "num_inference_steps" not in message  # equal fields are not named
     assert not (tmp_path / "samples.npz").exists()
 
@@ -100,6 +105,33 @@ def test_a_run_records_its_settings_and_a_later_run_with_other_settings_is_refus
     sample_many(pipe, tmp_path, num_samples=2, seed=1, batch_size=1, **SETTINGS)
     assert np.load(tmp_path / "samples.npz")["arr_0"].shape[0] == 2
     assert json.loads((tmp_path / "sampling_config.json").read_text()) == recorded
+
+
+def test_the_resume_check_compares_effective_settings_so_passing_a_default_explicitly_resumes(tmp_path):
+    pipe = tiny_c2i_pipeline(num_inference_steps=2, guidance_scale=3.0)
+    sample_many(pipe, tmp_path, num_samples=2, batch_size=2, pack=False)
+    sample_many(pipe, tmp_path, num_samples=2, batch_size=2, guidance_scale=3.0, sampling_method="heun")
+    assert json.loads((tmp_path / "sampling_config.json").read_text())["guidance_scale"] == 3.0
+    with pytest.raises(ValueError, match=r"guidance_scale \(recorded 3.0, now 2.0\)"):
+        sample_many(pipe, tmp_path, num_samples=2, batch_size=2, guidance_scale=2.0)
+
+
+def test_a_larger_num_samples_extends_a_finished_set(tmp_path):
+    pipe = tiny_c2i_pipeline()
+    sample_many(pipe, tmp_path, num_samples=3, batch_size=3, **SETTINGS)
+    first = (tmp_path / "000002.png").read_bytes()
+    rows = []
+    pipe.transformer.register_forward_pre_hook(lambda module, args: rows.append(args[0].shape[0]))
+    sample_many(pipe, tmp_path, num_samples=5, batch_size=5, **SETTINGS)
+    assert max(rows) == 2 * 2  # only the two new samples (doubled for guidance) were computed
+    assert (tmp_path / "000002.png").read_bytes() == first
+    packed = np.load(tmp_path / "samples.npz")
+    assert packed["arr_0"].shape[0] == 5 and packed["arr_1"].tolist() == [0, 1, 2, 3, 4]
+    assert json.loads((tmp_path / "sampling_config.json").read_text())["num_samples"] == 5
+    extended = np.asarray(pipe(4, generator=torch.Generator().manual_seed(4), **SETTINGS).images[0])
+    np.testing.assert_array_equal(packed["arr_0"][4], extended)  # as if the set had been 5 samples from the start
+    sample_many(pipe, tmp_path, num_samples=4, batch_size=5, **SETTINGS)  # a smaller one packs a prefix
+    assert np.load(tmp_path / "samples.npz")["arr_0"].shape[0] == 4
 
 
 def test_a_folder_with_samples_but_no_recorded_settings_is_refused(tmp_path):

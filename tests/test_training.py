@@ -298,13 +298,12 @@ def test_image_folder_dataset_reads_classes_and_skips_unreadable_files(tmp_path)
     assert -1 <= image.min() and image.max() <= 1
 
 
-def test_dataset_errors_for_empty_folder_and_single_class(tmp_path):
+def test_dataset_errors_for_an_empty_folder_and_accepts_a_single_class(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="No images"):
         ImageClassDataset(tmp_path / "empty", sample_size=32)
     write_tiny_image_folder(tmp_path / "one", num_classes=1)
-    with pytest.raises(ValueError, match="1 class.*at least 2"):
-        ImageClassDataset(tmp_path / "one", sample_size=32)
+    assert ImageClassDataset(tmp_path / "one", sample_size=32).id2label == {0: "class_0"}  # a one-class set
 
 
 def test_labels_file_layouts(tmp_path):

@@ -2,9 +2,10 @@
 """The `pixelgen` command: a thin layer over the Python API (argument parsing, progress, one-line errors).
 
 Each subcommand lives in its feature module, which exposes `add_parser(subparsers)`; the parser it adds sets
-`func(args) -> int`. Adding a command is adding its name and module to `COMMAND_MODULES`. A module that fails to
-import (a missing optional dependency, a broken install) disables only its own command, which then reports the import
-error as one line.
+`func(args) -> int`. Adding a command is adding its name, module and one-line help to `COMMANDS`. Only the module of
+the command being run is imported, and feature modules import torch and diffusers only when they run, so `--help` and
+argument errors answer at once. A module that fails to import (a missing optional dependency, a broken install)
+disables only its own command, which then reports the import error as one line.
 """
 
 import argparse
@@ -15,19 +16,34 @@ import sys
 from .utils import one_line
 
 
-# Command name -> the module that registers it.
-COMMAND_MODULES = {
-    "generate": "pixelgen_diffusers.generate",
-    "convert": "pixelgen_diffusers.convert",
-    "export": "pixelgen_diffusers.export",
-    "sample": "pixelgen_diffusers.sample",
-    "train": "pixelgen_diffusers.training.trainer",
-    "eval-demo": "pixelgen_diffusers.demo.evaluate",
-    "demo": "pixelgen_diffusers.demo_app",
+# Command name -> (the module that registers it, its one-line help for `pixelgen --help`).
+COMMANDS = {
+    "generate": ("pixelgen_diffusers.generate", "generate images with a PixelGen model"),
+    "labels": ("pixelgen_diffusers.labels", "search class names (ImageNet's, or a model's) for --class"),
+    "convert": (
+        "pixelgen_diffusers.convert",
+        "convert an upstream PixelGen/JiT checkpoint into a self-contained diffusers folder",
+    ),
+    "export": (
+        "pixelgen_diffusers.export",
+        "turn a saved PixelGen pipeline into a self-contained folder that loads with plain diffusers",
+    ),
+    "sample": ("pixelgen_diffusers.sample", "sample many images for evaluation (resumable, multi-process)"),
+    "train": (
+        "pixelgen_diffusers.training.trainer",
+        "train or fine-tune a class-to-image or text-to-image model on a folder of images",
+    ),
+    "eval-demo": (
+        "pixelgen_diffusers.demo.evaluate",
+        "score the bundled demo model (or another shapes model) with the demo classifier",
+    ),
+    "demo": ("pixelgen_diffusers.demo_app", "a web app to try a PixelGen model (needs the [demo] extra)"),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands=None) -> argparse.ArgumentParser:
+    """The `pixelgen` parser. The modules of `commands` (default: every command) register their full parsers; the
+    other commands are listed by name and help only, without importing anything."""
     from . import __version__
 
     parser = argparse.ArgumentParser(
@@ -37,7 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"pixelgen-diffusers {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for command, module_name in COMMAND_MODULES.items():
+    for command, (module_name, help_text) in COMMANDS.items():
+        if commands is not None and command not in commands:
+            subparsers.add_parser(command, help=help_text, add_help=False)
+            continue
         try:
             module = importlib.import_module(module_name)
         except ImportError as error:
@@ -59,18 +78,16 @@ def _add_unavailable_command(subparsers, command: str, module_name: str, error: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # The command is the first argument that is not an option (`pixelgen --version` and `--help` have none).
+    command = next((argument for argument in argv if not argument.startswith("-")), None)
+    parser = build_parser(commands=[command] if command in COMMANDS else [])
     args, unrecognized = parser.parse_known_args(argv)
     if unrecognized and not getattr(args, "accepts_any_arguments", False):
         parser.error(f"unrecognized arguments: {' '.join(unrecognized)}")  # as parse_args would
-    # Loading bars and library warnings would bury our output; sampling keeps its own progress bar.
-    for library_logging in (diffusers_logging, transformers_logging):
-        library_logging.disable_progress_bar()
-        library_logging.set_verbosity_error()
     try:
+        if not getattr(args, "standard_library_only", False):
+            _quiet_libraries()
         return args.func(args) or 0
     except KeyboardInterrupt:
         print(f"pixelgen {args.command}: interrupted", file=sys.stderr)
@@ -81,6 +98,18 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"pixelgen {args.command}: error: {one_line(error, max_length=None)}", file=sys.stderr)
         return 2
+
+
+def _quiet_libraries() -> None:
+    """Loading bars and library warnings would bury our output; sampling keeps its own progress bar. Only once a
+    command runs, and not for commands that never load a model (`standard_library_only`): importing diffusers'
+    logging alone takes seconds."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    for library_logging in (diffusers_logging, transformers_logging):
+        library_logging.disable_progress_bar()
+        library_logging.set_verbosity_error()
 
 
 if __name__ == "__main__":

@@ -8,7 +8,10 @@ takes the architecture from the upstream YAML or from the tensor shapes; and wri
 diffusers, with the upstream evaluation recipe stored as the pipeline's defaults.
 
 Everything model-specific lives in a `ModelKind` (class-to-image and text-to-image), so both share one pipeline.
+torch, yaml and the models are imported where they are used, so that `pixelgen convert --help` is instant.
 """
+
+from __future__ import annotations
 
 import argparse
 import dataclasses
@@ -21,10 +24,7 @@ import pickle
 import re
 import zipfile
 from pathlib import Path
-from typing import Any, Callable
-
-import torch
-import yaml
+from typing import TYPE_CHECKING, Any, Callable
 
 from .export import (
     ModelFolderError,
@@ -34,8 +34,11 @@ from .export import (
     render_model_card,
     write_model_folder,
 )
-from .transformer_jit import PIXELGEN_PRESETS
-from .utils import DTYPES, one_line
+from .utils import DTYPE_NAMES, one_line, torch_dtype
+
+
+if TYPE_CHECKING:
+    import torch
 
 
 WEIGHT_CHOICES = ("ema", "online", "ema1", "ema2")
@@ -194,6 +197,15 @@ RECOMMENDED_SETTINGS = {
 JIT_NOISE_SCALE = {256: 1.0, 512: 2.0, 1024: 4.0}
 
 UPSTREAM_SAMPLERS = {"HeunSamplerJiT": "heun", "EulerSamplerJiT": "euler", "AdamLMSamplerJiT": "adam_lm"}
+# Original JiT's sampling arguments (main_jit.py), saved with its checkpoints -> the SamplingDefaults field each sets.
+JIT_SAMPLING_ARGS = {
+    "sampling_method": "sampling_method",
+    "num_sampling_steps": "num_inference_steps",
+    "cfg": "guidance_scale",
+    "interval_min": "guidance_interval_min",
+    "interval_max": "guidance_interval_max",
+    "noise_scale": "noise_scale",
+}
 
 
 # ------------------------------------------------------------------------------------------------------ model kinds
@@ -375,6 +387,8 @@ def detect_kind(state_dict: dict[str, torch.Tensor]) -> ModelKind:
 # ------------------------------------------------------------------------------------------------- reading inputs
 def load_checkpoint(path: str | Path, allow_pickle: bool = False) -> Any:
     """`torch.load` with `weights_only=True` unless `allow_pickle`; every failure becomes a one-line error."""
+    import torch
+
     path = Path(path)
     if not path.exists():
         raise ConversionError(f"source checkpoint not found: {path}")
@@ -402,6 +416,8 @@ def load_checkpoint(path: str | Path, allow_pickle: bool = False) -> Any:
 
 
 def _is_state_dict(value: Any) -> bool:
+    import torch
+
     return (
         isinstance(value, dict) and bool(value) and all(isinstance(tensor, torch.Tensor) for tensor in value.values())
     )
@@ -474,6 +490,8 @@ def select_weights(checkpoint: Any, weights: str = "ema") -> SelectedWeights:
 
 
 def _tensors_only(state_dict: dict) -> dict[str, torch.Tensor]:
+    import torch
+
     bad = sorted(key for key, value in state_dict.items() if not isinstance(value, torch.Tensor))
     if bad:
         raise ConversionError(f"not a PixelGen/JiT checkpoint: entries that are not tensors: {_list_keys(bad)}")
@@ -482,6 +500,8 @@ def _tensors_only(state_dict: dict) -> dict[str, torch.Tensor]:
 
 def read_upstream_config(path: str | Path) -> dict:
     """The upstream Lightning/jsonargparse YAML as a dict (anchors resolved)."""
+    import yaml
+
     path = Path(path)
     if not path.is_file():
         raise ConversionError(f"--config file not found: {path}")
@@ -548,6 +568,8 @@ def _ffn_ratio(hidden_size: int, inner_dim: int, preferred: float = 4.0) -> floa
 
 def match_preset(config: dict, family: str) -> str | None:
     """The published architecture these numbers describe (PixelGen-L/16 and JiT-L/16 share one; `family` picks)."""
+    from .transformer_jit import PIXELGEN_PRESETS
+
     fields = ("patch_size", "hidden_size", "depth", "num_heads", "bottleneck_dim", "in_context_len")
     matches = [
         name
@@ -572,6 +594,8 @@ def resolve_architecture(
 
     Shapes decide what they can; the YAML (or JiT's saved arguments) must agree with them and supplies the rest.
     """
+    from .transformer_jit import PIXELGEN_PRESETS
+
     inferred = kind.infer_architecture(state_dict)
     config = {field: value for field, (value, _) in inferred.items()}
     sources = {field: f"weights: {origin}" for field, (_, origin) in inferred.items()}
@@ -653,6 +677,8 @@ def resolve_architecture(
 def build_transformer(kind: ModelKind, config: dict, state_dict: dict[str, torch.Tensor]) -> torch.nn.Module:
     """The diffusers transformer holding exactly `state_dict` (diffusers names); any missing, extra or misshapen
     tensor is an error that names it (in upstream names) and the config fields that decide its shape."""
+    import torch
+
     transformer_class, _ = kind.classes()
     try:
         with torch.device("meta"):
@@ -758,6 +784,29 @@ def recommended_defaults(
     return defaults, "recommended table: PixelGen-L/16"
 
 
+def defaults_from_jit_args(defaults: SamplingDefaults, jit_args: dict) -> tuple[SamplingDefaults, list[str]]:
+    """The sampling recipe an original JiT checkpoint carries in its saved arguments (the one its own evaluation
+    used), over `defaults`; JiT's time grid is unshifted. Returns the recipe and the arguments it took."""
+    changes, taken = {}, []
+    for argument, field in JIT_SAMPLING_ARGS.items():
+        value = jit_args.get(argument)
+        if value is None:
+            continue
+        if field == "sampling_method":
+            value = str(value).lower()
+            if value not in ("heun", "euler"):
+                raise ConversionError(
+                    f"the checkpoint's args.sampling_method {value!r} is not a JiT sampler (heun, euler)"
+                )
+        else:
+            value = int(value) if field == "num_inference_steps" else float(value)
+        changes[field] = value
+        taken.append(argument)
+    if taken:
+        changes["timeshift"] = 1.0
+    return dataclasses.replace(defaults, **changes), taken
+
+
 def default_model_name(kind: ModelKind, preset: str | None, family: str, config: dict) -> str:
     if kind is T2I:
         xxl = (config["hidden_size"], config["depth"], config["num_heads"], config["patch_size"]) == (1536, 16, 24, 16)
@@ -811,8 +860,8 @@ def convert_checkpoint(
     from . import __version__
 
     source, output_dir = Path(source), Path(output_dir)
-    if dtype not in DTYPES:
-        raise ConversionError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if dtype not in DTYPE_NAMES:
+        raise ConversionError(f"--dtype must be one of {', '.join(DTYPE_NAMES)}, got {dtype!r}")
     if weights not in WEIGHT_CHOICES:
         raise ConversionError(f"--weights must be one of {', '.join(WEIGHT_CHOICES)}, got {weights!r}")
     check_output_dir(output_dir, overwrite, source)
@@ -836,7 +885,7 @@ def convert_checkpoint(
         raise ConversionError("--text-encoder/--tokenizer are for text-to-image models; this one is class-to-image")
 
     family = "jit" if selected.source_format == "jit" else "pixelgen"
-    renamed = {key: tensor.to(DTYPES[dtype]) for key, tensor in kind.key_map.rename(selected.state_dict).items()}
+    renamed = {key: tensor.to(torch_dtype(dtype)) for key, tensor in kind.key_map.rename(selected.state_dict).items()}
     architecture, sources, preset = resolve_architecture(
         kind, selected.state_dict, upstream_config, family, selected.jit_args, in_context_start, config_name
     )
@@ -848,9 +897,10 @@ def convert_checkpoint(
         defaults_source = f"{config_name} model.diffusion_sampler"
     else:
         defaults, defaults_source = recommended_defaults(kind, preset, family, architecture)
-        if selected.jit_args and "noise_scale" in selected.jit_args:
-            defaults = dataclasses.replace(defaults, noise_scale=float(selected.jit_args["noise_scale"]))
-            defaults_source += "; noise_scale from checkpoint args"
+        if selected.jit_args:
+            defaults, taken = defaults_from_jit_args(defaults, selected.jit_args)
+            if taken:
+                defaults_source += f"; {', '.join(taken)} from checkpoint args"
 
     from .scheduling_pixelgen import PixelGenScheduler
 
@@ -896,7 +946,7 @@ def convert_checkpoint(
         metadata["text_encoder_included"] = "text_encoder" in extra_folders
         metadata["tokenizer_included"] = "tokenizer" in extra_folders
 
-    readme = render_model_card(pipeline, model_name, metadata)
+    readme = render_model_card(pipeline, Path(output_dir).name, metadata)  # named as the user named the folder
     write_model_folder(
         pipeline,
         output_dir,
@@ -1020,7 +1070,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("output_dir", help="folder to create")
     parser.add_argument("--config", help="upstream YAML (e.g. configs_c2i/PixelGen_XL.yaml): architecture + sampling")
     parser.add_argument("--weights", choices=WEIGHT_CHOICES, default="ema", help="which copy of the weights")
-    parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="storage dtype")
+    parser.add_argument("--dtype", choices=DTYPE_NAMES, default="float32", help="storage dtype")
     parser.add_argument("--labels", help="class names: JSON list/object or one name per line (non-ImageNet models)")
     parser.add_argument("--text-encoder", help="text-to-image: text encoder folder or Hub id to include")
     parser.add_argument("--tokenizer", help="text-to-image: tokenizer folder or Hub id (default: the text encoder's)")

@@ -28,7 +28,7 @@ import torch
 
 from .generate import add_trust_remote_code_argument, class_ids, demo_model_dir, plan_images
 from .scheduling_pixelgen import SAMPLING_METHODS
-from .utils import DTYPES, default_dtype, is_text_to_image, one_line
+from .utils import DTYPE_NAMES, default_dtype, is_text_to_image, one_line
 
 
 INSTALL_HINT = 'the demo needs Gradio: pip install "pixelgen-diffusers[demo]"'
@@ -488,7 +488,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     parser.add_argument(
-        "--dtype", choices=tuple(DTYPES), help="model dtype (default: bfloat16 on CUDA, float32 elsewhere)"
+        "--dtype", choices=DTYPE_NAMES, help="model dtype (default: bfloat16 on CUDA, float32 elsewhere)"
     )
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     add_trust_remote_code_argument(parser)

@@ -1,13 +1,16 @@
 # Copyright 2026 The pixelgen-diffusers authors. Licensed under the MIT license.
 """Self-contained model folders: a PixelGen pipeline plus copies of its code, loadable with plain diffusers.
 
-`save_pretrained` writes weights and configs but no code, and records our components by their package module
-(`["pixelgen_diffusers.transformer_jit", ...]`), which only resolves where the package is installed and imported.
-`write_model_folder` adds the code: the pipeline module as `pipeline.py` and each component module inside its own
-folder (`transformer/transformer_jit.py`), and points `model_index.json` at them (`["transformer_jit", ...]`), so
+Our pipelines' `save_pretrained` ships their code already (see their `save_config`). `write_model_folder` also makes
+folders self-contained for any pipeline (the pipeline module as `pipeline.py`, each component module inside its own
+folder, `transformer/transformer_jit.py`, with `model_index.json` pointing at them: `["transformer_jit", ...]`), so
 `DiffusionPipeline.from_pretrained(folder, custom_pipeline=folder / "pipeline.py", trust_remote_code=True)` works
-anywhere. Both `pixelgen convert` and `pixelgen export` write through it.
+anywhere; it adds shipped text encoders, metadata and the model card, verifies every tensor and renames the folder
+into place. Both `pixelgen convert` and `pixelgen export` write through it. torch and diffusers are imported where
+they are used, so that `pixelgen export --help` is instant.
 """
+
+from __future__ import annotations
 
 import argparse
 import ast
@@ -20,13 +23,14 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from diffusers import DiffusionPipeline, ModelMixin
-from safetensors import safe_open
-from safetensors.torch import load_file
+from .utils import DTYPE_NAMES, is_text_to_image, torch_dtype
 
-from .utils import DTYPES, is_text_to_image
+
+if TYPE_CHECKING:
+    import torch
+    from diffusers import DiffusionPipeline
 
 
 # Modules that hold the code of a component we ship: the package's own, or a copy loaded as remote code.
@@ -217,6 +221,8 @@ def _copy_transformers_folder(source: Path, target: Path, tokenizer: bool) -> No
 # ----------------------------------------------------------------------------------------------------- verification
 def read_safetensors_folder(folder: Path) -> dict[str, torch.Tensor]:
     """Every tensor in the safetensors files of one component folder (sharded or not)."""
+    from safetensors.torch import load_file
+
     tensors = {}
     for path in sorted(Path(folder).glob("*.safetensors")):
         tensors.update(load_file(path))
@@ -225,6 +231,9 @@ def read_safetensors_folder(folder: Path) -> dict[str, torch.Tensor]:
 
 def stored_dtype(folder: Path) -> torch.dtype | None:
     """The dtype of the first floating-point tensor stored in a component folder."""
+    import torch
+    from safetensors import safe_open
+
     for path in sorted(Path(folder).glob("*.safetensors")):
         with safe_open(path, framework="pt") as file:
             for key in file.keys():
@@ -236,6 +245,8 @@ def stored_dtype(folder: Path) -> torch.dtype | None:
 
 
 def _same_bits(first: torch.Tensor, second: torch.Tensor) -> bool:
+    import torch
+
     if first.dtype != second.dtype or first.shape != second.shape:
         return False
     return torch.equal(
@@ -245,6 +256,8 @@ def _same_bits(first: torch.Tensor, second: torch.Tensor) -> bool:
 
 def verify_folder(folder: Path, pipeline: DiffusionPipeline) -> None:
     """Re-reads every model component from disk and checks that each tensor is bit-identical to the one in memory."""
+    from diffusers import ModelMixin
+
     for name, component in pipeline.components.items():
         if not isinstance(component, ModelMixin):
             continue
@@ -271,7 +284,9 @@ CITATION = """@article{ma2026pixelgen,
 
 
 def render_model_card(pipeline: DiffusionPipeline, model_name: str, metadata: dict | None = None) -> str:
-    """README.md with diffusers front matter, both ways to load the folder, the stored defaults and the citation."""
+    """README.md with diffusers front matter, both ways to load the folder, the stored defaults and the citation.
+    `model_name` is the folder's name (the title, and the folder in the examples); the architecture's name from the
+    conversion metadata, when it differs, is given beside it."""
     text_to_image = is_text_to_image(pipeline)
     pipeline_class = type(pipeline).__name__
     transformer = pipeline.transformer.config
@@ -301,12 +316,14 @@ def render_model_card(pipeline: DiffusionPipeline, model_name: str, metadata: di
         text_note = f"Class names: `pipe.id2label` ({len(id2label)} classes); `class_labels` takes names or ids."
 
     source = (metadata or {}).get("source") or {}
+    architecture_name = (metadata or {}).get("model_name")
+    described = f" Architecture: {architecture_name}." if architecture_name and architecture_name != model_name else ""
     origin = (
         f"Converted from `{source['file_name']}` (sha256 `{source.get('sha256', '?')[:16]}…`, "
         f"{source.get('weights', '?')} weights) with pixelgen-diffusers {metadata.get('converter_version', '?')}."
         if source.get("file_name")
         else "Exported with pixelgen-diffusers."
-    )
+    ) + described
     sampling = {
         "sampling_method": scheduler.sampling_method,
         "num_inference_steps": getattr(config, "num_inference_steps", None),
@@ -404,6 +421,7 @@ def export_pipeline(
     max_shard_size: str | int = "10GB",
     overwrite: bool = False,
     verbose: bool = False,
+    ema_index: int = 0,
 ) -> Path:
     """Turns a saved PixelGen pipeline (e.g. `save_pretrained` output after fine-tuning) or a pipeline object into a
     self-contained model folder.
@@ -412,25 +430,34 @@ def export_pipeline(
         source: a folder holding a saved pipeline of ours, or a pipeline object (left as it is).
         dtype: storage dtype of the transformer (`float32`, `bfloat16`, `float16`); by default the source's. A
             text encoder keeps its own dtype.
+        ema_index: for a training checkpoint that tracked several EMAs (`--ema-decay A B ...`), which one the
+            exported transformer holds; 0, the first, is the one the checkpoint's pipeline holds already.
     """
+    import torch
+    from diffusers import DiffusionPipeline
+
     from .hub import load_package_pipeline
 
-    if dtype is not None and dtype not in DTYPES:
-        raise ModelFolderError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if dtype is not None and dtype not in DTYPE_NAMES:
+        raise ModelFolderError(f"--dtype must be one of {', '.join(DTYPE_NAMES)}, got {dtype!r}")
+    if ema_index and isinstance(source, DiffusionPipeline):
+        raise ModelFolderError("--ema picks an EMA of a training checkpoint folder, not of a pipeline object")
     metadata = {}
     source_path = None
     if isinstance(source, DiffusionPipeline):
         pipeline = source
-        if dtype is not None and source.transformer.dtype != DTYPES[dtype]:
+        if dtype is not None and source.transformer.dtype != torch_dtype(dtype):
             # A cast copy of the transformer in a shallow copy of the pipeline: the caller's pipeline keeps its
             # weights bit for bit (casting there and back would round them).
             pipeline = copy.copy(source)
-            pipeline.transformer = copy.deepcopy(source.transformer).to(DTYPES[dtype])
+            pipeline.transformer = copy.deepcopy(source.transformer).to(torch_dtype(dtype))
     else:
         source_path = Path(source)
         if not (source_path / "model_index.json").is_file():
             raise ModelFolderError(f"{source_path} is not a saved pipeline folder (no model_index.json)")
         check_output_dir(Path(output_dir), overwrite, source_path)
+        if ema_index:
+            ema_file, metadata["ema_decay"] = checkpoint_ema_file(source_path, ema_index)
         # Each component loads in the dtype it is stored in (diffusers would load all of them in one), except the
         # transformer when `dtype` is given.
         component_dtypes = {
@@ -439,10 +466,12 @@ def export_pipeline(
             if (source_path / name).is_dir()
         }
         if dtype is not None:
-            component_dtypes["transformer"] = DTYPES[dtype]
+            component_dtypes["transformer"] = torch_dtype(dtype)
         pipeline = load_package_pipeline(source_path, dtype={**component_dtypes, "default": torch.float32})
+        if ema_index:
+            load_ema_weights(pipeline, ema_file)
         if (source_path / "conversion_metadata.json").is_file():
-            metadata = json.loads((source_path / "conversion_metadata.json").read_text())
+            metadata = {**json.loads((source_path / "conversion_metadata.json").read_text()), **metadata}
     metadata = {
         **metadata,
         "exported_with": f"pixelgen-diffusers {_version()}",
@@ -450,7 +479,7 @@ def export_pipeline(
         "exported_from": str(source_path) if source_path is not None else None,
         "storage_dtype": str(pipeline.transformer.dtype).removeprefix("torch."),
     }
-    model_name = metadata.get("model_name") or Path(output_dir).name
+    model_name = Path(output_dir).name  # the folder's name, as users will know the model
     write_model_folder(
         pipeline,
         output_dir,
@@ -469,6 +498,25 @@ def export_pipeline(
     return Path(output_dir)
 
 
+def checkpoint_ema_file(checkpoint: Path, index: int) -> tuple[Path, float]:
+    """EMA `index` of a training checkpoint (`training_state/ema_<index>.safetensors`, float32) and its decay."""
+    state_file = checkpoint / "training_state" / "state.json"
+    decays = json.loads(state_file.read_text()).get("ema_decays", []) if state_file.is_file() else []
+    path = checkpoint / "training_state" / f"ema_{index}.safetensors"
+    if not 0 <= index < len(decays) or not path.is_file():
+        available = ", ".join(f"{i} (decay {decay})" for i, decay in enumerate(decays)) or "none: not a checkpoint"
+        raise ModelFolderError(f"--ema {index}: {checkpoint} has no EMA {index}; EMAs tracked: {available}")
+    return path, decays[index]
+
+
+def load_ema_weights(pipeline: DiffusionPipeline, path: Path) -> None:
+    from safetensors.torch import load_file
+
+    missing, unexpected = pipeline.transformer.load_state_dict(load_file(path), strict=False)
+    if unexpected or set(missing) - {name for name, _ in pipeline.transformer.named_buffers()}:
+        raise ModelFolderError(f"{path}: the EMA weights do not match the checkpoint's transformer")
+
+
 def _version() -> str:
     return sys.modules["pixelgen_diffusers"].__version__
 
@@ -482,9 +530,16 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("pipeline_dir", help="a folder written by save_pretrained (or a model folder)")
     parser.add_argument("output_dir", help="folder to create")
-    parser.add_argument("--dtype", choices=tuple(DTYPES), help="transformer storage dtype (default: as saved)")
+    parser.add_argument("--dtype", choices=DTYPE_NAMES, help="transformer storage dtype (default: as saved)")
     parser.add_argument("--max-shard-size", default="10GB", help="shard safetensors above this size (default 10GB)")
     parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT_DIR once the new folder is complete")
+    parser.add_argument(
+        "--ema",
+        type=int,
+        default=0,
+        metavar="INDEX",
+        help="training checkpoints: which tracked EMA to export (default 0)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -496,5 +551,6 @@ def run(args: argparse.Namespace) -> int:
         max_shard_size=args.max_shard_size,
         overwrite=args.overwrite,
         verbose=True,
+        ema_index=args.ema,
     )
     return 0

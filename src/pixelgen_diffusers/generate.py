@@ -3,18 +3,31 @@
 
 Every image has its own generator seeded with `seed + index` (index counts the images of one class or prompt), so an
 image depends only on its class, its seed and the sampling settings, never on the batch it was drawn in.
+torch and the pipelines are imported when the command runs, after its arguments are checked.
 """
 
 import argparse
+import difflib
 import inspect
 import math
+import os
 import re
 from pathlib import Path
 
-import torch
+from .utils import (
+    SAMPLING_METHODS,
+    add_sampling_speed_arguments,
+    compile_transformer,
+    default_dtype,
+    is_text_to_image,
+    one_line,
+)
 
-from .scheduling_pixelgen import SAMPLING_METHODS
-from .utils import add_sampling_speed_arguments, compile_transformer, default_dtype, is_text_to_image
+
+# Label sets up to this size are listed in full in `--class` errors; larger ones point to `pixelgen labels`.
+LISTED_CLASSES = 30
+# Below this many transformer parameters, CPU sampling defaults to one thread (see `set_threads`).
+SMALL_MODEL_PARAMETERS = 50_000_000
 
 
 def demo_model_dir() -> Path:
@@ -35,14 +48,48 @@ def slugify(text: str, max_length: int = 48) -> str:
 
 
 def class_ids(pipeline, classes: list[str]) -> list[int]:
-    """Class ids for `--class` values: digits are ids, anything else a class name; duplicates are dropped."""
+    """Class ids for `--class` values: integers (negative ones too, which are out of range) are ids, anything else a
+    class name; duplicates are dropped."""
     ids = []
     for value in classes:
         value = value.strip()
-        class_id = pipeline.get_label_ids(int(value) if value.isdigit() else value)[0]
+        try:
+            class_id = pipeline.get_label_ids(int(value) if re.fullmatch(r"[+-]?\d+", value) else value)[0]
+        except ValueError as error:
+            if not str(error).startswith("Unknown class name"):
+                raise
+            raise ValueError(unknown_class_message(pipeline, value)) from None
         if class_id not in ids:
             ids.append(class_id)
     return ids
+
+
+def unknown_class_message(pipeline, value: str) -> str:
+    """An unknown `--class` name: close matches, then every name of a small label set, or for a large one the
+    command that searches them."""
+    names = first_names(pipeline)
+    matches = difflib.get_close_matches(value, list(pipeline.labels), n=3, cutoff=0.6)
+    message = f"unknown class {value!r}."
+    if matches:
+        message += f" Did you mean {', '.join(repr(match) for match in matches)}?"
+    if len(names) <= LISTED_CLASSES:
+        return f"{message} This model's classes: " + ", ".join(f"{i} {name}" for i, name in names.items())
+    return f'{message} Search the {len(names)} class names with `pixelgen labels "{value}" --model MODEL`.'
+
+
+def first_names(pipeline) -> dict[int, str]:
+    """Class id -> the class's first-listed name."""
+    return {class_id: names.split(",")[0].strip() for class_id, names in sorted(pipeline.id2label.items())}
+
+
+def class_example(pipeline) -> str:
+    """A `--class` example taken from the model's own labels (the demo's are shapes, not ImageNet classes)."""
+    names = first_names(pipeline)
+    class_id, name = next(iter(names.items()))
+    example = f'a class name (e.g. --class "{name}") or an id (--class {class_id})'
+    if len(names) <= LISTED_CLASSES:
+        return f"{example}; this model's classes: " + ", ".join(f"{i} {name}" for i, name in names.items())
+    return f"{example}; search the names with `pixelgen labels QUERY`"
 
 
 def plan_images(pipeline, args: argparse.Namespace, text_to_image: bool) -> list[dict]:
@@ -58,13 +105,17 @@ def plan_images(pipeline, args: argparse.Namespace, text_to_image: bool) -> list
                 seed = args.seed + index
                 name = f"{prompt_index:02d}-{slugify(prompt)}-seed{seed}.png"
                 jobs.append({"condition": prompt, "seed": seed, "file_name": name})
+    elif pipeline.transformer.config.num_classes == 0:
+        if args.prompts or args.classes:
+            raise ValueError("this is an unconditional model: drop --class and --prompt")
+        for index in range(args.num_images):
+            seed = args.seed + index
+            jobs.append({"condition": None, "seed": seed, "file_name": f"unconditional-seed{seed}.png"})
     else:
         if args.prompts:
             raise ValueError("this is a class-conditional model: use --class (a class name or id), not --prompt")
         if not args.classes:
-            raise ValueError(
-                '--class is required: a class name (e.g. --class "golden retriever") or an id (--class 207)'
-            )
+            raise ValueError(f"--class is required: {class_example(pipeline)}")
         for class_id in class_ids(pipeline, args.classes):
             label = pipeline.id2label.get(class_id, str(class_id)).split(",")[0]
             for index in range(args.num_images):
@@ -89,7 +140,12 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--negative-prompt", help="text-to-image negative prompt")
     parser.add_argument("--num-images", type=int, default=1, help="images per class or prompt (default 1)")
     parser.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
-    parser.add_argument("--guidance-scale", type=float, help="classifier-free guidance scale (default: the model's)")
+    parser.add_argument(
+        "--guidance-scale",
+        type=float,
+        help="classifier-free guidance scale: > 1 guides, <= 1 samples the conditional model alone (default: the "
+        "model's)",
+    )
     parser.add_argument("--sampler", choices=SAMPLING_METHODS, help="ODE solver (default: the model's)")
     parser.add_argument(
         "--guidance-interval",
@@ -103,9 +159,87 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--batch-size", type=int, default=4, help="images per forward batch (default 4)")
     add_sampling_speed_arguments(parser)
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--out", default="outputs", help="output folder (default ./outputs)")
+    parser.add_argument("--out", default="outputs", help="output folder (default ./outputs; created on success)")
+    parser.add_argument(
+        "--lora",
+        dest="loras",
+        action="append",
+        metavar="PATH[:SCALE]",
+        help="a LoRA (pytorch_lora_weights.safetensors, its folder or a Hub id), optionally with a scale (default"
+        " 1.0); repeat to combine several",
+    )
+    add_text_encoder_argument(parser)
+    add_threads_argument(parser)
     add_trust_remote_code_argument(parser)
     parser.set_defaults(func=run)
+
+
+def parse_lora(spec: str) -> tuple[str, float]:
+    """`PATH[:SCALE]` -> (path, scale); a suffix that is not a number belongs to the path."""
+    path, separator, scale = spec.rpartition(":")
+    if separator:
+        try:
+            value = float(scale)
+        except ValueError:
+            return spec, 1.0
+        if not math.isfinite(value):
+            raise ValueError(f"--lora {spec!r}: the scale must be a finite number, got {scale!r}")
+        return path, value
+    return spec, 1.0
+
+
+def load_loras(pipeline, loras: list[tuple[str, float]]) -> None:
+    """Loads each (path, scale) as adapter `lora_<i>` and activates them all with their scales (diffusers'
+    `set_adapters`)."""
+    if not hasattr(pipeline, "load_lora_weights"):
+        raise ValueError(f"this model's pipeline ({type(pipeline).__name__}) has no LoRA support (load_lora_weights)")
+    names, scales = [], []
+    for index, (path, scale) in enumerate(loras):
+        name = f"lora_{index}"
+        try:
+            pipeline.load_lora_weights(path, adapter_name=name)
+        except ValueError as error:
+            raise ValueError(f"--lora {path}: {error}") from error
+        except OSError as error:
+            raise ValueError(f"--lora {path}: not a LoRA file, a folder holding one, or a Hub id ({error})") from error
+        names.append(name)
+        scales.append(scale)
+    pipeline.set_adapters(names, scales)
+
+
+def add_text_encoder_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--text-encoder",
+        metavar="FOLDER",
+        help="text-to-image: a local copy (or Hub id) of the model's text encoder with its tokenizer, for models "
+        "that do not ship one (default: the model's text_encoder_id, Qwen/Qwen3-1.7B)",
+    )
+
+
+def add_threads_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads for torch (default: OMP_NUM_THREADS if set; else 1 for small models such as the demo, "
+        "whose work is too small to share, and torch's default for large ones)",
+    )
+
+
+def set_threads(threads: int | None, pipeline) -> None:
+    """`--threads`: torch's intra-op threads. Without it, OMP_NUM_THREADS wins if set; otherwise small models
+    (under `SMALL_MODEL_PARAMETERS`) use one thread: their per-step work is too small to split, and on a shared
+    machine extra threads only wait for each other (the demo model: 2 s per image with two busy cores, 0.05 s with
+    one)."""
+    import torch
+
+    if threads is None:
+        if os.environ.get("OMP_NUM_THREADS"):
+            return
+        parameters = sum(parameter.numel() for parameter in pipeline.transformer.parameters())
+        if parameters >= SMALL_MODEL_PARAMETERS:
+            return
+        threads = 1
+    torch.set_num_threads(threads)
 
 
 def add_trust_remote_code_argument(parser: argparse.ArgumentParser) -> None:
@@ -118,12 +252,11 @@ def add_trust_remote_code_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .hub import load_pipeline
-
     for option, value in (
         ("--num-images", args.num_images),
         ("--batch-size", args.batch_size),
         ("--steps", args.steps),
+        ("--threads", args.threads),
     ):
         if value is not None and value < 1:
             raise ValueError(f"{option} must be a positive integer, got {value}")
@@ -134,6 +267,11 @@ def run(args: argparse.Namespace) -> int:
     ):
         if value is not None and not math.isfinite(value):
             raise ValueError(f"{option} must be a finite number, got {value}")
+    loras = [parse_lora(spec) for spec in args.loras or []]
+    import torch
+
+    from .hub import load_pipeline
+
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(device)
@@ -142,10 +280,15 @@ def run(args: argparse.Namespace) -> int:
 
     model = args.model if args.model is not None else demo_model_dir()
     dtype = default_dtype(args.dtype, device)
-    pipeline = load_pipeline(model, dtype=dtype, trust_remote_code=args.trust_remote_code).to(device)
+    pipeline = load_pipeline(model, dtype=dtype, trust_remote_code=args.trust_remote_code)
+    pipeline = pipeline.to(device)
+    set_threads(args.threads, pipeline)
+    if loras:
+        load_loras(pipeline, loras)
     call_parameters = inspect.signature(pipeline.__call__).parameters
     text_to_image = is_text_to_image(pipeline)
     jobs = plan_images(pipeline, args, text_to_image)
+    prepare_text_encoder(pipeline, args.text_encoder)
 
     options = {
         "num_inference_steps": args.steps,
@@ -163,7 +306,6 @@ def run(args: argparse.Namespace) -> int:
 
     compile_transformer(pipeline, args.compile)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     written = []
     num_batches = (len(jobs) + args.batch_size - 1) // args.batch_size
     for batch_index in range(num_batches):
@@ -171,11 +313,38 @@ def run(args: argparse.Namespace) -> int:
         pipeline.set_progress_bar_config(desc=f"batch {batch_index + 1}/{num_batches}")
         conditions = [job["condition"] for job in batch]
         generators = [torch.Generator("cpu").manual_seed(job["seed"]) for job in batch]
-        condition = {"prompt": conditions} if text_to_image else {"class_labels": conditions}
+        if text_to_image:
+            condition = {"prompt": conditions}
+        elif conditions[0] is None:  # an unconditional model: one null condition, an image per generator
+            condition = {"class_labels": None, "num_images_per_prompt": len(batch)}
+        else:
+            condition = {"class_labels": conditions}
         images = pipeline(**condition, generator=generators, output_type="pil", **options).images
+        out.mkdir(parents=True, exist_ok=True)  # only once there is something to write: a failed run leaves none
         for job, image in zip(batch, images):
             path = out / job["file_name"]
             image.save(path)
             written.append(path)
     print(f"Wrote {len(written)} image{'s' * (len(written) != 1)} to {out}/: " + ", ".join(p.name for p in written))
     return 0
+
+
+def prepare_text_encoder(pipeline, text_encoder: str | None) -> None:
+    """`--text-encoder`: a text-to-image pipeline without its encoder loads it now (from `text_encoder`, else the
+    model's `text_encoder_id`), before any output is written, with an error that names the CLI's remedy."""
+    if not is_text_to_image(pipeline):
+        if text_encoder is not None:
+            raise ValueError("--text-encoder is for text-to-image models; this one is class-conditional")
+        return
+    if text_encoder is None and pipeline.text_encoder is not None:
+        return
+    try:
+        pipeline.load_text_encoder(text_encoder)
+    except ValueError as error:
+        source = text_encoder or pipeline.config.text_encoder_id
+        cause = error.__cause__ if error.__cause__ is not None else error
+        raise ValueError(
+            f"this text-to-image model needs its text encoder, and loading it from {source!r} failed"
+            f" ({type(cause).__name__}: {one_line(cause)}); pass --text-encoder FOLDER, a local copy of the encoder"
+            " with its tokenizer"
+        ) from error

@@ -6,16 +6,21 @@ diffusers' `from_pretrained` takes a repo id or a local folder, but model repos 
 that subfolder (`snapshot_download(..., allow_patterns=["subfolder/*"])`) and loads it.
 """
 
+from __future__ import annotations
+
 import importlib
 import json
 import re
 from pathlib import Path
-
-from diffusers import DiffusionPipeline
+from typing import TYPE_CHECKING
 
 from .convert import MODEL_KINDS
 from .export import ModelFolderError
 from .utils import one_line
+
+
+if TYPE_CHECKING:
+    from diffusers import DiffusionPipeline
 
 
 # Pipeline class name -> the package module defining it.
@@ -52,6 +57,12 @@ def pipeline_class_name(model_index: dict) -> str | None:
     return class_entry[-1] if isinstance(class_entry, list) else class_entry
 
 
+def looks_like_a_local_path(id_or_path: str | Path) -> bool:
+    """Absolute, home-relative (`~`) or explicitly relative (`./`, `../`) paths name folders, never Hub repos."""
+    text = str(id_or_path)
+    return isinstance(id_or_path, Path) or Path(text).is_absolute() or text.startswith(("~", "./", "../", ".\\"))
+
+
 def resolve_model_folder(id_or_path: str | Path, **hub_kwargs) -> Path:
     """A local folder as is; `owner/repo/subfolder` or `owner/repo` downloaded with huggingface_hub."""
     path = Path(id_or_path).expanduser()
@@ -59,6 +70,8 @@ def resolve_model_folder(id_or_path: str | Path, **hub_kwargs) -> Path:
         if not path.is_dir():
             raise ModelFolderError(f"{id_or_path} is a file, not a model folder")
         return path
+    if looks_like_a_local_path(id_or_path):
+        raise ModelFolderError(f"model folder {id_or_path} does not exist")
     parts = str(id_or_path).strip("/").split("/")
     if len(parts) < 2 or not all(_HUB_NAME.fullmatch(part) for part in parts):
         raise ModelFolderError(
@@ -67,9 +80,13 @@ def resolve_model_folder(id_or_path: str | Path, **hub_kwargs) -> Path:
     import huggingface_hub
 
     repo_id, subfolder = "/".join(parts[:2]), "/".join(parts[2:])
-    download_kwargs = {"repo_id": repo_id, **hub_kwargs}
+    # Only what is asked for (`allow_patterns`, default everything), inside the subfolder when there is one.
+    patterns = hub_kwargs.pop("allow_patterns", None)
     if subfolder:
-        download_kwargs["allow_patterns"] = [f"{subfolder}/*"]
+        patterns = [f"{subfolder}/{pattern}" for pattern in patterns or ["*"]]
+    download_kwargs = {"repo_id": repo_id, **hub_kwargs}
+    if patterns is not None:
+        download_kwargs["allow_patterns"] = patterns
     try:
         snapshot = Path(huggingface_hub.snapshot_download(**download_kwargs))
     except Exception as error:  # network, authentication, missing repo or revision: one message for all
@@ -127,6 +144,8 @@ def load_pipeline(id_or_path: str | Path, *, trust_remote_code: bool = False, **
         kwargs: `revision`, `cache_dir`, `token`, `local_files_only`, `force_download` go to the download; the rest
             (e.g. `torch_dtype`) to `from_pretrained`.
     """
+    from diffusers import DiffusionPipeline
+
     hub_kwargs = {key: kwargs.pop(key) for key in HUB_KWARGS if key in kwargs}
     folder = resolve_model_folder(id_or_path, **hub_kwargs)
     model_index = read_model_index(folder)

@@ -1,8 +1,10 @@
-"""Class-name tables shipped with the package."""
+"""Class-name tables shipped with the package, and `pixelgen labels` to search them (or a model's own)."""
 
+import argparse
 import json
 from functools import cache
 from importlib import resources
+from pathlib import Path
 
 
 @cache
@@ -10,3 +12,47 @@ def imagenet_id2label() -> dict[int, str]:
     """ImageNet-1k class id -> comma-separated English synonyms (the standard lemma lists)."""
     text = resources.files("pixelgen_diffusers").joinpath("data/imagenet_id2label.json").read_text()
     return {int(k): v for k, v in json.loads(text).items()}
+
+
+def search_labels(id2label: dict[int, str], query: str | None) -> dict[int, str]:
+    """The classes with a name containing `query` (case-insensitive), or all of them without one."""
+    if not query:
+        return dict(sorted(id2label.items()))
+    query = query.strip().lower()
+    return {class_id: names for class_id, names in sorted(id2label.items()) if query in names.lower()}
+
+
+def model_id2label(model: str) -> dict[int, str]:
+    """A class-to-image model's class names, read from its `model_index.json` (from the Hub, only that file)."""
+    from .hub import read_model_index, resolve_model_folder
+
+    if Path(model).expanduser().exists():
+        model_index = read_model_index(resolve_model_folder(model))
+    else:
+        model_index = read_model_index(resolve_model_folder(model, allow_patterns=["model_index.json"]))
+    if "id2label" not in model_index:
+        raise ValueError(f"{model} has no class names: it is not a class-to-image model (text-to-image takes prompts)")
+    return {int(k): v for k, v in model_index["id2label"].items()}
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "labels",
+        help="search class names (ImageNet's, or a model's) for --class",
+        description="List the classes whose names contain QUERY (case-insensitive), with their ids. A name shared by "
+        "several classes (ImageNet's 'crane': 134 the bird, 517 the machine) must be given as an id.",
+    )
+    parser.add_argument("query", nargs="?", help="part of a class name (default: list every class)")
+    parser.add_argument("--model", help="a class-to-image model folder or Hub id (default: the ImageNet-1k names)")
+    parser.set_defaults(func=run, standard_library_only=True)  # answers at once: no torch, no diffusers
+
+
+def run(args: argparse.Namespace) -> int:
+    id2label = imagenet_id2label() if args.model is None else model_id2label(args.model)
+    matches = search_labels(id2label, args.query)
+    if not matches:
+        source = "ImageNet-1k" if args.model is None else Path(args.model).name
+        raise ValueError(f"no {source} class name contains {args.query!r}")
+    for class_id, names in matches.items():
+        print(f"{class_id:>5}  {names}")
+    return 0

@@ -6,18 +6,30 @@ Self-contained on purpose (torch and diffusers only): model folders ship this fi
 """
 
 import difflib
-import sys
+import importlib
+import inspect
+import json
+import os
+import shutil
+import tempfile
+from collections import defaultdict
 from typing import Any, Callable
 
 import numpy as np
 import PIL.Image
 import torch
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.loaders.lora_base import LoraBaseMixin, _fetch_state_dict
+from diffusers.models.modeling_utils import ModelMixin
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline, ImagePipelineOutput
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+# The class-label name of the transformer's null class (classifier-free guidance's unconditional input); a dataset
+# class of the same name takes precedence.
+UNCONDITIONAL_LABEL = "unconditional"
 
 
 # Copied from pixelgen_diffusers.transformer_jit.mark_dynamic_shapes
@@ -34,7 +46,159 @@ def mark_dynamic_shapes(tensor: torch.Tensor, batch_dim: int | None = 0, sequenc
         torch._dynamo.mark_dynamic(tensor, sequence_dim)
 
 
-class PixelGenC2IPipeline(DiffusionPipeline):
+class PixelGenLoraLoaderMixin(LoraBaseMixin):
+    r"""
+    diffusers' LoRA interface for PixelGen pipelines, on diffusers' own machinery (`LoraBaseMixin`, the transformer's
+    `PeftAdapterMixin`), as `SanaLoraLoaderMixin` does for Sana: `load_lora_weights` (a file, a folder or a Hub id),
+    `save_lora_weights`, `fuse_lora` / `unfuse_lora`, `unload_lora_weights`, `set_adapters`, `delete_adapters`, ...
+    Files are diffusers' format: `pytorch_lora_weights.safetensors`, keys `transformer.<module>.lora_A.weight`, the
+    peft adapter config in the metadata. It lives in this file so that model folders stay self-contained.
+    """
+
+    _lora_loadable_modules = ["transformer"]
+    transformer_name = "transformer"
+
+    @classmethod
+    def lora_state_dict(cls, pretrained_model_name_or_path_or_dict, **kwargs):
+        """The LoRA tensors of a safetensors file, a folder holding one, a Hub id or a dict; with
+        `return_lora_metadata=True`, also the adapter metadata (None for a dict)."""
+        return_metadata = kwargs.pop("return_lora_metadata", False)
+        source, weight_name = pretrained_model_name_or_path_or_dict, kwargs.pop("weight_name", None)
+        if isinstance(source, (str, os.PathLike)) and os.path.isfile(source):
+            source, weight_name = os.path.split(os.fspath(source))
+        state_dict, metadata = _fetch_state_dict(
+            pretrained_model_name_or_path_or_dict=source,
+            weight_name=weight_name,
+            use_safetensors=True,
+            local_files_only=kwargs.pop("local_files_only", None),
+            cache_dir=kwargs.pop("cache_dir", None),
+            force_download=kwargs.pop("force_download", False),
+            proxies=kwargs.pop("proxies", None),
+            token=kwargs.pop("token", None),
+            revision=kwargs.pop("revision", None),
+            subfolder=kwargs.pop("subfolder", None),
+            user_agent={"file_type": "attn_procs_weights", "framework": "pytorch"},
+            allow_pickle=False,
+        )
+        return (state_dict, metadata) if return_metadata else state_dict
+
+    def load_lora_weights(self, pretrained_model_name_or_path_or_dict, adapter_name=None, hotswap=False, **kwargs):
+        """Loads a LoRA into the transformer as adapter `adapter_name` (default: the next free `default_<i>`);
+        raises a ValueError naming the mismatch when the LoRA was trained for another PixelGen model."""
+        if isinstance(pretrained_model_name_or_path_or_dict, dict):
+            pretrained_model_name_or_path_or_dict = pretrained_model_name_or_path_or_dict.copy()
+        kwargs["return_lora_metadata"] = True
+        state_dict, metadata = self.lora_state_dict(pretrained_model_name_or_path_or_dict, **kwargs)
+        self.load_lora_into_transformer(
+            state_dict, self.transformer, adapter_name=adapter_name, metadata=metadata, _pipeline=self, hotswap=hotswap
+        )
+
+    @classmethod
+    def load_lora_into_transformer(
+        cls,
+        state_dict,
+        transformer,
+        adapter_name=None,
+        _pipeline=None,
+        low_cpu_mem_usage=False,
+        hotswap=False,
+        metadata=None,
+    ):
+        """Checks that every LoRA layer fits a linear layer of `transformer`, then loads it with diffusers'
+        `load_lora_adapter`."""
+        prefix = f"{cls.transformer_name}."
+        layers = {}
+        for key, tensor in state_dict.items():
+            for kind in ("lora_A", "lora_B"):
+                if key.startswith(prefix) and f".{kind}." in key:
+                    layers.setdefault(key[len(prefix) :].split(f".{kind}.")[0], {})[kind] = tensor
+        model = type(transformer).__name__
+        if not layers:
+            raise ValueError(
+                f"The LoRA has no `{prefix}*.lora_A/lora_B` weights (its keys look like {list(state_dict)[:2]}):"
+                f" it is not a LoRA of a {model}."
+            )
+        modules = dict(transformer.named_modules())
+        missing = [name for name in layers if name not in modules]
+        if missing:
+            raise ValueError(
+                f"The LoRA adapts {len(missing)} layer(s) that this {model} does not have, e.g. {missing[0]!r}: it was"
+                " trained for another kind of model (class-to-image vs text-to-image) or another depth."
+            )
+        for name, pair in layers.items():
+            module = modules[name]
+            expected = (getattr(module, "in_features", None), getattr(module, "out_features", None))
+            found = (
+                pair["lora_A"].shape[1] if "lora_A" in pair else None,
+                pair["lora_B"].shape[0] if "lora_B" in pair else None,
+            )
+            if None in expected or any(f is not None and f != e for f, e in zip(found, expected)):
+                raise ValueError(
+                    f"The LoRA layer {name!r} maps {found[0]} -> {found[1]} features but this {model}'s layer maps"
+                    f" {expected[0]} -> {expected[1]}: the LoRA was trained for another model (another width; this one"
+                    f" has hidden_size {transformer.config.hidden_size}), or another kind (class-to-image vs"
+                    " text-to-image)."
+                )
+        transformer.load_lora_adapter(
+            state_dict,
+            network_alphas=None,
+            adapter_name=adapter_name,
+            metadata=metadata,
+            _pipeline=_pipeline,
+            low_cpu_mem_usage=low_cpu_mem_usage,
+            hotswap=hotswap,
+        )
+
+    @classmethod
+    def save_lora_weights(
+        cls,
+        save_directory,
+        transformer_lora_layers=None,
+        is_main_process=True,
+        weight_name=None,
+        save_function=None,
+        safe_serialization=True,
+        transformer_lora_adapter_metadata=None,
+    ):
+        """Writes `transformer_lora_layers` (a state dict from peft's `get_peft_model_state_dict`) and the adapter
+        config as diffusers does; the file is written under a temporary name and then renamed into place."""
+        if not transformer_lora_layers:
+            raise ValueError("transformer_lora_layers is empty: there is no LoRA to save.")
+        os.makedirs(save_directory, exist_ok=True)
+        temporary = tempfile.mkdtemp(prefix=".tmp-lora-", dir=save_directory)
+        try:
+            cls._save_lora_weights(
+                save_directory=temporary,
+                lora_layers={cls.transformer_name: transformer_lora_layers},
+                lora_metadata={cls.transformer_name: transformer_lora_adapter_metadata},
+                is_main_process=is_main_process,
+                weight_name=weight_name,
+                save_function=save_function,
+                safe_serialization=safe_serialization,
+            )
+            for name in os.listdir(temporary):
+                os.replace(os.path.join(temporary, name), os.path.join(save_directory, name))
+        finally:
+            for name in os.listdir(temporary):
+                os.remove(os.path.join(temporary, name))
+            os.rmdir(temporary)
+
+    def fuse_lora(self, components=["transformer"], lora_scale=1.0, safe_fusing=False, adapter_names=None, **kwargs):
+        """Merges the active LoRA layers (times `lora_scale`) into the transformer's weights."""
+        super().fuse_lora(
+            components=components,
+            lora_scale=lora_scale,
+            safe_fusing=safe_fusing,
+            adapter_names=adapter_names,
+            **kwargs,
+        )
+
+    def unfuse_lora(self, components=["transformer"], **kwargs):
+        """Subtracts fused LoRA layers from the transformer's weights again."""
+        super().unfuse_lora(components=components, **kwargs)
+
+
+class PixelGenC2IPipeline(DiffusionPipeline, PixelGenLoraLoaderMixin):
     r"""
     Class-conditional generation with a PixelGen / JiT transformer that predicts clean pixels.
 
@@ -51,8 +215,8 @@ class PixelGenC2IPipeline(DiffusionPipeline):
 
     def __init__(
         self,
-        transformer,
-        scheduler,
+        transformer: ModelMixin,
+        scheduler: SchedulerMixin,
         id2label: dict | None = None,
         num_inference_steps: int = 50,
         guidance_scale: float = 1.0,
@@ -72,7 +236,7 @@ class PixelGenC2IPipeline(DiffusionPipeline):
             guidance_interval_max=guidance_interval_max,
             noise_scale=noise_scale,
         )
-        self._labels = None
+        self._label_candidates = None
         self._guidance_scale = guidance_scale
         self._num_timesteps = None
         self._interrupt = False
@@ -88,15 +252,53 @@ class PixelGenC2IPipeline(DiffusionPipeline):
         package = cls.__module__.rpartition(".")[0]
         class_name = config.get("_class_name")
         class_name = class_name[-1] if isinstance(class_name, (list, tuple)) else class_name
+        other_kinds = {"PixelGenC2IPipeline": "class-to-image", "PixelGenT2IPipeline": "text-to-image"}
+        if class_name in other_kinds and class_name != cls.__name__:
+            raise ValueError(
+                f"This folder holds a {other_kinds[class_name]} PixelGen model: load it with {class_name}, not"
+                f" {cls.__name__} (or with DiffusionPipeline, which picks the class itself)."
+            )
         if class_name != cls.__name__ or not package or package.startswith("diffusers_modules"):
             return outputs
         config["_class_name"] = class_name
         for name, entry in config.items():
             if isinstance(entry, (list, tuple)) and len(entry) == 2 and isinstance(entry[0], str):
-                module = sys.modules.get(f"{package}.{entry[0].rpartition('.')[2]}")
-                if module is not None and hasattr(module, entry[1]):
+                try:  # the package's module of that name (transformer_jit, scheduling_pixelgen), if it has one
+                    module = importlib.import_module(f"{package}.{entry[0].rpartition('.')[2]}")
+                except ImportError:
+                    continue
+                if hasattr(module, entry[1]):
                     config[name] = [module.__name__, entry[1]]
         return outputs
+
+    @classmethod
+    def from_pipe(cls, pipeline: DiffusionPipeline, **kwargs) -> DiffusionPipeline:
+        """diffusers' `from_pipe`, reusing every component this class takes: diffusers switches a model over only
+        when its class is the exact annotated one, and our components' classes may come from a model folder's code."""
+        accepted = inspect.signature(cls.__init__).parameters
+        components = {name: module for name, module in pipeline.components.items() if name in accepted}
+        return super().from_pipe(pipeline, **{**components, **kwargs})
+
+    def save_config(self, save_directory: str | os.PathLike, *args, **kwargs) -> None:
+        """Writes `model_index.json` (the last step of `save_pretrained`), then this pipeline's code and its
+        components' beside them, and points `model_index.json` at those copies: the folder is self-contained and
+        loads in plain diffusers (`custom_pipeline=<folder>/pipeline.py, trust_remote_code=True`) however this
+        pipeline was loaded (installed package, or remote code). Components of other libraries keep their entries."""
+        super().save_config(save_directory, *args, **kwargs)
+        index_path = os.path.join(save_directory, "model_index.json")
+        with open(index_path, encoding="utf-8") as file:
+            model_index = json.load(file)
+        shipped = {"_class_name": (type(self), "pipeline.py")}
+        for name, component in self.components.items():
+            cls = type(getattr(component, "_orig_mod", component))  # a torch.compile'd module: the model's class
+            if component is not None and cls.__module__.split(".")[0] in ("pixelgen_diffusers", "diffusers_modules"):
+                shipped[name] = (cls, os.path.join(name, cls.__module__.rpartition(".")[2] + ".py"))
+        for key, (cls, relative_path) in shipped.items():
+            os.makedirs(os.path.dirname(os.path.join(save_directory, relative_path)), exist_ok=True)
+            shutil.copyfile(inspect.getsourcefile(cls), os.path.join(save_directory, relative_path))
+            model_index[key] = [os.path.basename(relative_path).removesuffix(".py"), cls.__name__]
+        with open(index_path, "w", encoding="utf-8") as file:
+            file.write(json.dumps(model_index, indent=2, sort_keys=True) + "\n")
 
     # ----------------------------------------------------------------------------------------------------- labels
     @property
@@ -105,19 +307,62 @@ class PixelGenC2IPipeline(DiffusionPipeline):
 
     @property
     def labels(self) -> dict[str, int]:
-        """Every comma-separated synonym of every class, mapped to its id (e.g. "golden retriever" -> 207)."""
-        if self._labels is None:
-            labels = {}
-            for class_id, names in sorted(self.id2label.items()):
-                for name in names.split(","):
-                    labels.setdefault(name.strip(), class_id)
-            self._labels = dict(sorted(labels.items()))
-        return self._labels
+        """Every class name that identifies exactly one class, mapped to its id (e.g. "golden retriever" -> 207).
 
-    def get_label_ids(self, label: str | int | list[str | int]) -> list[int]:
-        """Class ids for names and/or ids: `get_label_ids("golden retriever") == [207]`."""
+        Each class lists comma-separated synonyms, and some names belong to several classes. The rule: a class's
+        first-listed name beats another class's later synonym (ImageNet's "harp" is 594, the harp, not 593, whose
+        synonyms include "harp"); names still shared (two first names, such as "crane" for 134 and 517, or only
+        later synonyms, such as "panda") are left out, and `get_label_ids` raises for them, naming every candidate.
+        """
+        return {name: ids[0] for name, ids in self._name_candidates()[0].items() if len(ids) == 1}
+
+    def _name_candidates(self) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+        """(exact name -> candidate ids, lower-cased name -> candidate ids), each after the first-name rule."""
+        if self._label_candidates is None:
+            self._label_candidates = tuple(self._apply_name_rule(case) for case in (str, str.lower))
+        return self._label_candidates
+
+    def _apply_name_rule(self, normalize: Callable[[str], str]) -> dict[str, list[int]]:
+        first_names, later_names = defaultdict(dict), defaultdict(dict)
+        for class_id, names in sorted(self.id2label.items()):
+            for position, name in enumerate(names.split(",")):
+                name = normalize(name.strip())
+                if name:
+                    (later_names if position else first_names)[name][class_id] = None
+        return {
+            name: list(first_names.get(name) or later_names[name]) for name in sorted({*first_names, *later_names})
+        }
+
+    def get_label_ids(self, label: str | int | list[str | int] | torch.Tensor | np.ndarray) -> list[int]:
+        """Class ids for names and/or ids: `get_label_ids("golden retriever") == [207]`.
+
+        Accepts a name, an id, a list of them, or a 0-D/1-D integer tensor or array of ids. Names follow the rule of
+        `labels` (exact spelling first, then case-insensitive); `"unconditional"` is the null class, for unguided
+        unconditional samples. Raises `ValueError` for unknown names (with close matches), names shared by several
+        classes (with every candidate) and ids out of range.
+        """
+        if isinstance(label, (torch.Tensor, np.ndarray)):
+            values = label.detach().cpu().numpy() if isinstance(label, torch.Tensor) else label
+            if values.ndim > 1 or not np.issubdtype(values.dtype, np.integer):
+                raise ValueError(
+                    f"class_labels as a {type(label).__name__} must hold integer class ids in at most one dimension,"
+                    f" got dtype {label.dtype} and shape {tuple(label.shape)}."
+                )
+            label = values.tolist()
         items = label if isinstance(label, (list, tuple)) else [label]
         return [self._label_id(item) for item in items]
+
+    def condition_ids(self, class_labels) -> list[int]:
+        """The ids a call samples: those of `class_labels`, or the null class once for an unconditional model."""
+        unconditional = self.transformer.config.num_classes == 0
+        if class_labels is None:
+            if not unconditional:
+                raise ValueError("class_labels is required: give a class id, a class name or a list of them.")
+            return [self.transformer.null_class_id]
+        is_null_name = isinstance(class_labels, str) and class_labels.strip().lower() == UNCONDITIONAL_LABEL
+        if unconditional and not is_null_name:
+            raise ValueError(f"This model is unconditional: call it without class_labels (got {class_labels!r}).")
+        return self.get_label_ids(class_labels)
 
     def _label_id(self, item: str | int) -> int:
         num_classes = self.transformer.config.num_classes
@@ -127,15 +372,20 @@ class PixelGenC2IPipeline(DiffusionPipeline):
             return int(item)
         if not isinstance(item, str):
             raise ValueError(f"A class label must be an int id or a class name, got {type(item).__name__}: {item!r}.")
-        labels = self.labels
-        if item in labels:
-            return labels[item]
-        lowered = {name.lower(): class_id for name, class_id in labels.items()}
-        if item.strip().lower() in lowered:
-            return lowered[item.strip().lower()]
-        matches = difflib.get_close_matches(item, list(labels), n=3, cutoff=0.6)
-        hint = f" Did you mean {', '.join(repr(m) for m in matches)}?" if matches else ""
-        raise ValueError(f"Unknown class name {item!r}.{hint} See `pipe.labels` for the {len(labels)} known names.")
+        exact, lowered = self._name_candidates()
+        candidates = exact.get(item.strip()) or lowered.get(item.strip().lower())
+        if candidates is None and item.strip().lower() == UNCONDITIONAL_LABEL:
+            return self.transformer.null_class_id
+        if candidates is None:
+            matches = difflib.get_close_matches(item, list(exact), n=3, cutoff=0.6)
+            hint = f" Did you mean {', '.join(repr(m) for m in matches)}?" if matches else ""
+            raise ValueError(
+                f"Unknown class name {item!r}.{hint} See `pipe.labels` for the {len(self.labels)} known names."
+            )
+        if len(candidates) > 1:
+            listed = "; ".join(f"{class_id} ({self.id2label[class_id]})" for class_id in candidates)
+            raise ValueError(f"Class name {item!r} is ambiguous: it names classes {listed}. Pass the class id.")
+        return candidates[0]
 
     # ------------------------------------------------------------------------------------------- call properties
     @property
@@ -144,8 +394,9 @@ class PixelGenC2IPipeline(DiffusionPipeline):
 
     @property
     def do_classifier_free_guidance(self) -> bool:
-        """Upstream guides with v_u + w (v_c - v_u) for any w != 1 (w = 0 gives unconditional samples)."""
-        return self._guidance_scale != 1.0
+        """Guidance v_u + w (v_c - v_u) only for w > 1, as in diffusers and the model card; otherwise conditional
+        samples (so a step-end callback setting `pipe._guidance_scale = 0.0` stops guiding)."""
+        return self._guidance_scale > 1.0
 
     @property
     def num_timesteps(self) -> int:
@@ -228,7 +479,7 @@ class PixelGenC2IPipeline(DiffusionPipeline):
     @torch.no_grad()
     def __call__(
         self,
-        class_labels: int | str | list[int | str],
+        class_labels: int | str | list[int | str] | torch.Tensor | None = None,
         num_images_per_prompt: int = 1,
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
@@ -251,10 +502,13 @@ class PixelGenC2IPipeline(DiffusionPipeline):
         Generates images of the given classes.
 
         Args:
-            class_labels: a class id, an English class name (any synonym, e.g. `"golden retriever"`), or a list.
+            class_labels: a class id, a class name (any synonym, e.g. `"golden retriever"`; `"unconditional"` for the
+                null class), a list of them, or a 1-D integer tensor or array of ids. See `get_label_ids`. `None`
+                for an unconditional model (`num_classes == 0`, e.g. fine-tuned with `--unconditional`).
             num_images_per_prompt: images per label.
             num_inference_steps: ODE steps (Heun uses 2N-1 model evaluations).
-            guidance_scale: classifier-free guidance weight on the velocity; > 1 enables guidance.
+            guidance_scale: classifier-free guidance weight w on the velocity, v_u + w (v_c - v_u); only w > 1
+                guides, any w <= 1 samples the conditional model alone.
             guidance_interval_min, guidance_interval_max: guidance applies only for t inside this interval (t = 0
                 is noise), with the solver's own boundary test.
             sampling_method: `"heun"`, `"euler"` or `"adam_lm"`; defaults to the scheduler config.
@@ -282,7 +536,9 @@ class PixelGenC2IPipeline(DiffusionPipeline):
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
 
-        label_ids = self.get_label_ids(class_labels)
+        label_ids = self.condition_ids(class_labels)
+        if self.transformer.config.num_classes == 0:
+            guidance_scale = 1.0  # the only condition is the null class: guidance would change nothing
         self.check_inputs(
             len(label_ids),
             num_images_per_prompt,

@@ -10,15 +10,23 @@ right padding to the transformer's `txt_max_length`, and the last hidden state o
 the attention mask goes to Qwen only), zero-padded or cut to `txt_embed_dim` features.
 """
 
-import sys
+import importlib
+import inspect
+import json
+import os
+import shutil
+import tempfile
 from typing import Any, Callable
 
 import PIL.Image
 import torch
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.loaders.lora_base import LoraBaseMixin, _fetch_state_dict
+from diffusers.models.modeling_utils import ModelMixin
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline, ImagePipelineOutput
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
-from transformers import AutoTokenizer, Qwen3Model
+from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, Qwen3Model
 
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
@@ -38,7 +46,160 @@ def mark_dynamic_shapes(tensor: torch.Tensor, batch_dim: int | None = 0, sequenc
         torch._dynamo.mark_dynamic(tensor, sequence_dim)
 
 
-class PixelGenT2IPipeline(DiffusionPipeline):
+# Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenLoraLoaderMixin
+class PixelGenLoraLoaderMixin(LoraBaseMixin):
+    r"""
+    diffusers' LoRA interface for PixelGen pipelines, on diffusers' own machinery (`LoraBaseMixin`, the transformer's
+    `PeftAdapterMixin`), as `SanaLoraLoaderMixin` does for Sana: `load_lora_weights` (a file, a folder or a Hub id),
+    `save_lora_weights`, `fuse_lora` / `unfuse_lora`, `unload_lora_weights`, `set_adapters`, `delete_adapters`, ...
+    Files are diffusers' format: `pytorch_lora_weights.safetensors`, keys `transformer.<module>.lora_A.weight`, the
+    peft adapter config in the metadata. It lives in this file so that model folders stay self-contained.
+    """
+
+    _lora_loadable_modules = ["transformer"]
+    transformer_name = "transformer"
+
+    @classmethod
+    def lora_state_dict(cls, pretrained_model_name_or_path_or_dict, **kwargs):
+        """The LoRA tensors of a safetensors file, a folder holding one, a Hub id or a dict; with
+        `return_lora_metadata=True`, also the adapter metadata (None for a dict)."""
+        return_metadata = kwargs.pop("return_lora_metadata", False)
+        source, weight_name = pretrained_model_name_or_path_or_dict, kwargs.pop("weight_name", None)
+        if isinstance(source, (str, os.PathLike)) and os.path.isfile(source):
+            source, weight_name = os.path.split(os.fspath(source))
+        state_dict, metadata = _fetch_state_dict(
+            pretrained_model_name_or_path_or_dict=source,
+            weight_name=weight_name,
+            use_safetensors=True,
+            local_files_only=kwargs.pop("local_files_only", None),
+            cache_dir=kwargs.pop("cache_dir", None),
+            force_download=kwargs.pop("force_download", False),
+            proxies=kwargs.pop("proxies", None),
+            token=kwargs.pop("token", None),
+            revision=kwargs.pop("revision", None),
+            subfolder=kwargs.pop("subfolder", None),
+            user_agent={"file_type": "attn_procs_weights", "framework": "pytorch"},
+            allow_pickle=False,
+        )
+        return (state_dict, metadata) if return_metadata else state_dict
+
+    def load_lora_weights(self, pretrained_model_name_or_path_or_dict, adapter_name=None, hotswap=False, **kwargs):
+        """Loads a LoRA into the transformer as adapter `adapter_name` (default: the next free `default_<i>`);
+        raises a ValueError naming the mismatch when the LoRA was trained for another PixelGen model."""
+        if isinstance(pretrained_model_name_or_path_or_dict, dict):
+            pretrained_model_name_or_path_or_dict = pretrained_model_name_or_path_or_dict.copy()
+        kwargs["return_lora_metadata"] = True
+        state_dict, metadata = self.lora_state_dict(pretrained_model_name_or_path_or_dict, **kwargs)
+        self.load_lora_into_transformer(
+            state_dict, self.transformer, adapter_name=adapter_name, metadata=metadata, _pipeline=self, hotswap=hotswap
+        )
+
+    @classmethod
+    def load_lora_into_transformer(
+        cls,
+        state_dict,
+        transformer,
+        adapter_name=None,
+        _pipeline=None,
+        low_cpu_mem_usage=False,
+        hotswap=False,
+        metadata=None,
+    ):
+        """Checks that every LoRA layer fits a linear layer of `transformer`, then loads it with diffusers'
+        `load_lora_adapter`."""
+        prefix = f"{cls.transformer_name}."
+        layers = {}
+        for key, tensor in state_dict.items():
+            for kind in ("lora_A", "lora_B"):
+                if key.startswith(prefix) and f".{kind}." in key:
+                    layers.setdefault(key[len(prefix) :].split(f".{kind}.")[0], {})[kind] = tensor
+        model = type(transformer).__name__
+        if not layers:
+            raise ValueError(
+                f"The LoRA has no `{prefix}*.lora_A/lora_B` weights (its keys look like {list(state_dict)[:2]}):"
+                f" it is not a LoRA of a {model}."
+            )
+        modules = dict(transformer.named_modules())
+        missing = [name for name in layers if name not in modules]
+        if missing:
+            raise ValueError(
+                f"The LoRA adapts {len(missing)} layer(s) that this {model} does not have, e.g. {missing[0]!r}: it was"
+                " trained for another kind of model (class-to-image vs text-to-image) or another depth."
+            )
+        for name, pair in layers.items():
+            module = modules[name]
+            expected = (getattr(module, "in_features", None), getattr(module, "out_features", None))
+            found = (
+                pair["lora_A"].shape[1] if "lora_A" in pair else None,
+                pair["lora_B"].shape[0] if "lora_B" in pair else None,
+            )
+            if None in expected or any(f is not None and f != e for f, e in zip(found, expected)):
+                raise ValueError(
+                    f"The LoRA layer {name!r} maps {found[0]} -> {found[1]} features but this {model}'s layer maps"
+                    f" {expected[0]} -> {expected[1]}: the LoRA was trained for another model (another width; this one"
+                    f" has hidden_size {transformer.config.hidden_size}), or another kind (class-to-image vs"
+                    " text-to-image)."
+                )
+        transformer.load_lora_adapter(
+            state_dict,
+            network_alphas=None,
+            adapter_name=adapter_name,
+            metadata=metadata,
+            _pipeline=_pipeline,
+            low_cpu_mem_usage=low_cpu_mem_usage,
+            hotswap=hotswap,
+        )
+
+    @classmethod
+    def save_lora_weights(
+        cls,
+        save_directory,
+        transformer_lora_layers=None,
+        is_main_process=True,
+        weight_name=None,
+        save_function=None,
+        safe_serialization=True,
+        transformer_lora_adapter_metadata=None,
+    ):
+        """Writes `transformer_lora_layers` (a state dict from peft's `get_peft_model_state_dict`) and the adapter
+        config as diffusers does; the file is written under a temporary name and then renamed into place."""
+        if not transformer_lora_layers:
+            raise ValueError("transformer_lora_layers is empty: there is no LoRA to save.")
+        os.makedirs(save_directory, exist_ok=True)
+        temporary = tempfile.mkdtemp(prefix=".tmp-lora-", dir=save_directory)
+        try:
+            cls._save_lora_weights(
+                save_directory=temporary,
+                lora_layers={cls.transformer_name: transformer_lora_layers},
+                lora_metadata={cls.transformer_name: transformer_lora_adapter_metadata},
+                is_main_process=is_main_process,
+                weight_name=weight_name,
+                save_function=save_function,
+                safe_serialization=safe_serialization,
+            )
+            for name in os.listdir(temporary):
+                os.replace(os.path.join(temporary, name), os.path.join(save_directory, name))
+        finally:
+            for name in os.listdir(temporary):
+                os.remove(os.path.join(temporary, name))
+            os.rmdir(temporary)
+
+    def fuse_lora(self, components=["transformer"], lora_scale=1.0, safe_fusing=False, adapter_names=None, **kwargs):
+        """Merges the active LoRA layers (times `lora_scale`) into the transformer's weights."""
+        super().fuse_lora(
+            components=components,
+            lora_scale=lora_scale,
+            safe_fusing=safe_fusing,
+            adapter_names=adapter_names,
+            **kwargs,
+        )
+
+    def unfuse_lora(self, components=["transformer"], **kwargs):
+        """Subtracts fused LoRA layers from the transformer's weights again."""
+        super().unfuse_lora(components=components, **kwargs)
+
+
+class PixelGenT2IPipeline(DiffusionPipeline, PixelGenLoraLoaderMixin):
     r"""
     Text-to-image generation with a PixelGen transformer that predicts clean pixels.
 
@@ -51,6 +212,8 @@ class PixelGenT2IPipeline(DiffusionPipeline):
         num_inference_steps, guidance_scale, guidance_interval_min, guidance_interval_max, noise_scale:
             the model's recommended sampling settings, used whenever a call does not override them.
         text_encoder_id (`str`): where to load the text encoder and tokenizer from when they are not given.
+        txt_max_length, txt_embed_dim (`int`, *optional*): the transformer's text length and feature width, recorded
+            (default: read from the transformer) so that `encode_prompt` also works without a transformer.
     """
 
     model_cpu_offload_seq = "text_encoder->transformer"
@@ -59,16 +222,18 @@ class PixelGenT2IPipeline(DiffusionPipeline):
 
     def __init__(
         self,
-        transformer,
-        scheduler,
-        text_encoder=None,
-        tokenizer=None,
+        transformer: ModelMixin,
+        scheduler: SchedulerMixin,
+        text_encoder: PreTrainedModel | None = None,
+        tokenizer: PreTrainedTokenizerBase | None = None,
         num_inference_steps: int = 25,
         guidance_scale: float = 4.0,
         guidance_interval_min: float = 0.0,
         guidance_interval_max: float = 1.0,
         noise_scale: float = 1.0,
         text_encoder_id: str = "Qwen/Qwen3-1.7B",
+        txt_max_length: int | None = None,
+        txt_embed_dim: int | None = None,
     ):
         super().__init__()
         self.register_modules(
@@ -81,8 +246,9 @@ class PixelGenT2IPipeline(DiffusionPipeline):
             guidance_interval_max=guidance_interval_max,
             noise_scale=noise_scale,
             text_encoder_id=text_encoder_id,
+            txt_max_length=txt_max_length or (transformer.config.txt_max_length if transformer is not None else None),
+            txt_embed_dim=txt_embed_dim or (transformer.config.txt_embed_dim if transformer is not None else None),
         )
-        self._empty_prompt_cache = None
         self._guidance_scale = guidance_scale
         self._num_timesteps = None
         self._interrupt = False
@@ -99,24 +265,72 @@ class PixelGenT2IPipeline(DiffusionPipeline):
         package = cls.__module__.rpartition(".")[0]
         class_name = config.get("_class_name")
         class_name = class_name[-1] if isinstance(class_name, (list, tuple)) else class_name
+        other_kinds = {"PixelGenC2IPipeline": "class-to-image", "PixelGenT2IPipeline": "text-to-image"}
+        if class_name in other_kinds and class_name != cls.__name__:
+            raise ValueError(
+                f"This folder holds a {other_kinds[class_name]} PixelGen model: load it with {class_name}, not"
+                f" {cls.__name__} (or with DiffusionPipeline, which picks the class itself)."
+            )
         if class_name != cls.__name__ or not package or package.startswith("diffusers_modules"):
             return outputs
         config["_class_name"] = class_name
         for name, entry in config.items():
             if isinstance(entry, (list, tuple)) and len(entry) == 2 and isinstance(entry[0], str):
-                module = sys.modules.get(f"{package}.{entry[0].rpartition('.')[2]}")
-                if module is not None and hasattr(module, entry[1]):
+                try:  # the package's module of that name (transformer_jit, scheduling_pixelgen), if it has one
+                    module = importlib.import_module(f"{package}.{entry[0].rpartition('.')[2]}")
+                except ImportError:
+                    continue
+                if hasattr(module, entry[1]):
                     config[name] = [module.__name__, entry[1]]
         return outputs
 
+    # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.from_pipe
+    @classmethod
+    def from_pipe(cls, pipeline: DiffusionPipeline, **kwargs) -> DiffusionPipeline:
+        """diffusers' `from_pipe`, reusing every component this class takes: diffusers switches a model over only
+        when its class is the exact annotated one, and our components' classes may come from a model folder's code."""
+        accepted = inspect.signature(cls.__init__).parameters
+        components = {name: module for name, module in pipeline.components.items() if name in accepted}
+        return super().from_pipe(pipeline, **{**components, **kwargs})
+
+    # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.save_config
+    def save_config(self, save_directory: str | os.PathLike, *args, **kwargs) -> None:
+        """Writes `model_index.json` (the last step of `save_pretrained`), then this pipeline's code and its
+        components' beside them, and points `model_index.json` at those copies: the folder is self-contained and
+        loads in plain diffusers (`custom_pipeline=<folder>/pipeline.py, trust_remote_code=True`) however this
+        pipeline was loaded (installed package, or remote code). Components of other libraries keep their entries."""
+        super().save_config(save_directory, *args, **kwargs)
+        index_path = os.path.join(save_directory, "model_index.json")
+        with open(index_path, encoding="utf-8") as file:
+            model_index = json.load(file)
+        shipped = {"_class_name": (type(self), "pipeline.py")}
+        for name, component in self.components.items():
+            cls = type(getattr(component, "_orig_mod", component))  # a torch.compile'd module: the model's class
+            if component is not None and cls.__module__.split(".")[0] in ("pixelgen_diffusers", "diffusers_modules"):
+                shipped[name] = (cls, os.path.join(name, cls.__module__.rpartition(".")[2] + ".py"))
+        for key, (cls, relative_path) in shipped.items():
+            os.makedirs(os.path.dirname(os.path.join(save_directory, relative_path)), exist_ok=True)
+            shutil.copyfile(inspect.getsourcefile(cls), os.path.join(save_directory, relative_path))
+            model_index[key] = [os.path.basename(relative_path).removesuffix(".py"), cls.__name__]
+        with open(index_path, "w", encoding="utf-8") as file:
+            file.write(json.dumps(model_index, indent=2, sort_keys=True) + "\n")
+
     # ------------------------------------------------------------------------------------------------ text encoding
     def load_text_encoder(self, text_encoder_id: str | None = None, dtype: torch.dtype = torch.bfloat16) -> None:
-        """Loads and registers the Qwen3 encoder and its tokenizer (bfloat16, as upstream runs it)."""
+        """Loads and registers the Qwen3 encoder and its tokenizer (bfloat16, as upstream runs it) from a folder or Hub
+        id holding both, or a pipeline folder with `text_encoder/` and `tokenizer/`."""
         text_encoder_id = text_encoder_id or self.config.text_encoder_id
         device = self._execution_device
+        in_pipeline_folder = all(
+            os.path.isdir(os.path.join(text_encoder_id, name)) for name in ("text_encoder", "tokenizer")
+        )
         try:
-            tokenizer = AutoTokenizer.from_pretrained(text_encoder_id)
-            text_encoder = Qwen3Model.from_pretrained(text_encoder_id, dtype=dtype)
+            tokenizer = AutoTokenizer.from_pretrained(
+                text_encoder_id, subfolder="tokenizer" if in_pipeline_folder else ""
+            )
+            text_encoder = Qwen3Model.from_pretrained(
+                text_encoder_id, dtype=dtype, subfolder="text_encoder" if in_pipeline_folder else ""
+            )
         except Exception as error:
             raise ValueError(
                 f"A text prompt needs the text encoder, but none was given and loading it from {text_encoder_id!r}"
@@ -143,11 +357,22 @@ class PixelGenT2IPipeline(DiffusionPipeline):
                 " or neither (then both load from `text_encoder_id`)."
             )
 
+    def _text_shape(self) -> tuple[int, int]:
+        """(txt_max_length, txt_embed_dim): the transformer's, else those recorded in the pipeline config."""
+        if self.transformer is not None:
+            return self.transformer.config.txt_max_length, self.transformer.config.txt_embed_dim
+        if self.config.get("txt_max_length") is None or self.config.get("txt_embed_dim") is None:
+            raise ValueError(
+                "Encoding prompts without a transformer needs the text shape it expects: this folder does not record"
+                " it, so pass `txt_max_length=` and `txt_embed_dim=` (see the transformer's config.json) to"
+                " from_pretrained."
+            )
+        return self.config.txt_max_length, self.config.txt_embed_dim
+
     def _encode_texts(self, texts: list[str], device: torch.device) -> torch.Tensor:
         """(len(texts), txt_max_length, txt_embed_dim) features of the whole padded sequence, as upstream."""
         self._require_text_encoder()
-        max_length = self.transformer.config.txt_max_length
-        embed_dim = self.transformer.config.txt_embed_dim
+        max_length, embed_dim = self._text_shape()
         tokens = self.tokenizer(
             texts,
             max_length=max_length,
@@ -165,18 +390,13 @@ class PixelGenT2IPipeline(DiffusionPipeline):
         # Upstream's conditioner hands the transformer bfloat16 features whatever the encoder ran in.
         return embeds[..., :embed_dim].to(device=device, dtype=torch.bfloat16)
 
-    def _empty_prompt_embeds(self, device: torch.device) -> torch.Tensor:
-        """The default negative prompt "" encoded once per text encoder, (1, L, D); upstream caches it too."""
-        self._require_text_encoder()
-        key = (id(self.text_encoder), id(self.tokenizer), self.text_encoder.dtype)
-        if self._empty_prompt_cache is None or self._empty_prompt_cache[0] != key:
-            self._empty_prompt_cache = (key, self._encode_texts([""], device).detach())
-        return self._empty_prompt_cache[1].to(device)
-
     def _encode_negative_prompt(self, negative_prompt: str | list[str] | None, device: torch.device) -> torch.Tensor:
-        """(1, L, D) for a single (or the default empty) negative prompt, else one row per negative prompt."""
+        """(1, L, D) for a single (or the default empty) negative prompt, else one row per negative prompt.
+
+        The default "" is encoded on every call, not cached (upstream caches it): one short encoder pass, and never
+        stale after the encoder's weights change in place (a LoRA, a fine-tuning step)."""
         if negative_prompt is None:
-            return self._empty_prompt_embeds(device)
+            negative_prompt = ""
         negative_prompts = [negative_prompt] if isinstance(negative_prompt, str) else list(negative_prompt)
         self._check_prompt(negative_prompts, "negative_prompt")
         return self._encode_texts(negative_prompts, device)
@@ -202,7 +422,8 @@ class PixelGenT2IPipeline(DiffusionPipeline):
         do_classifier_free_guidance: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         r"""
-        Encodes prompts the way upstream PixelGen does.
+        Encodes prompts the way upstream PixelGen does. Needs only the text encoder and tokenizer, so prompts can be
+        encoded before the transformer is loaded (`from_pretrained(folder, transformer=None)`; see the README).
 
         Returns:
             `(prompt_embeds, negative_prompt_embeds)`, each (len(prompt) * num_images_per_prompt, txt_max_length,
@@ -236,8 +457,9 @@ class PixelGenT2IPipeline(DiffusionPipeline):
     # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.do_classifier_free_guidance
     @property
     def do_classifier_free_guidance(self) -> bool:
-        """Upstream guides with v_u + w (v_c - v_u) for any w != 1 (w = 0 gives unconditional samples)."""
-        return self._guidance_scale != 1.0
+        """Guidance v_u + w (v_c - v_u) only for w > 1, as in diffusers and the model card; otherwise conditional
+        samples (so a step-end callback setting `pipe._guidance_scale = 0.0` stops guiding)."""
+        return self._guidance_scale > 1.0
 
     # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.num_timesteps
     @property
@@ -250,7 +472,7 @@ class PixelGenT2IPipeline(DiffusionPipeline):
         return self._interrupt
 
     def _check_embeds(self, embeds: torch.Tensor, name: str) -> None:
-        shape = (self.transformer.config.txt_max_length, self.transformer.config.txt_embed_dim)
+        shape = self._text_shape()
         if not isinstance(embeds, torch.Tensor) or embeds.ndim != 3 or tuple(embeds.shape[1:]) != shape:
             got = tuple(embeds.shape) if isinstance(embeds, torch.Tensor) else type(embeds).__name__
             raise ValueError(
@@ -305,14 +527,14 @@ class PixelGenT2IPipeline(DiffusionPipeline):
 
         if (
             prompt is None
-            and guidance_scale != 1.0
+            and guidance_scale > 1.0
             and negative_prompt is None
             and negative_prompt_embeds is None
             and self.text_encoder is None
         ):
             raise ValueError(
                 "Guidance with `prompt_embeds` needs `negative_prompt_embeds` when the pipeline has no text encoder:"
-                " get both from `encode_prompt`, or set guidance_scale=1.0."
+                " get both from `encode_prompt`, or set guidance_scale=1.0 (no guidance)."
             )
         self.check_sampling_inputs(
             num_prompts,
@@ -430,7 +652,8 @@ class PixelGenT2IPipeline(DiffusionPipeline):
             negative_prompt_embeds: (1 or B, txt_max_length, txt_embed_dim), instead of `negative_prompt`.
             num_images_per_prompt: images per prompt (the embeddings are repeated accordingly).
             num_inference_steps: ODE steps (Heun uses 2N-1 model evaluations).
-            guidance_scale: classifier-free guidance weight on the velocity; > 1 enables guidance.
+            guidance_scale: classifier-free guidance weight w on the velocity, v_u + w (v_c - v_u); only w > 1
+                guides, any w <= 1 samples the conditional model alone.
             guidance_interval_min, guidance_interval_max: guidance applies only for t inside this interval (t = 0
                 is noise), with the solver's own boundary test; with min = 0 the first step is never guided.
             sampling_method: `"adam_lm"`, `"euler"` or `"heun"`; defaults to the scheduler config.

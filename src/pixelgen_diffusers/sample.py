@@ -12,8 +12,10 @@ Text-to-image seeds count over the whole set (`seed + i`), so no two images shar
 instead seeds image k of every prompt with k (0..3): `seed_per_prompt=True` (`--seed-per-prompt`) seeds it with
 `seed + k`, which with seed 0 reproduces that convention.
 
-The first run records its settings in `sampling_config.json`; a later run into the same folder must have the same
-ones, so a resumed run never mixes two sample sets.
+The first run records its settings in `sampling_config.json`, as the effective values (the model's defaults filled
+in, so passing a default explicitly is the same run); a later run into the same folder must have the same ones, so a
+resumed run never mixes two sample sets. A class-to-image set grows: a larger `num_samples` adds the missing indices
+(sample i does not depend on the set size); a smaller one packs the first `num_samples`.
 """
 
 import argparse
@@ -24,15 +26,26 @@ from pathlib import Path
 
 import numpy as np
 import PIL.Image
-import torch
 from tqdm.auto import tqdm
 
-from .generate import add_trust_remote_code_argument
-from .scheduling_pixelgen import SAMPLING_METHODS
-from .utils import add_sampling_speed_arguments, compile_transformer, default_dtype, is_text_to_image
+from .generate import (
+    add_text_encoder_argument,
+    add_threads_argument,
+    add_trust_remote_code_argument,
+    demo_model_dir,
+    prepare_text_encoder,
+    set_threads,
+)
+from .utils import SAMPLING_METHODS, add_sampling_speed_arguments, compile_transformer, default_dtype, is_text_to_image
 
 
 CONFIG_FILE = "sampling_config.json"
+# Settings that grow with the set rather than define it: a run may extend (or pack a prefix of) a recorded set.
+GROWING_SETTINGS = ("num_samples",)
+# The pipeline's and the scheduler's recommended settings, filled in where a run does not override them.
+PIPELINE_DEFAULTS = ("num_inference_steps", "guidance_scale", "guidance_interval_min", "guidance_interval_max")
+PIPELINE_DEFAULTS += ("noise_scale",)
+SCHEDULER_DEFAULTS = ("sampling_method", "timeshift", "solver_order")
 
 
 def check_sizes(num_samples: int, batch_size: int, images_per_prompt: int) -> None:
@@ -73,7 +86,8 @@ def sampling_config(
     seed_per_prompt: bool,
     call_kwargs: dict,
 ) -> dict:
-    """Every setting that decides the sample set (not the batch size or process count), as JSON reads it back."""
+    """Every setting that decides the sample set (not the batch size or process count), as JSON reads it back: the
+    effective ones, the model's defaults filled in for every setting the call leaves unset."""
     config = {"model": model, "dtype": str(pipeline.transformer.dtype).removeprefix("torch."), "seed": seed}
     if prompts is None:
         config["num_samples"] = num_samples
@@ -82,13 +96,19 @@ def sampling_config(
         config["prompts_sha256"] = hashlib.sha256("\n".join(prompts).encode("utf-8")).hexdigest()
         config["images_per_prompt"] = images_per_prompt
         config["seed_per_prompt"] = seed_per_prompt
-    config.update(sorted(call_kwargs.items()))
+    effective = {name: pipeline.config[name] for name in PIPELINE_DEFAULTS if name in pipeline.config}
+    effective |= {
+        name: pipeline.scheduler.config[name] for name in SCHEDULER_DEFAULTS if name in pipeline.scheduler.config
+    }
+    effective |= call_kwargs
+    config.update(sorted(effective.items()))
     return json.loads(json.dumps(config, default=repr))
 
 
 def check_sampling_config(out_dir: Path, config: dict, state) -> None:
-    """Records `config` in a new output folder, or checks that it equals the one recorded there. Every process
-    decides alike (the main process writes, between two barriers), so all of them fail together or none does."""
+    """Records `config` in a new output folder, or checks that it equals the one recorded there (a larger
+    `num_samples` is recorded instead: the set grows). Every process decides alike (the main process writes, between
+    barriers), so all of them fail together or none does."""
     path = out_dir / CONFIG_FILE
     recorded_before = path.is_file()
     has_samples = any(out_dir.glob("[0-9]*.png"))
@@ -100,9 +120,7 @@ def check_sampling_config(out_dir: Path, config: dict, state) -> None:
     write_error = None
     if state.is_main_process and not recorded_before:
         try:
-            temporary = path.with_name(f".{path.name}.tmp")
-            temporary.write_text(json.dumps(config, indent=2) + "\n")
-            os.replace(temporary, path)
+            _write_json(path, config)
         except OSError as error:
             write_error = error
     state.wait_for_everyone()
@@ -115,13 +133,24 @@ def check_sampling_config(out_dir: Path, config: dict, state) -> None:
     differing = [
         f"{key} (recorded {_describe(recorded, key)}, now {_describe(config, key)})"
         for key in [*recorded, *(key for key in config if key not in recorded)]
-        if recorded.get(key, ...) != config.get(key, ...)
+        if recorded.get(key, ...) != config.get(key, ...) and key not in GROWING_SETTINGS
     ]
     if differing:
         raise ValueError(
             f"{out_dir} holds samples made with other settings: {', '.join(differing)}; resume with the recorded "
             "settings or use a new --out folder"
         )
+    grows = config.get("num_samples", 0) > recorded.get("num_samples", 0)
+    state.wait_for_everyone()  # every process has read the record before it is replaced
+    if grows and state.is_main_process:
+        _write_json(path, {**recorded, "num_samples": config["num_samples"]})
+    state.wait_for_everyone()
+
+
+def _write_json(path: Path, data: dict) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(temporary, path)
 
 
 def _describe(config: dict, key: str) -> str:
@@ -174,6 +203,7 @@ def sample_many(
     Returns:
         The output folder.
     """
+    import torch
     from accelerate import PartialState
 
     check_sizes(num_samples, batch_size, images_per_prompt)
@@ -221,9 +251,14 @@ def add_parser(subparsers) -> None:
         "prompt file for text-to-image ones. PNGs plus samples.npz (arr_0 uint8 NHWC, ADM layout). Launch with "
         "`accelerate launch -m pixelgen_diffusers.cli sample ...` or torchrun to use several GPUs.",
     )
-    parser.add_argument("--model", required=True, help="folder, owner/repo or owner/repo/subfolder")
+    parser.add_argument("--model", help="folder, owner/repo or owner/repo/subfolder (default: the bundled demo model)")
     parser.add_argument("--out", required=True, help="output folder (resumes if it holds samples already)")
-    parser.add_argument("--num-samples", type=int, default=50_000, help="class-to-image set size (default 50000)")
+    parser.add_argument(
+        "--num-samples",
+        type=int,
+        default=50_000,
+        help="class-to-image set size (default 50000); a larger one extends a finished set",
+    )
     parser.add_argument("--prompts", help="text-to-image: a file with one prompt per line")
     parser.add_argument("--images-per-prompt", type=int, default=4, help="text-to-image: images per prompt")
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward batch, per process")
@@ -234,10 +269,17 @@ def add_parser(subparsers) -> None:
         help="text-to-image: image k of every prompt uses seed + k (upstream GenEval's convention with seed 0)",
     )
     parser.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
-    parser.add_argument("--guidance-scale", type=float, help="classifier-free guidance scale (default: the model's)")
+    parser.add_argument(
+        "--guidance-scale",
+        type=float,
+        help="classifier-free guidance scale: > 1 guides, <= 1 samples the conditional model alone (default: the "
+        "model's)",
+    )
     parser.add_argument("--sampler", choices=SAMPLING_METHODS, help="ODE solver (default: the model's)")
     add_sampling_speed_arguments(parser)
     parser.add_argument("--no-npz", action="store_true", help="write PNGs only")
+    add_text_encoder_argument(parser)
+    add_threads_argument(parser)
     add_trust_remote_code_argument(parser)
     parser.set_defaults(func=run)
 
@@ -248,13 +290,18 @@ def run(args: argparse.Namespace) -> int:
     from .hub import load_pipeline
 
     check_sizes(args.num_samples, args.batch_size, args.images_per_prompt)
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be a positive integer, got {args.threads}")
     prompts = None
     if args.prompts:
         lines = Path(args.prompts).read_text(encoding="utf-8").splitlines()
         prompts = [line.strip() for line in lines if line.strip()]
+    model = args.model if args.model is not None else str(demo_model_dir())
     device = PartialState().device
-    dtype = default_dtype(args.dtype, device)
-    pipeline = load_pipeline(args.model, dtype=dtype, trust_remote_code=args.trust_remote_code).to(device)
+    pipeline = load_pipeline(model, dtype=default_dtype(args.dtype, device), trust_remote_code=args.trust_remote_code)
+    pipeline = pipeline.to(device)
+    set_threads(args.threads, pipeline)
+    prepare_text_encoder(pipeline, args.text_encoder)
     compile_transformer(pipeline, args.compile)
     options = {
         "num_inference_steps": args.steps,
@@ -272,7 +319,7 @@ def run(args: argparse.Namespace) -> int:
         images_per_prompt=args.images_per_prompt,
         pack=not args.no_npz,
         seed_per_prompt=args.seed_per_prompt,
-        model=args.model,
+        model=model,
         **options,
     )
     return 0

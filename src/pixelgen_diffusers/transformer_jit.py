@@ -176,6 +176,8 @@ class PixelGenAttnProcessor:
 class PixelGenAttention(nn.Module, AttentionModuleMixin):
     _default_processor_cls = PixelGenAttnProcessor
     _available_processors = [PixelGenAttnProcessor]
+    # The projections are stored fused (`to_qkv`, as upstream's `qkv`): `fuse_qkv_projections()` has nothing to do.
+    _supports_qkv_fusion = False
 
     def __init__(
         self, dim: int, heads: int, dropout: float = 0.0, out_dropout: float = 0.0, eps: float = 1e-6, processor=None

@@ -187,6 +187,8 @@ class PixelGenT2IAttnProcessor:
 class PixelGenT2IAttention(nn.Module, AttentionModuleMixin):
     _default_processor_cls = PixelGenT2IAttnProcessor
     _available_processors = [PixelGenT2IAttnProcessor]
+    # The projections are stored fused (`to_qkv`, as upstream's `qkv`): `fuse_qkv_projections()` has nothing to do.
+    _supports_qkv_fusion = False
 
     def __init__(self, dim: int, heads: int, added_kv_proj: bool = False, eps: float = 1e-6, processor=None):
         super().__init__()

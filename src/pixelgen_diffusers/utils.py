@@ -1,13 +1,27 @@
 # Copyright 2026 The pixelgen-diffusers authors. Licensed under the MIT license.
-"""Definitions the tools (`generate`, `sample`, `convert`, `export`, `hub`, the CLI) share, kept in one place."""
+"""Definitions the tools (`generate`, `sample`, `convert`, `export`, `hub`, the CLI) share, kept in one place.
+
+Light on purpose (standard library only): the CLI imports it before parsing, and `pixelgen --help` must not wait for
+torch.
+"""
 
 import inspect
 
-import torch
-
 
 # `--dtype` names accepted by every command.
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPE_NAMES = ("float32", "bfloat16", "float16")
+# The solvers of `PixelGenScheduler` (its `SAMPLING_METHODS`, repeated here so that parsing needs no torch; a test
+# keeps the two equal).
+SAMPLING_METHODS = ("heun", "euler", "adam_lm")
+
+
+def torch_dtype(name: str):
+    """The torch dtype of a `--dtype` name (one of `DTYPE_NAMES`)."""
+    import torch
+
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
 # `--compile` modes of the sampling commands: the repeated blocks (diffusers' regional compile) or the whole model.
 COMPILE_MODES = ("blocks", "model")
 
@@ -16,7 +30,7 @@ def add_sampling_speed_arguments(parser) -> None:
     """`--dtype` and `--compile`, shared by `pixelgen generate` and `pixelgen sample`."""
     parser.add_argument(
         "--dtype",
-        choices=tuple(DTYPES),
+        choices=DTYPE_NAMES,
         help="transformer weights (default: bfloat16 on CUDA, float32 elsewhere); the sample and the solver stay "
         "float32 either way",
     )
@@ -30,11 +44,13 @@ def add_sampling_speed_arguments(parser) -> None:
     )
 
 
-def default_dtype(name: str | None, device: torch.device | str) -> torch.dtype:
-    """The `--dtype` choice, or the default for the device: bf16 weights on CUDA (what the model cards run), float32
-    elsewhere (CPUs gain little from bf16 and lose accuracy)."""
+def default_dtype(name: str | None, device):
+    """The torch dtype of a `--dtype` name, or the default for the device: bf16 weights on CUDA (what the model cards
+    run), float32 elsewhere (CPUs gain little from bf16 and lose accuracy)."""
+    import torch
+
     if name is not None:
-        return DTYPES[name]
+        return torch_dtype(name)
     return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
 
 

@@ -79,13 +79,20 @@ def _background(rng: np.random.Generator, size: int) -> tuple[np.ndarray, list[n
     return first + weight[..., None] * (second - first), [first, second]
 
 
-def render_shape(class_id: int, rng: np.random.Generator, size: int = 32) -> PIL.Image.Image:
-    """One RGB image of class `class_id`: random background, colour (contrasting with the background), size,
-    position and (for shapes where it shows) a rotation of up to +-20 degrees."""
+def render_shape(
+    class_id: int, rng: np.random.Generator, size: int = 32, background_color: tuple | None = None
+) -> PIL.Image.Image:
+    """One RGB image of class `class_id`: random background (or a flat `background_color`, an RGB triple), colour
+    (contrasting with the background), size, position and (for shapes where it shows) a rotation of up to +-20
+    degrees."""
     if not 0 <= class_id < len(CLASS_NAMES):
         raise ValueError(f"class_id must be in [0, {len(CLASS_NAMES)}), got {class_id}.")
     canvas = size * SUPERSAMPLING
-    background, background_colors = _background(rng, canvas)
+    if background_color is None:
+        background, background_colors = _background(rng, canvas)
+    else:
+        color = np.asarray(background_color, dtype=np.float32)
+        background, background_colors = np.broadcast_to(color, (canvas, canvas, 3)).copy(), [color]
     for _ in range(100):
         color = _random_color(rng)
         if all(np.linalg.norm(color - other) >= 150 for other in background_colors):
@@ -122,7 +129,13 @@ def make_shapes(num_per_class: int, seed: int, size: int = 32) -> tuple[torch.Te
     return pixels, torch.tensor(labels)
 
 
-def write_shapes_dataset(root: str | os.PathLike, num_per_class: int, seed: int = TRAIN_SEED, size: int = 32) -> Path:
+def write_shapes_dataset(
+    root: str | os.PathLike,
+    num_per_class: int,
+    seed: int = TRAIN_SEED,
+    size: int = 32,
+    background_color: tuple | None = None,
+) -> Path:
     """Writes the dataset as PNGs in the ImageFolder layout `root/<class name>/<index>.png` (what `pixelgen train`
     reads) and returns `root`."""
     root = Path(root)
@@ -130,5 +143,5 @@ def write_shapes_dataset(root: str | os.PathLike, num_per_class: int, seed: int 
         (root / name).mkdir(parents=True, exist_ok=True)
         for index in range(num_per_class):
             rng = np.random.default_rng([seed, class_id, index])
-            render_shape(class_id, rng, size).save(root / name / f"{index:05d}.png")
+            render_shape(class_id, rng, size, background_color).save(root / name / f"{index:05d}.png")
     return root

@@ -1,6 +1,7 @@
 # Copyright 2026 The pixelgen-diffusers authors. Licensed under the MIT license.
-"""Class-labelled image folders for training, with upstream's (ADM) center crop."""
+"""Training data: class-labelled image folders and captioned image folders, with upstream's (ADM) center crop."""
 
+import difflib
 import json
 import logging
 import os
@@ -35,6 +36,12 @@ def image_to_tensor(image: PIL.Image.Image) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1) / 127.5 - 1
 
 
+def load_image(path: Path, image_size: int) -> torch.Tensor:
+    """An image file, center-cropped to `image_size` and scaled to [-1, 1], (3, H, W)."""
+    with PIL.Image.open(path) as image:
+        return image_to_tensor(center_crop_arr(image.convert("RGB"), image_size))
+
+
 def _is_readable(path: Path) -> bool:
     try:
         with PIL.Image.open(path) as image:
@@ -54,22 +61,35 @@ class ImageClassDataset(torch.utils.data.Dataset):
       `relative/path.png,label` line per image (comma or tab separated). Labels are class names (ids assigned in
       sorted order) or, when all are integers, class ids.
 
+    - `unconditional=True`: every image under `root` (any layout), all with label 0 and no classes.
+
     Files whose header cannot be read are skipped and counted (`num_skipped`, `skipped`).
     """
 
-    def __init__(self, root: str | os.PathLike, sample_size: int, labels_file: str | os.PathLike | None = None):
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        sample_size: int,
+        labels_file: str | os.PathLike | None = None,
+        unconditional: bool = False,
+    ):
         self.root = Path(root)
         self.sample_size = sample_size
         if not self.root.is_dir():
             raise ValueError(f"data_dir {str(root)!r} is not a folder.")
-        if labels_file is None:
+        if unconditional:
+            self.classes = []
+            files = self.root.rglob("*")
+            entries = sorted((p, 0) for p in files if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        elif labels_file is None:
             entries = self._scan_image_folder()
         else:
             entries = self._read_labels_file(Path(labels_file))
         if not entries:
             raise ValueError(
                 f"No images ({', '.join(IMAGE_EXTENSIONS)}) found in data_dir {str(root)!r}"
-                + ("" if labels_file else "; expected one sub-folder of images per class.")
+                + ("" if labels_file or unconditional else "; expected one sub-folder of images per class")
+                + ("." if unconditional else " (or train unconditionally on any layout: --unconditional).")
             )
         self.samples, self.skipped = [], []
         for path, label in entries:
@@ -78,11 +98,6 @@ class ImageClassDataset(torch.utils.data.Dataset):
             logger.warning(f"Skipped {len(self.skipped)} unreadable image(s) in {root}, e.g. {self.skipped[0][0]}.")
         if not self.samples:
             raise ValueError(f"None of the {len(entries)} images in data_dir {str(root)!r} could be read.")
-        num_classes = len(self.classes)
-        if num_classes < 2:
-            raise ValueError(
-                f"data_dir {str(root)!r} has {num_classes} class(es); class-conditional training needs at least 2."
-            )
 
     @property
     def num_skipped(self) -> int:
@@ -137,9 +152,7 @@ class ImageClassDataset(torch.utils.data.Dataset):
         return len(self.samples)
 
     def load(self, index: int) -> torch.Tensor:
-        path, _ = self.samples[index]
-        with PIL.Image.open(path) as image:
-            return image_to_tensor(center_crop_arr(image.convert("RGB"), self.sample_size))
+        return load_image(self.samples[index][0], self.sample_size)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         try:
@@ -149,6 +162,125 @@ class ImageClassDataset(torch.utils.data.Dataset):
             logger.warning(f"Could not decode {self.samples[index][0]} ({error}); using the next image instead.")
             return self[(index + 1) % len(self)]
         return image, self.samples[index][1]
+
+
+class ImageCaptionDataset(torch.utils.data.Dataset):
+    r"""
+    Captioned images for text-to-image training, center-cropped to `sample_size` and scaled to [-1, 1]; items are
+    `(image, caption_index)` into `captions` (the embeddings are looked up by index, see `CaptionEmbeddingCache`).
+
+    Two layouts, as Hugging Face `datasets`' `imagefolder`:
+    - `root/metadata.jsonl`: one JSON object per line with `file_name` (relative to `root`) and a caption column
+      (`caption_column`, default `"text"`);
+    - otherwise one `<image stem>.txt` caption file beside each image (searched recursively).
+
+    Errors, raised before any work: a missing caption (an image without a `.txt`, a row without the column), an
+    absent or entirely empty caption column (with the columns that exist), a listed file that does not exist.
+    Files whose header cannot be read are skipped and counted (`num_skipped`, `skipped`).
+    """
+
+    def __init__(self, root: str | os.PathLike, sample_size: int, caption_column: str = "text"):
+        self.root = Path(root)
+        self.sample_size = sample_size
+        if not self.root.is_dir():
+            raise ValueError(f"data_dir {str(root)!r} is not a folder.")
+        metadata = self.root / "metadata.jsonl"
+        entries = self._read_metadata(metadata, caption_column) if metadata.is_file() else self._read_text_files()
+        self.samples, self.skipped = [], []
+        for path, caption in entries:
+            (self.samples if _is_readable(path) else self.skipped).append((path, caption))
+        if self.skipped:
+            logger.warning(f"Skipped {len(self.skipped)} unreadable image(s) in {root}, e.g. {self.skipped[0][0]}.")
+        if not self.samples:
+            raise ValueError(f"None of the {len(entries)} images in data_dir {str(root)!r} could be read.")
+        self.captions = [caption for _, caption in self.samples]
+
+    @property
+    def num_skipped(self) -> int:
+        return len(self.skipped)
+
+    def _read_metadata(self, metadata: Path, caption_column: str) -> list[tuple[Path, str]]:
+        rows = []
+        for line_number, line in enumerate(metadata.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{metadata} line {line_number} is not valid JSON: {error}.") from error
+            if not isinstance(row, dict) or "file_name" not in row:
+                raise ValueError(f"{metadata} line {line_number} has no `file_name`: {line[:200]!r}.")
+            rows.append((line_number, row))
+        if not rows:
+            raise ValueError(f"{metadata} lists no images.")
+        columns = sorted({name for _, row in rows for name in row if name != "file_name"})
+        if caption_column not in columns:
+            close = difflib.get_close_matches(caption_column, columns, n=3)
+            raise ValueError(
+                f"caption_column {caption_column!r} is not a column of {metadata}; columns: {columns}"
+                + (f" (did you mean {close[0]!r}?)" if close else "")
+                + ". Set caption_column (--caption-column) to the caption column."
+            )
+        entries = []
+        for line_number, row in rows:
+            caption = row.get(caption_column)
+            if not isinstance(caption, str):
+                raise ValueError(
+                    f"{metadata} line {line_number} ({row['file_name']!r}) has no caption: {caption_column!r} is"
+                    f" {caption!r}, expected a string."
+                )
+            path = self.root / row["file_name"]
+            if not path.is_file():
+                raise ValueError(f"{metadata} line {line_number} lists {row['file_name']!r}, which is not a file.")
+            entries.append((path, caption))
+        if not any(caption.strip() for _, caption in entries):
+            raise ValueError(f"The caption column {caption_column!r} of {metadata} is empty in every row.")
+        return entries
+
+    def _read_text_files(self) -> list[tuple[Path, str]]:
+        images = sorted(
+            path
+            for path in self.root.rglob("*")
+            if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file() and not path.name.startswith(".")
+        )
+        if not images:
+            raise ValueError(
+                f"No images ({', '.join(IMAGE_EXTENSIONS)}) found in data_dir {str(self.root)!r}; a captioned folder"
+                " has images with a `.txt` caption beside each, or a metadata.jsonl."
+            )
+        missing = [path for path in images if not path.with_suffix(".txt").is_file()]
+        if missing:
+            raise ValueError(
+                f"{len(missing)} of {len(images)} images in data_dir {str(self.root)!r} have no caption, e.g."
+                f" {str(missing[0])!r} (expected {missing[0].with_suffix('.txt').name!r} beside it, or a"
+                " metadata.jsonl with `file_name` and a caption column)."
+            )
+        entries = [(path, path.with_suffix(".txt").read_text(encoding="utf-8").strip()) for path in images]
+        if not any(caption for _, caption in entries):
+            raise ValueError(f"Every caption file in data_dir {str(self.root)!r} is empty.")
+        return entries
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def load(self, index: int) -> torch.Tensor:
+        return load_image(self.samples[index][0], self.sample_size)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        try:
+            image = self.load(index)
+        except (OSError, ValueError) as error:
+            logger.warning(f"Could not decode {self.samples[index][0]} ({error}); using the next image instead.")
+            return self[(index + 1) % len(self)]
+        return image, index
+
+
+def is_caption_folder(root: str | os.PathLike) -> bool:
+    """Whether a data folder is laid out for text-to-image training: a metadata.jsonl, or `.txt` captions."""
+    root = Path(root)
+    if (root / "metadata.jsonl").is_file():
+        return True
+    return any(any(text.with_suffix(suffix).is_file() for suffix in IMAGE_EXTENSIONS) for text in root.rglob("*.txt"))
 
 
 class StepBatchSampler(torch.utils.data.Sampler):

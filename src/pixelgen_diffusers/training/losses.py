@@ -47,6 +47,18 @@ def drop_labels(
     return torch.where(drop, torch.full_like(class_labels, null_class_id), class_labels)
 
 
+def drop_captions(
+    prompt_embeds: torch.Tensor,
+    empty_prompt_embeds: torch.Tensor,
+    probability: float,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Replaces each caption's embedding (B, L, D) by the empty prompt's (1, L, D) with the given probability: the
+    text-to-image counterpart of `drop_labels` (upstream's T2I trainer drops to the empty-prompt embedding)."""
+    drop = torch.rand(prompt_embeds.shape[0], generator=generator, device=prompt_embeds.device) < probability
+    return torch.where(drop.view(-1, 1, 1), empty_prompt_embeds.to(prompt_embeds), prompt_embeds)
+
+
 def noise_gate(t: torch.Tensor, threshold: float) -> torch.Tensor:
     """Samples that are clean enough (t >= threshold) for perceptual losses to be meaningful."""
     return t >= threshold
@@ -226,11 +238,14 @@ class PixelGenLoss(nn.Module):
     r"""
     The training loss of a PixelGen transformer: FM + repa_weight * REPA + w_p * (lpips_weight * LPIPS + dino_weight
     * P-DINO). It owns the denoiser and the REPA projector, which are what the optimizer trains; the perceptual
-    backbones are frozen.
+    backbones are frozen. The same objective trains both model kinds; only the condition and its dropout differ.
 
     Args:
-        transformer ([`PixelGenTransformer2DModel`]): the denoiser being trained.
-        label_dropout (`float`): probability of replacing a label by the null class.
+        transformer ([`PixelGenTransformer2DModel`] or [`PixelGenT2ITransformer2DModel`]): the denoiser.
+        label_dropout (`float`): probability of replacing the condition by the unconditional one: a label by the
+            null class, a caption embedding by `empty_prompt_embeds`.
+        empty_prompt_embeds (`torch.Tensor`, *optional*): (1, txt_max_length, txt_embed_dim) embedding of the empty
+            prompt; required for text-to-image transformers.
         p_mean, p_std (`float`): logit-normal time distribution; timeshift (`float`): training time shift.
         t_eps (`float`): clamp of 1 - t in the velocities; noise_scale (`float`): std of the noise.
         lpips (`nn.Module`, *optional*): LPIPS module; enables the LPIPS term with weight `lpips_weight`.
@@ -262,9 +277,13 @@ class PixelGenLoss(nn.Module):
         dino_layer: int = -1,
         adaptive_weight_start: int | None = 400_000,
         adaptive_weight_every: int = 50,
+        empty_prompt_embeds: torch.Tensor | None = None,
     ):
         super().__init__()
         config = transformer.config
+        self.is_text_to_image = hasattr(config, "txt_max_length")
+        if self.is_text_to_image and empty_prompt_embeds is None:
+            raise ValueError("A text-to-image transformer needs `empty_prompt_embeds` for caption dropout.")
         if not 0 <= label_dropout < 1:
             raise ValueError(f"label_dropout must be in [0, 1), got {label_dropout}.")
         if repa_layer is not None and not 0 <= repa_layer < config.depth:
@@ -298,6 +317,8 @@ class PixelGenLoss(nn.Module):
             )
             self._captured = None
             transformer.transformer_blocks[repa_layer].register_forward_pre_hook(self._capture_block_input)
+        if empty_prompt_embeds is not None:
+            self.register_buffer("empty_prompt_embeds", empty_prompt_embeds.detach().clone(), persistent=False)
         # The adaptive perceptual weight w_p (upstream's `cached_percept_weight`); a buffer so checkpoints keep it.
         self.register_buffer("percept_weight", torch.ones(()))
 
@@ -310,27 +331,33 @@ class PixelGenLoss(nn.Module):
         `return_layer`, which reads them before the in-context tokens join or strips them afterwards)."""
         hidden_states = args[0]
         config = self.transformer.config
-        if config.in_context_len > 0 and self.repa_layer >= config.in_context_start:
+        if getattr(config, "in_context_len", 0) > 0 and self.repa_layer >= config.in_context_start:
             hidden_states = hidden_states[:, config.in_context_len :]
         self._captured = hidden_states
 
     def forward(
         self,
         images: torch.Tensor,
-        class_labels: torch.LongTensor,
+        condition: torch.Tensor,
         generator: torch.Generator | None = None,
         step: int = 0,
     ) -> dict[str, torch.Tensor]:
-        """Losses for clean `images` in [-1, 1]; `loss` is the total to minimise, the others are for logging."""
+        """Losses for clean `images` (B, 3, H, W) in [-1, 1] under `condition`: class ids (B,), or caption
+        embeddings (B, txt_max_length, txt_embed_dim) for text-to-image. `loss` is the total to minimise, the others
+        are for logging."""
         batch_size, device = images.shape[0], images.device
         images = images.float()
-        class_labels = drop_labels(class_labels, self.transformer.config.num_classes, self.label_dropout, generator)
+        if self.is_text_to_image:
+            condition = drop_captions(condition, self.empty_prompt_embeds, self.label_dropout, generator)
+            condition = condition.to(self.transformer.dtype)  # as the pipeline feeds the cached bfloat16 features
+        else:
+            condition = drop_labels(condition, self.transformer.config.num_classes, self.label_dropout, generator)
         t = sample_time(batch_size, generator, device, self.p_mean, self.p_std, self.timeshift)
         noise = torch.randn(images.shape, generator=generator, device=device) * self.noise_scale
         t_image = t.view(-1, 1, 1, 1)
         noisy = t_image * images + (1 - t_image) * noise
 
-        prediction = self.transformer(noisy, t, class_labels, return_dict=False)[0].float()
+        prediction = self.transformer(noisy, t, condition, return_dict=False)[0].float()
         # Losses in float32 whatever the autocast dtype of the forward.
         with torch.autocast(device.type, enabled=False):
             target_velocity = velocity(images, noisy, t, self.t_eps)
@@ -410,20 +437,39 @@ class PixelGenLoss(nn.Module):
 
 # ------------------------------------------------------------------------------------------------------------ EMA
 class EMA:
-    """Float32 exponential moving average of a model's parameters: ema <- decay * ema + (1 - decay) * param after
-    every optimizer step (upstream's SimpleEMA). Buffers are copied."""
+    """Float32 exponential moving average of a model's trainable parameters: ema <- decay * ema + (1 - decay) * param
+    after every optimizer step (upstream's SimpleEMA). Frozen parameters (the base model of a LoRA run) are not
+    averaged, so they stay bit-identical; buffers are copied."""
 
     def __init__(self, model: nn.Module, decay: float = 0.9999):
         if not 0 <= decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {decay}.")
         self.decay = decay
+        self.names = [name for name, parameter in model.named_parameters() if parameter.requires_grad]
         self.model = copy.deepcopy(model).float().eval().requires_grad_(False)
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        ema_parameters = list(self.model.parameters())
-        parameters = [parameter.detach().float() for parameter in model.parameters()]
-        torch._foreach_mul_(ema_parameters, self.decay)
-        torch._foreach_add_(ema_parameters, parameters, alpha=1 - self.decay)
+        ema_parameters = dict(self.model.named_parameters())
+        parameters = dict(model.named_parameters())
+        ema_tracked = [ema_parameters[name] for name in self.names]
+        tracked = [parameters[name].detach().float() for name in self.names]
+        torch._foreach_mul_(ema_tracked, self.decay)
+        torch._foreach_add_(ema_tracked, tracked, alpha=1 - self.decay)
         for ema_buffer, buffer in zip(self.model.buffers(), model.buffers()):
             ema_buffer.copy_(buffer)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The averaged (trainable) parameters, float32, by name."""
+        parameters = dict(self.model.named_parameters())
+        return {name: parameters[name].detach().cpu().contiguous() for name in self.names}
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        if set(state) != set(self.names):
+            missing, unexpected = set(self.names) - set(state), set(state) - set(self.names)
+            raise ValueError(f"EMA state does not match the model: missing {sorted(missing)[:5]}, unexpected"
+                             f" {sorted(unexpected)[:5]}.")  # fmt: skip
+        parameters = dict(self.model.named_parameters())
+        for name in self.names:
+            parameters[name].copy_(state[name])

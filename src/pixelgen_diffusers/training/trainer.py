@@ -1,8 +1,9 @@
 # Copyright 2026 The pixelgen-diffusers authors. Licensed under the MIT license.
-"""The PixelGen trainer: one loop for one device or many (`accelerate launch`), with EMA, sample grids, atomic
-checkpoints that are loadable pipeline folders, and bit-for-bit `--resume`."""
+"""The PixelGen trainer: one loop for one device or many (`accelerate launch`), for class-to-image and text-to-image
+models, with EMA, sample grids, atomic checkpoints that are loadable pipeline folders, and bit-for-bit `--resume`."""
 
 import dataclasses
+import difflib
 import json
 import logging
 import math
@@ -18,15 +19,33 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..pipeline_pixelgen_c2i import PixelGenC2IPipeline
+from ..pipeline_pixelgen_t2i import PixelGenT2IPipeline
 from ..scheduling_pixelgen import PixelGenScheduler
 from ..transformer_jit import PIXELGEN_PRESETS, PixelGenTransformer2DModel
-from .data import ImageClassDataset, StepBatchSampler
+from ..transformer_jit_t2i import PixelGenT2ITransformer2DModel
+from .captions import CaptionEmbeddingCache, EmbeddedCaptionDataset, load_embedding, load_text_encoder
+from .data import ImageCaptionDataset, ImageClassDataset, StepBatchSampler, is_caption_folder
 from .losses import EMA, PixelGenLoss, load_dino, load_lpips
 
 
 logger = logging.getLogger(__name__)
 
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
+MODEL_TYPES = ("c2i", "t2i")
+DEFAULT_TEXT_ENCODER = "Qwen/Qwen3-1.7B"
+# LoRA targets by default: attention projections and feed-forward layers of every block (peft suffix matching).
+DEFAULT_LORA_TARGETS = {
+    "c2i": ["attn.to_qkv", "attn.to_out", "ff.proj_in", "ff.proj_out"],
+    "t2i": ["attn.to_qkv", "attn.to_added_kv", "attn.to_out", "ff.proj_in", "ff.proj_out"],
+}
+# The sampling recipe of a new model (upstream's evaluation settings per kind); a pretrained folder's own recipe wins.
+DEFAULT_SAMPLING = {
+    "c2i": dict(sampling_method="heun", sampling_timeshift=1.0, solver_order=2, num_inference_steps=50,
+                guidance_scale=1.0, guidance_interval_min=0.0, guidance_interval_max=1.0),
+    "t2i": dict(sampling_method="adam_lm", sampling_timeshift=3.0, solver_order=2, num_inference_steps=25,
+                guidance_scale=4.0, guidance_interval_min=0.0, guidance_interval_max=1.0),
+}  # fmt: skip
+SAMPLING_FIELDS = tuple(DEFAULT_SAMPLING["c2i"])
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 STATE_DIR = "training_state"
 
@@ -37,16 +56,29 @@ class TrainingConfig:
     Everything a training run depends on; stored in every checkpoint.
 
     Model: `pretrained` (a pipeline or transformer folder, or Hub id, to fine-tune) or a fresh model from `preset`
-    and/or `model_config` (constructor arguments of [`PixelGenTransformer2DModel`], e.g. `{"hidden_size": 128}`);
-    `num_classes` always comes from the data. Objective: upstream's defaults (see [`PixelGenLoss`]); `lpips` and
-    `dino` are local paths, Hub ids or modules, and enable the perceptual terms; `repa_layer` enables REPA.
-    Sampling settings (`sampling_method` ... `guidance_interval_max`) are used for the sample grids and stored as
-    the defaults of the saved pipelines.
+    and/or `model_config` (constructor arguments of [`PixelGenTransformer2DModel`], e.g. `{"hidden_size": 128}`, or
+    of [`PixelGenT2ITransformer2DModel`]); `num_classes` always comes from the data. `model_type` is `"c2i"` or
+    `"t2i"`; by default the pretrained model's kind, else `"t2i"` for a captioned `data_dir` (a `metadata.jsonl` or
+    `.txt` captions, see [`ImageCaptionDataset`]).
+
+    Text-to-image: `text_encoder` is the Qwen3 encoder (a folder or Hub id holding it and its tokenizer, a pipeline
+    folder with `text_encoder/` and `tokenizer/`, or a module with `tokenizer` given too); default: the pretrained
+    folder's, else its `text_encoder_id`, else Qwen/Qwen3-1.7B. Captions are encoded once into
+    `caption_cache_dir` (default `<output_dir>/caption_embeddings`) and dropped to the empty prompt with probability
+    `caption_dropout`.
+
+    Objective: upstream's defaults (see [`PixelGenLoss`]); `lpips` and `dino` are local paths, Hub ids or modules,
+    and enable the perceptual terms; `repa_layer` enables REPA. Sampling settings (`sampling_method` ...
+    `guidance_interval_max`) are used for the sample grids and stored as the defaults of the saved pipelines; those
+    left `None` keep the pretrained folder's recipe (or the defaults of the model kind for a new model).
     """
 
     data_dir: str
     output_dir: str
     labels_file: str | None = None
+    caption_column: str = "text"
+    unconditional: bool = False
+    model_type: str | None = None
     pretrained: str | None = None
     preset: str | None = None
     model_config: dict = field(default_factory=dict)
@@ -58,8 +90,15 @@ class TrainingConfig:
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     max_grad_norm: float = 1.0
-    ema_decay: float = 0.9999
+    ema_decay: float | list[float] | None = None
+    lora_rank: int | None = None
+    lora_alpha: float | None = None
+    lora_target_modules: list[str] | None = None
     label_dropout: float = 0.1
+    caption_dropout: float = 0.1
+    text_encoder: str | torch.nn.Module | None = None
+    tokenizer: object | None = None
+    caption_cache_dir: str | None = None
     p_mean: float = -0.8
     p_std: float = 0.8
     timeshift: float = 1.0
@@ -83,19 +122,47 @@ class TrainingConfig:
     checkpoint_every: int = 5000
     checkpoints_total_limit: int | None = None
     resume: str | None = None
-    sampling_method: str = "heun"
-    sampling_timeshift: float = 1.0
-    num_inference_steps: int = 50
-    guidance_scale: float = 1.0
-    guidance_interval_min: float = 0.0
-    guidance_interval_max: float = 1.0
+    sampling_method: str | None = None
+    sampling_timeshift: float | None = None
+    solver_order: int | None = None
+    num_inference_steps: int | None = None
+    guidance_scale: float | None = None
+    guidance_interval_min: float | None = None
+    guidance_interval_max: float | None = None
 
     def __post_init__(self):
-        positive = ("max_steps", "batch_size", "log_every", "sample_every", "checkpoint_every", "num_inference_steps")
+        positive = ("max_steps", "batch_size", "log_every", "sample_every", "checkpoint_every")
         for name in positive:
             value = getattr(self, name)
             if not (isinstance(value, int) and value > 0):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        if self.num_inference_steps is not None and not (
+            isinstance(self.num_inference_steps, int) and self.num_inference_steps > 0
+        ):
+            raise ValueError(f"num_inference_steps must be a positive integer, got {self.num_inference_steps!r}.")
+        if self.model_type is not None and self.model_type not in MODEL_TYPES:
+            raise ValueError(f"model_type is {self.model_type!r}; accepted: {', '.join(MODEL_TYPES)}.")
+        if not 0 <= self.caption_dropout < 1:
+            raise ValueError(f"caption_dropout must be in [0, 1), got {self.caption_dropout}.")
+        if isinstance(self.text_encoder, torch.nn.Module) and self.tokenizer is None:
+            raise ValueError("text_encoder is a module, so tokenizer must be given too.")
+        for decay in self.ema_decays:
+            if not (isinstance(decay, (int, float)) and 0 <= decay < 1):
+                raise ValueError(f"ema_decay values must be numbers in [0, 1), got {self.ema_decay!r}.")
+        if self.lora_rank is not None:
+            if not (isinstance(self.lora_rank, int) and self.lora_rank > 0):
+                raise ValueError(f"lora_rank must be a positive integer, got {self.lora_rank!r}.")
+            if self.pretrained is None:
+                raise ValueError("lora_rank is set but pretrained is not: a LoRA adapts a pretrained model.")
+        elif self.lora_alpha is not None or self.lora_target_modules is not None:
+            raise ValueError("lora_alpha and lora_target_modules need lora_rank (--lora-rank) to train a LoRA.")
+        if self.lora_alpha is not None and not (math.isfinite(self.lora_alpha) and self.lora_alpha > 0):
+            raise ValueError(f"lora_alpha must be a positive number, got {self.lora_alpha!r}.")
+        if self.unconditional and (self.lora_rank is not None or self.labels_file is not None):
+            raise ValueError(
+                "unconditional training uses no labels and trains all weights: drop labels_file/lora_rank."
+            )
+
         if self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(f"mixed_precision is {self.mixed_precision!r}; accepted: {', '.join(MIXED_PRECISION)}.")
         if self.preset is not None and self.preset not in PIXELGEN_PRESETS:
@@ -109,26 +176,98 @@ class TrainingConfig:
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}.")
 
+    @property
+    def ema_decays(self) -> tuple[float, ...]:
+        """The EMA decays tracked; the first one is the saved pipeline's. Default: upstream's 0.9999, or 0 (the
+        online weights) for a LoRA, whose short runs an EMA of 0.9999 would barely move."""
+        if self.ema_decay is None:
+            return (0.0,) if self.lora_rank is not None else (0.9999,)
+        decays = (self.ema_decay,) if isinstance(self.ema_decay, (int, float)) else tuple(self.ema_decay)
+        if not decays:
+            raise ValueError("ema_decay is an empty list: give at least one decay.")
+        return decays
+
+    @property
+    def is_lora(self) -> bool:
+        return self.lora_rank is not None
+
     def to_json_dict(self) -> dict:
         """The config as JSON; backbones given as modules are recorded by class name."""
         values = {config_field.name: getattr(self, config_field.name) for config_field in dataclasses.fields(self)}
-        for name in ("lpips", "dino"):
-            if isinstance(values[name], torch.nn.Module):
+        for name in ("lpips", "dino", "text_encoder", "tokenizer"):
+            if values[name] is not None and not isinstance(values[name], str):
                 values[name] = f"<{type(values[name]).__name__} module>"
         return values
 
 
 # ---------------------------------------------------------------------------------------------------- the model
-def build_transformer(config: TrainingConfig, num_classes: int) -> PixelGenTransformer2DModel:
+def _transformer_subfolder(pretrained: str) -> str | None:
+    """A transformer folder is used as is; a pipeline folder (or Hub id) through its `transformer/`."""
+    return None if (Path(pretrained) / "config.json").is_file() else "transformer"
+
+
+def pretrained_json(pretrained: str, filename: str) -> dict | None:
+    """A JSON file of the pretrained pipeline folder (local or on the Hub), or None when it has none."""
+    path = Path(pretrained) / filename
+    if path.is_file():
+        return json.loads(path.read_text())
+    if Path(pretrained).exists():
+        return None
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return json.loads(Path(hf_hub_download(pretrained, filename)).read_text())
+    except Exception:  # a transformer-only repo, or no such file: no recipe to keep
+        return None
+
+
+def pretrained_model_type(pretrained: str) -> str:
+    config = PixelGenTransformer2DModel.load_config(pretrained, subfolder=_transformer_subfolder(pretrained))
+    return "t2i" if "txt_max_length" in config else "c2i"
+
+
+def resolve_sampling(config: TrainingConfig, model_type: str) -> dict:
+    """The saved pipelines' sampling recipe: what the config sets, else the pretrained folder's recipe (pipeline
+    and scheduler config), else the model kind's defaults."""
+    recipe = dict(DEFAULT_SAMPLING[model_type])
     if config.pretrained is not None:
-        path = Path(config.pretrained)
-        subfolder = "transformer" if not (path / "config.json").is_file() else None
-        transformer = PixelGenTransformer2DModel.from_pretrained(config.pretrained, subfolder=subfolder)
-        if transformer.config.num_classes != num_classes:
-            raise ValueError(
-                f"The pretrained model has {transformer.config.num_classes} classes but data_dir has {num_classes};"
-                " they must match."
-            )
+        pipeline_config = pretrained_json(config.pretrained, "model_index.json") or {}
+        scheduler_config = pretrained_json(config.pretrained, "scheduler/scheduler_config.json") or {}
+        stored = {
+            "sampling_method": scheduler_config.get("sampling_method"),
+            "sampling_timeshift": scheduler_config.get("timeshift"),
+            "solver_order": scheduler_config.get("solver_order"),
+        }
+        stored.update({name: pipeline_config.get(name) for name in SAMPLING_FIELDS if name in pipeline_config})
+        recipe.update({name: value for name, value in stored.items() if value is not None})
+    if config.unconditional:
+        recipe["guidance_scale"] = 1.0  # the condition is the null class: nothing to guide towards
+    recipe.update({name: getattr(config, name) for name in SAMPLING_FIELDS if getattr(config, name) is not None})
+    return recipe
+
+
+def build_transformer(config: TrainingConfig, model_type: str, id2label: dict[int, str] | None = None):
+    """The model to train: the pretrained one (with its class table fitted to `id2label`), or a new one."""
+    num_classes = None if id2label is None else len(id2label)
+    model_class = PixelGenT2ITransformer2DModel if model_type == "t2i" else PixelGenTransformer2DModel
+    if config.pretrained is not None:
+        subfolder = _transformer_subfolder(config.pretrained)
+        transformer = model_class.from_pretrained(config.pretrained, subfolder=subfolder)
+        if model_type == "c2i" and transformer.config.num_classes != num_classes:
+            if config.is_lora:
+                raise ValueError(
+                    f"The pretrained model has {transformer.config.num_classes} classes but data_dir has"
+                    f" {num_classes}: a LoRA keeps the pretrained classes; fine-tune all weights for a new class set."
+                )
+            pipeline_config = pretrained_json(config.pretrained, "model_index.json") or {}
+            pretrained_labels = {int(k): v for k, v in pipeline_config.get("id2label", {}).items()}
+            resize_class_embeddings(transformer, id2label, pretrained_labels)
+        return transformer
+    if model_type == "t2i":
+        if config.preset is not None:
+            raise ValueError(f"preset {config.preset!r} is a class-to-image architecture; use model_config for t2i.")
+        transformer = PixelGenT2ITransformer2DModel(**{"sample_size": config.sample_size, **config.model_config})
+        initialize_t2i_weights(transformer)
         return transformer
     arguments = dict(PIXELGEN_PRESETS[config.preset]) if config.preset else {}
     arguments.update(sample_size=config.sample_size, num_classes=num_classes)
@@ -139,15 +278,50 @@ def build_transformer(config: TrainingConfig, num_classes: int) -> PixelGenTrans
 
 
 @torch.no_grad()
-def initialize_weights(transformer: PixelGenTransformer2DModel) -> None:
-    """JiT's initialisation of a new model: Xavier-uniform linears (and patch convs, as linears) with zero biases,
-    N(0, 0.02) class/time embeddings and in-context positions, and zeroed adaLN modulations and output layer, so
-    that every block starts as the identity."""
-    for module in transformer.modules():
+def resize_class_embeddings(
+    transformer: PixelGenTransformer2DModel, id2label: dict[int, str], pretrained_id2label: dict[int, str]
+) -> None:
+    """Refits the class table to a new class set: one row per class of `id2label` plus the null class, kept last
+    with its pretrained row. A class whose name is a synonym of a pretrained class starts from that class's row; the
+    others start from N(0, 0.02), JiT's initialisation. No class at all (`{}`) leaves only the null row: an
+    unconditional model."""
+    old_table = transformer.class_embedder.weight
+    old_null = transformer.config.num_classes
+    synonyms = {}
+    for class_id, names in pretrained_id2label.items():
+        for name in names.split(","):
+            synonyms.setdefault(name.strip().lower(), class_id)
+    table = torch.empty(len(id2label) + 1, old_table.shape[1], dtype=old_table.dtype, device=old_table.device)
+    torch.nn.init.normal_(table, std=0.02)
+    reused = 0
+    for class_id, name in id2label.items():
+        match = synonyms.get(name.strip().lower())
+        if match is not None and match < old_null:
+            table[class_id] = old_table[match]
+            reused += 1
+    table[-1] = old_table[old_null]
+    transformer.class_embedder = torch.nn.Embedding.from_pretrained(table, freeze=False)
+    transformer.register_to_config(num_classes=len(id2label))
+    logger.warning(
+        f"Class table refitted from {old_null} to {len(id2label)} classes (+ the pretrained null class):"
+        f" {reused} start from the pretrained class of the same name, {len(id2label) - reused} are new."
+    )
+
+
+def _xavier_linears(model: torch.nn.Module) -> None:
+    for module in model.modules():
         if isinstance(module, torch.nn.Linear):
             torch.nn.init.xavier_uniform_(module.weight)
             if module.bias is not None:
                 torch.nn.init.zeros_(module.bias)
+
+
+@torch.no_grad()
+def initialize_weights(transformer: PixelGenTransformer2DModel) -> None:
+    """JiT's initialisation of a new model: Xavier-uniform linears (and patch convs, as linears) with zero biases,
+    N(0, 0.02) class/time embeddings and in-context positions, and zeroed adaLN modulations and output layer, so
+    that every block starts as the identity."""
+    _xavier_linears(transformer)
     for conv in (transformer.patch_embedder.proj_in, transformer.patch_embedder.proj_out):
         if conv is not None:
             torch.nn.init.xavier_uniform_(conv.weight.view(conv.weight.shape[0], -1))
@@ -164,19 +338,39 @@ def initialize_weights(transformer: PixelGenTransformer2DModel) -> None:
         torch.nn.init.zeros_(linear.bias)
 
 
-def make_pipeline(transformer, config: TrainingConfig, id2label: dict[int, str]) -> PixelGenC2IPipeline:
-    """The pipeline a checkpoint is saved as, with the run's sampling settings as its defaults."""
-    scheduler = PixelGenScheduler(sampling_method=config.sampling_method, timeshift=config.sampling_timeshift)
-    pipeline = PixelGenC2IPipeline(
-        transformer,
-        scheduler,
-        id2label=id2label,
-        num_inference_steps=config.num_inference_steps,
-        guidance_scale=config.guidance_scale,
-        guidance_interval_min=config.guidance_interval_min,
-        guidance_interval_max=config.guidance_interval_max,
+@torch.no_grad()
+def initialize_t2i_weights(transformer: PixelGenT2ITransformer2DModel) -> None:
+    """The same scheme for a new text-to-image model: Xavier-uniform linears with zero biases, N(0, 0.02) time
+    embedding and text positions, zeroed adaLN modulations (image and text blocks) and output layer."""
+    _xavier_linears(transformer)
+    torch.nn.init.normal_(transformer.time_embedder.linear_1.weight, std=0.02)
+    torch.nn.init.normal_(transformer.time_embedder.linear_2.weight, std=0.02)
+    torch.nn.init.normal_(transformer.text_pos_embed, std=0.02)
+    blocks = [*transformer.text_refiner_blocks, *transformer.transformer_blocks]
+    for linear in [block.adaln_modulation for block in blocks] + [transformer.final_layer.proj_out]:
+        torch.nn.init.zeros_(linear.weight)
+        torch.nn.init.zeros_(linear.bias)
+
+
+def make_pipeline(transformer, config: TrainingConfig, sampling: dict, id2label=None, text_encoder_id=None):
+    """The pipeline a checkpoint is saved as, with the run's sampling recipe as its defaults: class-to-image with
+    `id2label`, else text-to-image (without its text encoder, which loads from `text_encoder_id` when prompted)."""
+    scheduler = PixelGenScheduler(
+        sampling_method=sampling["sampling_method"],
+        timeshift=sampling["sampling_timeshift"],
+        solver_order=sampling["solver_order"],
+    )
+    settings = dict(
+        num_inference_steps=sampling["num_inference_steps"],
+        guidance_scale=sampling["guidance_scale"],
+        guidance_interval_min=sampling["guidance_interval_min"],
+        guidance_interval_max=sampling["guidance_interval_max"],
         noise_scale=config.noise_scale,
     )
+    if id2label is not None:
+        pipeline = PixelGenC2IPipeline(transformer, scheduler, id2label=id2label, **settings)
+    else:
+        pipeline = PixelGenT2IPipeline(transformer, scheduler, text_encoder_id=text_encoder_id, **settings)
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
 
@@ -188,17 +382,6 @@ def image_grid(images: list[PIL.Image.Image], rows: int) -> PIL.Image.Image:
     for index, image in enumerate(images):
         grid.paste(image, ((index % columns) * width, (index // columns) * height))
     return grid
-
-
-@torch.no_grad()
-def save_sample_grid(transformer, config: TrainingConfig, id2label: dict[int, str], path: Path) -> None:
-    """One row per class (up to 10), four images each, from a fixed seed so grids are comparable across steps."""
-    pipeline = make_pipeline(transformer, config, id2label)
-    class_ids = list(range(min(len(id2label), 10)))
-    generator = torch.Generator(transformer.device).manual_seed(config.seed)
-    images = pipeline(class_ids, num_images_per_prompt=4, generator=generator).images
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image_grid(images, rows=len(class_ids)).save(path)
 
 
 # ---------------------------------------------------------------------------------------------- checkpointing
@@ -246,18 +429,41 @@ class Trainer:
             mixed_precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
         self.accelerator = Accelerator(mixed_precision=mixed_precision)
         self.output_dir = Path(config.output_dir)
-        self.dataset = ImageClassDataset(config.data_dir, self._sample_size(), config.labels_file)
-        self.id2label = self.dataset.id2label
+        self.model_type = self._model_type()
+        self._check_options_fit_the_model_type()
+        self.sampling = resolve_sampling(config, self.model_type)
+        self.id2label, self.text_encoder_id, empty_prompt_embeds = None, None, None
+        if self.model_type == "t2i":
+            images = ImageCaptionDataset(config.data_dir, self._sample_size(), config.caption_column)
+            text_encoder, tokenizer, self.text_encoder_id = self._text_encoder()  # before building the model
+        else:
+            self.dataset = ImageClassDataset(
+                config.data_dir, self._sample_size(), config.labels_file, unconditional=config.unconditional
+            )
+            self.id2label = self.dataset.id2label
 
         torch.manual_seed(config.seed)  # the same initial weights on every process
-        transformer = build_transformer(config, len(self.id2label))
+        transformer = build_transformer(config, self.model_type, self.id2label)
+        if self.model_type == "t2i":
+            embedding_files = self._cache_caption_embeddings(transformer, text_encoder, tokenizer, images.captions)
+            text_encoder = tokenizer = None  # training steps only read the cache
+            self.dataset = EmbeddedCaptionDataset(images, [embedding_files[caption] for caption in images.captions])
+            empty_prompt_embeds = load_embedding(embedding_files[""])[None]
+            # The grid's prompts: the first distinct captions of the data, with their cached embeddings.
+            self.sample_prompts = list(dict.fromkeys(images.captions))[:4]
+            self.sample_files = [embedding_files[caption] for caption in self.sample_prompts]
+            self.empty_embedding_file = embedding_files[""]
         if config.gradient_checkpointing:
             transformer.enable_gradient_checkpointing()
+        if config.is_lora:
+            self._add_lora(transformer)
         transformer.train()
-        self.ema = EMA(transformer, config.ema_decay)  # before the REPA hook is attached to `transformer`
+        # Before the REPA hook is attached to `transformer`; the first EMA is the one the saved pipeline holds.
+        self.emas = [EMA(transformer, decay) for decay in config.ema_decays]
+        self.ema = self.emas[0]
         objective = PixelGenLoss(
             transformer,
-            label_dropout=config.label_dropout,
+            label_dropout=config.caption_dropout if self.model_type == "t2i" else config.label_dropout,
             p_mean=config.p_mean,
             p_std=config.p_std,
             timeshift=config.timeshift,
@@ -272,6 +478,7 @@ class Trainer:
             repa_layer=config.repa_layer,
             repa_weight=config.repa_weight,
             adaptive_weight_start=config.adaptive_weight_start,
+            empty_prompt_embeds=empty_prompt_embeds,
         )
         self.parameters = [parameter for parameter in objective.parameters() if parameter.requires_grad]
         optimizer = torch.optim.AdamW(
@@ -281,30 +488,165 @@ class Trainer:
             weight_decay=config.weight_decay,
         )
         self.objective, self.optimizer = self.accelerator.prepare(objective, optimizer)
-        self.ema.model.to(self.accelerator.device)
+        for ema in self.emas:
+            ema.model.to(self.accelerator.device)
         rank = self.accelerator.process_index
         torch.manual_seed(config.seed + 1 + rank)  # dropout differs per process
         self.generator = torch.Generator(self.accelerator.device).manual_seed(config.seed + 1 + rank)
         self.step = 0
 
+    def _model_type(self) -> str:
+        config = self.config
+        if config.pretrained is not None:
+            model_type = pretrained_model_type(config.pretrained)
+            if config.model_type is not None and config.model_type != model_type:
+                raise ValueError(
+                    f"model_type is {config.model_type!r} but the pretrained model {config.pretrained!r} is"
+                    f" {model_type!r}."
+                )
+            return model_type
+        if config.model_type is not None:
+            return config.model_type
+        return "t2i" if is_caption_folder(config.data_dir) else "c2i"
+
+    def _check_options_fit_the_model_type(self) -> None:
+        """Options of the other model kind are mistakes, not no-ops."""
+        config = self.config
+        if self.model_type == "t2i":
+            wrong = {"labels_file": config.labels_file is not None, "unconditional": config.unconditional}
+        else:
+            wrong = {name: getattr(config, name) is not None for name in ("text_encoder", "caption_cache_dir")}
+        wrong = [name for name, is_set in wrong.items() if is_set]
+        if wrong:
+            kind = "text-to-image" if self.model_type == "t2i" else "class-to-image"
+            raise ValueError(f"This is a {kind} run; {', '.join(wrong)} belong(s) to the other kind of model.")
+
     def _sample_size(self) -> int:
         config = self.config
         if config.pretrained is None:
             return config.model_config.get("sample_size", config.sample_size)
-        path = Path(config.pretrained)
-        subfolder = "transformer" if not (path / "config.json").is_file() else None
+        subfolder = _transformer_subfolder(config.pretrained)
         return PixelGenTransformer2DModel.load_config(config.pretrained, subfolder=subfolder)["sample_size"]
+
+    def _text_encoder(self):
+        """The Qwen3 encoder and tokenizer of a text-to-image run (see `TrainingConfig`), and the id that the saved
+        pipelines record as their `text_encoder_id`."""
+        config = self.config
+        pipeline_config = pretrained_json(config.pretrained, "model_index.json") if config.pretrained else None
+        default_id = (pipeline_config or {}).get("text_encoder_id", DEFAULT_TEXT_ENCODER)
+        if isinstance(config.text_encoder, torch.nn.Module):
+            return config.text_encoder.eval().requires_grad_(False), config.tokenizer, default_id
+        if config.text_encoder is not None:
+            source = str(config.text_encoder)
+            return *load_text_encoder(source), source
+        if config.pretrained is not None and (Path(config.pretrained) / "text_encoder").is_dir():
+            return *load_text_encoder(config.pretrained), default_id
+        return *load_text_encoder(default_id), default_id
+
+    def _cache_caption_embeddings(self, transformer, text_encoder, tokenizer, captions: list[str]) -> dict[str, Path]:
+        """Encodes the captions (and the empty prompt) not cached yet, on the main process first; returns each
+        caption's embedding file. The encoder is released afterwards: training steps only read the cache."""
+        pipeline = PixelGenT2IPipeline(transformer, PixelGenScheduler(), text_encoder, tokenizer)
+        root = self.config.caption_cache_dir or self.output_dir / "caption_embeddings"
+        cache = CaptionEmbeddingCache(root, pipeline)
+        with self.accelerator.main_process_first():
+            if self.accelerator.is_main_process:
+                text_encoder.to(self.accelerator.device)
+            cache.encode([*captions, ""], device=text_encoder.device)
+        if self.accelerator.is_main_process:
+            logger.info(f"Caption embeddings in {cache.folder}: {cache.hits} cached, {cache.misses} encoded.")
+        self.caption_cache = cache
+        files = {caption: cache.path(caption) for caption in {*captions, ""}}
+        del pipeline, cache.pipeline, cache.text_encoder, cache.tokenizer, text_encoder
+        return files
+
+    def _add_lora(self, transformer) -> None:
+        """Freezes the model and adds a peft LoRA adapter (Gaussian A, zero B: the run starts at the base model)."""
+        from peft import LoraConfig
+
+        config = self.config
+        targets = list(config.lora_target_modules or DEFAULT_LORA_TARGETS[self.model_type])
+        linear_names = [name for name, module in transformer.named_modules() if isinstance(module, torch.nn.Linear)]
+        for target in targets:
+            if not any(name == target or name.endswith(f".{target}") for name in linear_names):
+                suffixes = sorted({".".join(name.split(".")[-2:]) for name in linear_names})
+                close = difflib.get_close_matches(target, suffixes, n=3)
+                raise ValueError(
+                    f"lora_target_modules has {target!r}, which names no linear layer of the"
+                    f" {type(transformer).__name__}"
+                    + (f" (did you mean {', '.join(map(repr, close))}?)" if close else "")
+                    + f"; its linear layers end in: {', '.join(suffixes)}."
+                )
+        transformer.requires_grad_(False)
+        alpha = config.lora_alpha if config.lora_alpha is not None else config.lora_rank
+        lora_config = LoraConfig(
+            r=config.lora_rank, lora_alpha=alpha, target_modules=targets, init_lora_weights="gaussian"
+        )
+        transformer.add_adapter(lora_config)
+        trainable = sum(parameter.numel() for parameter in transformer.parameters() if parameter.requires_grad)
+        total = sum(parameter.numel() for parameter in transformer.parameters())
+        if self.accelerator.is_main_process:
+            logger.warning(
+                f"LoRA rank {config.lora_rank} on {', '.join(targets)}: {trainable:,} trainable parameters,"
+                f" {100 * trainable / (total - trainable):.2f}% of the model's {total - trainable:,}."
+            )
+
+    def _save_lora(self, transformer, folder: Path) -> None:
+        """The adapter of `transformer` as diffusers' `pytorch_lora_weights.safetensors`, with its peft config."""
+        from peft.utils import get_peft_model_state_dict
+
+        pipeline_class = PixelGenT2IPipeline if self.model_type == "t2i" else PixelGenC2IPipeline
+        pipeline_class.save_lora_weights(
+            folder,
+            transformer_lora_layers=get_peft_model_state_dict(transformer),
+            transformer_lora_adapter_metadata=transformer.peft_config["default"].to_dict(),
+        )
+
+    def make_pipeline(self, transformer):
+        return make_pipeline(transformer, self.config, self.sampling, self.id2label, self.text_encoder_id)
+
+    @torch.no_grad()
+    def save_sample_grid(self, path: Path) -> None:
+        """One row per class (up to 10) or per prompt (the data's first 4 captions), four images each, from a fixed
+        seed so grids are comparable across steps."""
+        transformer = self.ema.model
+        pipeline = self.make_pipeline(transformer)
+        generator = torch.Generator(transformer.device).manual_seed(self.config.seed)
+        if self.model_type == "t2i":
+            prompt_embeds = torch.stack([load_embedding(file) for file in self.sample_files])
+            negative = load_embedding(self.empty_embedding_file)[None]
+            images = pipeline(
+                prompt_embeds=prompt_embeds,
+                negative_prompt_embeds=negative,
+                num_images_per_prompt=4,
+                generator=generator,
+            ).images
+            rows = len(prompt_embeds)
+        elif not self.id2label:  # unconditional: a 4 x 4 grid
+            images = pipeline(num_images_per_prompt=16, generator=generator).images
+            rows = 4
+        else:
+            class_ids = list(range(min(len(self.id2label), 10)))
+            images = pipeline(class_ids, num_images_per_prompt=4, generator=generator).images
+            rows = len(class_ids)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image_grid(images, rows=rows).save(path)
 
     @property
     def unwrapped(self) -> PixelGenLoss:
         return self.accelerator.unwrap_model(self.objective)
 
     # ------------------------------------------------------------------------------------------ checkpoints
+    def _is_checkpointed(self, name: str) -> bool:
+        """Online state saved for resuming: not the frozen backbones, and in a LoRA run not the frozen base model."""
+        if name.startswith(("lpips.", "dino.")):
+            return False
+        return not (self.config.is_lora and name.startswith("transformer.") and ".lora_" not in name)
+
     def _trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        frozen = ("lpips.", "dino.")
         state = self.unwrapped.state_dict()
         return {
-            name: tensor.detach().cpu().contiguous() for name, tensor in state.items() if not name.startswith(frozen)
+            name: tensor.detach().cpu().contiguous() for name, tensor in state.items() if self._is_checkpointed(name)
         }
 
     def save_checkpoint(self) -> Path:
@@ -322,13 +664,20 @@ class Trainer:
         rank = accelerator.process_index
         torch.save(_rng_state(self.generator), temporary / STATE_DIR / f"rng_state_{rank}.pt")
         if accelerator.is_main_process:
-            make_pipeline(self.ema.model, self.config, self.id2label).save_pretrained(temporary)
+            if self.config.is_lora:  # only the adapter: the base model is the pretrained folder
+                self._save_lora(self.ema.model, temporary)
+            else:
+                self.make_pipeline(self.ema.model).save_pretrained(temporary)
             save_file(self._trainable_state_dict(), temporary / STATE_DIR / "model.safetensors")
+            for index, ema in enumerate(self.emas):
+                if index > 0 or self.config.is_lora:  # float32, for resuming and `pixelgen export --ema INDEX`
+                    save_file(ema.state_dict(), temporary / STATE_DIR / f"ema_{index}.safetensors")
             torch.save(self.optimizer.state_dict(), temporary / STATE_DIR / "optimizer.pt")
             state = {
                 "step": self.step,
                 "num_processes": accelerator.num_processes,
                 "dataset_size": len(self.dataset),
+                "ema_decays": list(self.config.ema_decays),
                 "config": self.config.to_json_dict(),
             }
             (temporary / STATE_DIR / "state.json").write_text(json.dumps(state, indent=2))
@@ -355,14 +704,25 @@ class Trainer:
                 " bit-for-bit (the data order and per-process random streams differ)."
             )
         missing, unexpected = self.unwrapped.load_state_dict(load_file(state_dir / "model.safetensors"), strict=False)
-        missing = [name for name in missing if not name.startswith(("lpips.", "dino."))]
+        missing = [name for name in missing if self._is_checkpointed(name)]
         if missing or unexpected:
             raise ValueError(
                 f"Checkpoint {checkpoint} does not match this run's model: missing {missing[:5]},"
                 f" unexpected {unexpected[:5]} (different architecture or REPA setting?)."
             )
-        ema_weights = load_file(checkpoint / "transformer" / "diffusion_pytorch_model.safetensors")
-        self.ema.model.load_state_dict(ema_weights)
+        saved_decays = state.get("ema_decays", [state["config"]["ema_decay"]])
+        if list(saved_decays) != list(self.config.ema_decays):
+            raise ValueError(
+                f"Checkpoint {checkpoint} tracks EMA decays {saved_decays}, this run {list(self.config.ema_decays)}:"
+                " resume with the same --ema-decay values."
+            )
+        for index, ema in enumerate(self.emas):
+            if index == 0 and not self.config.is_lora:
+                ema.model.load_state_dict(
+                    load_file(checkpoint / "transformer" / "diffusion_pytorch_model.safetensors")
+                )
+            else:
+                ema.load_state_dict(load_file(state_dir / f"ema_{index}.safetensors"))
         self.optimizer.load_state_dict(torch.load(state_dir / "optimizer.pt", map_location="cpu", weights_only=True))
         rng_file = state_dir / f"rng_state_{self.accelerator.process_index}.pt"
         if rng_file.is_file():
@@ -418,16 +778,17 @@ class Trainer:
         window_start, window_steps, window_losses = time.perf_counter(), 0, {}
         self.objective.train()
         checkpoint = None
-        for images, class_labels in loader:
+        for images, conditions in loader:
             images = images.to(accelerator.device, non_blocking=True)
-            class_labels = class_labels.to(accelerator.device, non_blocking=True)
-            losses = self.objective(images, class_labels, generator=self.generator, step=self.step)
+            conditions = conditions.to(accelerator.device, non_blocking=True)
+            losses = self.objective(images, conditions, generator=self.generator, step=self.step)
             accelerator.backward(losses["loss"])
             if config.max_grad_norm > 0:
                 accelerator.clip_grad_norm_(self.parameters, config.max_grad_norm)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
-            self.ema.update(self.unwrapped.transformer)
+            for ema in self.emas:
+                ema.update(self.unwrapped.transformer)
             self.step += 1
             progress.update()
             window_steps += 1
@@ -448,7 +809,7 @@ class Trainer:
                 window_start, window_steps, window_losses = time.perf_counter(), 0, {}
             if self.step % config.sample_every == 0 and accelerator.is_main_process:
                 grid_path = self.output_dir / "samples" / f"step-{self.step:07d}.png"
-                save_sample_grid(self.ema.model, config, self.id2label, grid_path)
+                self.save_sample_grid(grid_path)
             if self.step % config.checkpoint_every == 0 or self.step == config.max_steps:
                 checkpoint = self.save_checkpoint()
         progress.close()
@@ -457,8 +818,8 @@ class Trainer:
 
 
 def train(config: TrainingConfig) -> Path:
-    """Trains a PixelGen class-to-image model; returns the final checkpoint, a loadable pipeline folder whose
-    transformer holds the EMA weights."""
+    """Trains a PixelGen class-to-image or text-to-image model; returns the final checkpoint, a loadable pipeline
+    folder whose transformer holds the EMA weights."""
     return Trainer(config).train()
 
 
@@ -480,14 +841,21 @@ def add_parser(subparsers) -> None:
     defaults = TrainingConfig(data_dir="", output_dir="")
     parser = subparsers.add_parser(
         "train",
-        help="train or fine-tune a class-to-image model on a folder of images",
-        description="Train a PixelGen class-to-image model with upstream's recipe (x-prediction flow matching, EMA,"
-        " optional LPIPS / P-DINO / REPA). Multi-GPU: `accelerate launch -m pixelgen_diffusers.cli train ...`.",
+        help="train or fine-tune a class-to-image or text-to-image model on a folder of images",
+        description="Train a PixelGen model with upstream's recipe (x-prediction flow matching, EMA, optional LPIPS /"
+        " P-DINO / REPA): class-to-image on class folders, text-to-image on captioned images (metadata.jsonl or"
+        " .txt files). Multi-GPU: `accelerate launch -m pixelgen_diffusers.cli train ...`.",
     )
     arg = parser.add_argument
-    arg("--data-dir", required=True, help="images, one sub-folder per class (or see --labels-file)")
+    arg("--data-dir", required=True, help="class sub-folders (or see --labels-file), or captioned images")
     arg("--output-dir", required=True, help="checkpoints, sample grids and train_log.jsonl go here")
     arg("--labels-file", help="JSON {path: label} or `path,label` lines, paths relative to --data-dir")
+    arg("--unconditional", action="store_true", help="train on the null class only: any image layout, no labels")
+    arg("--model-type", choices=MODEL_TYPES, help="default: the pretrained model's, else t2i for captioned data")
+    arg("--caption-column", default=defaults.caption_column, help="caption column of metadata.jsonl")
+    arg("--caption-dropout", type=float, default=defaults.caption_dropout, help="rate of empty-prompt captions")
+    arg("--text-encoder", help="Qwen3 folder or Hub id with its tokenizer (default: the pretrained model's)")
+    arg("--caption-cache-dir", help="caption embedding cache (default: OUTPUT_DIR/caption_embeddings)")
     arg("--pretrained", help="pipeline or transformer folder (or Hub id) to fine-tune")
     arg("--preset", choices=sorted(PIXELGEN_PRESETS), help="architecture of a new model")
     arg("--model-config", type=_json_object, default={}, help="constructor overrides, e.g. '{\"hidden_size\": 128}'")
@@ -499,7 +867,15 @@ def add_parser(subparsers) -> None:
     arg("--adam-beta1", type=float, default=defaults.adam_beta1)
     arg("--adam-beta2", type=float, default=defaults.adam_beta2)
     arg("--max-grad-norm", type=float, default=defaults.max_grad_norm, help="0 disables clipping")
-    arg("--ema-decay", type=float, default=defaults.ema_decay)
+    arg(
+        "--ema-decay",
+        type=float,
+        nargs="+",
+        help="one or more EMA decays; the first is saved (default 0.9999; LoRA: 0)",
+    )
+    arg("--lora-rank", type=int, help="train a LoRA of this rank on --pretrained instead of all weights")
+    arg("--lora-alpha", type=float, help="LoRA alpha (default: the rank, i.e. scale 1)")
+    arg("--lora-target-modules", nargs="+", help="linear layers to adapt (default: attention and feed-forward)")
     arg("--label-dropout", type=float, default=defaults.label_dropout)
     arg("--p-mean", type=float, default=defaults.p_mean)
     arg("--p-std", type=float, default=defaults.p_std)
@@ -523,12 +899,14 @@ def add_parser(subparsers) -> None:
     arg("--checkpoint-every", type=int, default=defaults.checkpoint_every)
     arg("--checkpoints-total-limit", type=int)
     arg("--resume", help="'latest' (in --output-dir) or a checkpoint folder")
-    arg("--sampling-method", default=defaults.sampling_method, choices=("heun", "euler", "adam_lm"))
-    arg("--sampling-timeshift", type=float, default=defaults.sampling_timeshift)
-    arg("--num-inference-steps", type=int, default=defaults.num_inference_steps)
-    arg("--guidance-scale", type=float, default=defaults.guidance_scale)
-    arg("--guidance-interval-min", type=float, default=defaults.guidance_interval_min)
-    arg("--guidance-interval-max", type=float, default=defaults.guidance_interval_max)
+    # The saved pipelines' sampling recipe; unset values keep the pretrained folder's (or the model kind's default).
+    arg("--sampling-method", choices=("heun", "euler", "adam_lm"))
+    arg("--sampling-timeshift", type=float)
+    arg("--solver-order", type=int, choices=(1, 2, 3, 4), help="Adams-Bashforth order of adam_lm")
+    arg("--num-inference-steps", type=int)
+    arg("--guidance-scale", type=float)
+    arg("--guidance-interval-min", type=float)
+    arg("--guidance-interval-max", type=float)
     parser.set_defaults(func=run_from_args)
 
 

@@ -129,12 +129,18 @@ def upstream_runner(pipe, args, noise, labels):
     """Upstream's JiT and HeunSamplerJiT/EulerSamplerJiT/AdamLMSamplerJiT, loaded from a local checkout."""
     repo = Path(args.upstream_repo)
     sys.path.insert(0, str(repo))
-    torch.compile = lambda fn=None, *a, **k: fn if fn is not None else (lambda f: f)  # upstream decorates blocks
     if not args.device.startswith("cuda"):
         torch.Tensor.cuda = lambda self, *a, **k: self  # upstream builds its RoPE tables with .cuda()
-    spec = importlib.util.spec_from_file_location("upstream_jit", repo / "src/models/transformer/JiT.py")
-    upstream_jit = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(upstream_jit)
+    # Upstream decorates its block's forward with @torch.compile: disabled while its module is imported (its eager
+    # model is the reference), and restored at once, or our compiled pipelines would silently run eagerly.
+    compile_function = torch.compile
+    torch.compile = lambda fn=None, *a, **k: fn if fn is not None else (lambda f: f)
+    try:
+        spec = importlib.util.spec_from_file_location("upstream_jit", repo / "src/models/transformer/JiT.py")
+        upstream_jit = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(upstream_jit)
+    finally:
+        torch.compile = compile_function
     from src.diffusion.base.guidance import simple_guidance_fn
     from src.diffusion.flow_matching.adam_sampling import AdamLMSamplerJiT
     from src.diffusion.flow_matching.sampling import EulerSamplerJiT, HeunSamplerJiT

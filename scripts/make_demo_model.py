@@ -7,12 +7,15 @@ under src/pixelgen_diffusers/demo/model.
     python scripts/make_demo_model.py            # about 47 minutes on a busy 2-core CPU
 
 Rerunning resumes an interrupted training run from its last checkpoint in --work-dir. After editing the pipeline,
-transformer or scheduler modules, `--refresh-code` re-exports the shipped folder with the new code (no training).
+transformer or scheduler modules, `--refresh-code` re-exports the shipped folders (this one and the text-to-image
+demo's) with the new code (no training).
 """
 
 import argparse
 import json
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -75,6 +78,9 @@ def main() -> None:
     output_dir = Path(args.output_dir)
     if args.refresh_code:
         export_demo(load_package_pipeline(model_dir()), output_dir)
+        # The text-to-image demo ships the same scheduler and its own pipeline/transformer code: refresh it too.
+        t2i_script = Path(__file__).with_name("make_demo_t2i_model.py")
+        subprocess.run([sys.executable, str(t2i_script), "--refresh-code"], check=True)
         return
     work_dir = Path(args.work_dir)
     timings = {}

@@ -44,7 +44,7 @@ def c2i_runs(pipe):
 
 
 @pytest.mark.parametrize("mode", ["model", "blocks"])
-def test_compiled_c2i_sampling_equals_eager_with_one_graph(mode):
+def test_compiled_c2i_sampling_equals_eager_with_a_bounded_graph_count(mode):
     pipe = tiny_c2i_pipeline(guidance_interval_min=0.1, guidance_interval_max=0.9)
     with torch.no_grad():
         eager = c2i_runs(pipe)
@@ -52,10 +52,12 @@ def test_compiled_c2i_sampling_equals_eager_with_one_graph(mode):
             pipe.transformer.compile(backend="eager", fullgraph=True)
         else:
             pipe.transformer.compile_repeated_blocks(backend="eager", fullgraph=True)
-        with torch._dynamo.config.patch(error_on_recompile=True):  # any recompilation fails the test
+        # Whole model: any recompilation fails the test. Regionally the blocks before `in_context_start` (the
+        # in-context tokens ride along untouched) and after it are two graphs; the count bounds everything else.
+        with torch._dynamo.config.patch(error_on_recompile=mode == "model"):
             compiled = c2i_runs(pipe)
             batch_of_two = pipe([3, 5], num_inference_steps=2, output_type="latent").images
-    assert counters["stats"]["unique_graphs"] == 1
+    assert counters["stats"]["unique_graphs"] == (1 if mode == "model" else 2)
     assert batch_of_two.shape[0] == 2
     for expected, actual in zip(eager, compiled):
         torch.testing.assert_close(actual, expected, atol=1e-5, rtol=0)

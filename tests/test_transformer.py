@@ -142,13 +142,22 @@ def test_sincos_table_encodes_column_then_row():
 
 def test_in_context_tokens_enter_at_in_context_start():
     model = tiny_transformer(depth=3, in_context_start=1)
-    lengths = []
+    inputs, outputs = [], []
+
+    def record(module, args, output):
+        inputs.append(args[0])
+        outputs.append(output)
+
     for block in model.transformer_blocks:
-        block.register_forward_pre_hook(lambda module, args: lengths.append(args[0].shape[1]))
+        block.register_forward_hook(record)
     x, t, y = _inputs()
     with torch.no_grad():
         model(x, t, y)
-    assert lengths == [16, 16 + 4, 16 + 4]
+    # Every block maps 4 in-context + 16 image tokens to as many (diffusers' block caches need equal lengths), but
+    # before `in_context_start` the in-context tokens pass through untouched.
+    assert [tensor.shape[1] for tensor in inputs + outputs] == [16 + 4] * 6
+    assert torch.equal(outputs[0][:, :4], inputs[0][:, :4])
+    assert not torch.allclose(outputs[1][:, :4], inputs[1][:, :4])
     # They carry the class embedding plus learned positions: changing the positions changes the output.
     with torch.no_grad():
         before = model(x, t, y).sample

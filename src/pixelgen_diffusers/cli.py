@@ -35,7 +35,7 @@ COMMANDS = {
     ),
     "eval-demo": (
         "pixelgen_diffusers.demo.evaluate",
-        "score the bundled demo model (or another shapes model) with the demo classifier",
+        "score the bundled demo models with the demo classifiers (--t2i: GenEval-style, text-to-image)",
     ),
     "demo": ("pixelgen_diffusers.demo_app", "a web app to try a PixelGen model (needs the [demo] extra)"),
 }

@@ -14,6 +14,7 @@ import os
 import re
 from pathlib import Path
 
+from . import sampling_options
 from .utils import (
     SAMPLING_METHODS,
     add_sampling_speed_arguments,
@@ -30,16 +31,18 @@ LISTED_CLASSES = 30
 SMALL_MODEL_PARAMETERS = 50_000_000
 
 
-def demo_model_dir() -> Path:
-    """The bundled demo model, used when no --model is given."""
+def demo_model_dir(text_to_image: bool = False) -> Path:
+    """The bundled demo model used when no --model is given: the text-to-image one for prompts, the class-to-image
+    one for classes."""
     try:
-        from .demo import model_dir
+        from .demo import model_dir, t2i_model_dir
 
-        path = Path(model_dir())
+        path = Path(t2i_model_dir() if text_to_image else model_dir())
     except (ImportError, AttributeError, OSError):
         path = None
     if path is None or not (path / "model_index.json").is_file():
-        raise ValueError("no --model given and the bundled demo model is not installed")
+        kind = "text-to-image" if text_to_image else "class-to-image"
+        raise ValueError(f"no --model given and the bundled demo model is not installed (the {kind} one)")
     return path
 
 
@@ -132,7 +135,11 @@ def add_parser(subparsers) -> None:
         description="Generate images with a PixelGen model folder, Hub repo or Hub subfolder (owner/repo/subfolder). "
         "Sampling settings default to the model's recommended ones.",
     )
-    parser.add_argument("--model", help="folder, owner/repo or owner/repo/subfolder (default: the bundled demo model)")
+    parser.add_argument(
+        "--model",
+        help="folder, owner/repo or owner/repo/subfolder (default: the bundled demo model, text-to-image with"
+        " --prompt, class-to-image with --class)",
+    )
     parser.add_argument(
         "--class", dest="classes", action="append", metavar="CLASS", help="class name or id; repeat for several"
     )
@@ -147,6 +154,7 @@ def add_parser(subparsers) -> None:
         "model's)",
     )
     parser.add_argument("--sampler", choices=SAMPLING_METHODS, help="ODE solver (default: the model's)")
+    sampling_options.add_arguments(parser)
     parser.add_argument(
         "--guidance-interval",
         nargs=2,
@@ -267,6 +275,7 @@ def run(args: argparse.Namespace) -> int:
     ):
         if value is not None and not math.isfinite(value):
             raise ValueError(f"{option} must be a finite number, got {value}")
+    sampling_options.check_arguments(args)
     loras = [parse_lora(spec) for spec in args.loras or []]
     import torch
 
@@ -278,7 +287,7 @@ def run(args: argparse.Namespace) -> int:
     except RuntimeError:
         raise ValueError(f"--device {args.device!r} is not a torch device (e.g. cpu, cuda, cuda:1, mps)") from None
 
-    model = args.model if args.model is not None else demo_model_dir()
+    model = args.model if args.model is not None else demo_model_dir(text_to_image=bool(args.prompts))
     dtype = default_dtype(args.dtype, device)
     pipeline = load_pipeline(model, dtype=dtype, trust_remote_code=args.trust_remote_code)
     pipeline = pipeline.to(device)
@@ -303,6 +312,9 @@ def run(args: argparse.Namespace) -> int:
     unsupported = [key for key in options if key not in call_parameters]
     if unsupported:
         raise ValueError(f"this model's pipeline does not take {', '.join(unsupported)}")
+    key = "prompt" if text_to_image else "class_labels"
+    calibration = {key: [jobs[0]["condition"]], "generator": torch.Generator("cpu").manual_seed(jobs[0]["seed"])}
+    sampling_options.apply_arguments(pipeline, args, options, calibration)
 
     compile_transformer(pipeline, args.compile)
     out = Path(args.out)

@@ -18,18 +18,26 @@ import shutil
 import tempfile
 from typing import Any, Callable
 
+import numpy as np
 import PIL.Image
 import torch
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.hooks import FasterCacheConfig
 from diffusers.loaders.lora_base import LoraBaseMixin, _fetch_state_dict
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline, ImagePipelineOutput
+from diffusers.schedulers import FlowMatchEulerDiscreteScheduler, FlowMatchHeunDiscreteScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, Qwen3Model
 
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+# Stock schedulers that integrate the flow-matching ODE in sigma = 1 - t (multistep solvers qualify through their
+# `use_flow_sigmas` / `prediction_type="flow_prediction"` config instead).
+FLOW_MATCH_SCHEDULERS = (FlowMatchEulerDiscreteScheduler, FlowMatchHeunDiscreteScheduler)
+# Lower clamp of 1 - t when a clean-image prediction becomes a velocity (upstream's t_eps).
+X_PREDICTION_T_EPS = 0.05
 
 
 # Copied from pixelgen_diffusers.transformer_jit.mark_dynamic_shapes
@@ -205,7 +213,10 @@ class PixelGenT2IPipeline(DiffusionPipeline, PixelGenLoraLoaderMixin):
 
     Args:
         transformer ([`PixelGenT2ITransformer2DModel`]): the denoiser.
-        scheduler ([`PixelGenScheduler`]): the ODE solver (Adams-Bashforth, Euler or Heun) and its time grid.
+        scheduler ([`PixelGenScheduler`]): the ODE solver (Adams-Bashforth, Euler or Heun) and its time grid; or a
+            stock flow-matching scheduler (`FlowMatchEulerDiscreteScheduler`, `FlowMatchHeunDiscreteScheduler`, or
+            `UniPCMultistepScheduler` / `DPMSolverMultistepScheduler` with `use_flow_sigmas=True` and
+            `prediction_type="flow_prediction"`), whose `shift` / `flow_shift` is the timeshift.
         text_encoder ([`~transformers.Qwen3Model`], *optional*): the text encoder; loaded from `text_encoder_id`
             on the first text prompt when absent.
         tokenizer ([`~transformers.Qwen2Tokenizer`], *optional*): its tokenizer.
@@ -216,6 +227,8 @@ class PixelGenT2IPipeline(DiffusionPipeline, PixelGenLoraLoaderMixin):
             (default: read from the transformer) so that `encode_prompt` also works without a transformer.
     """
 
+    # The transformer input that carries the condition.
+    _condition_input_name = "encoder_hidden_states"
     model_cpu_offload_seq = "text_encoder->transformer"
     _optional_components = ["text_encoder", "tokenizer"]
     _callback_tensor_inputs = ["latents", "pred_original_sample", "prompt_embeds", "negative_prompt_embeds"]
@@ -251,6 +264,7 @@ class PixelGenT2IPipeline(DiffusionPipeline, PixelGenLoraLoaderMixin):
         )
         self._guidance_scale = guidance_scale
         self._num_timesteps = None
+        self._current_timestep = None
         self._interrupt = False
 
     # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.load_config
@@ -617,6 +631,158 @@ class PixelGenT2IPipeline(DiffusionPipeline, PixelGenLoraLoaderMixin):
         images = ((sample + 1) / 2).clamp(0, 1)
         return images if output_type == "pt" else images.permute(0, 2, 3, 1).cpu().numpy()
 
+    # ------------------------------------------------------------------------------------------------ sampling
+    # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.current_timestep
+    @property
+    def current_timestep(self) -> float | None:
+        """Where the loop is, in diffusers' convention (1000 = pure noise, i.e. 1000 * (1 - t)): the clock that
+        `PyramidAttentionBroadcastConfig` / `FasterCacheConfig` read through `current_timestep_callback`."""
+        return self._current_timestep
+
+    # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.check_scheduler
+    def check_scheduler(self, sampling_method, solver_order, timeshift):
+        """Accepts `PixelGenScheduler` or a stock diffusers flow-matching scheduler (FlowMatchEuler/Heun, or a
+        multistep solver with `use_flow_sigmas=True` and `prediction_type="flow_prediction"`)."""
+        scheduler = self.scheduler
+        if hasattr(scheduler, "guidance_mask"):  # PixelGenScheduler (also a model folder's own copy)
+            return
+        name, config = type(scheduler).__name__, scheduler.config
+        if not isinstance(scheduler, FLOW_MATCH_SCHEDULERS) and not (
+            config.get("use_flow_sigmas") and config.get("prediction_type") == "flow_prediction"
+        ):
+            raise ValueError(
+                f"{name} cannot sample PixelGen: it needs a flow-matching scheduler, i.e. PixelGenScheduler,"
+                " FlowMatchEulerDiscreteScheduler, FlowMatchHeunDiscreteScheduler, or a multistep solver configured"
+                " with use_flow_sigmas=True and prediction_type='flow_prediction' (UniPCMultistepScheduler,"
+                " DPMSolverMultistepScheduler)."
+            )
+        if config.get("use_dynamic_shifting") or config.get("invert_sigmas"):
+            raise ValueError(
+                f"{name} with use_dynamic_shifting=True or invert_sigmas=True cannot sample PixelGen: its time grid is"
+                " shifted by a fixed timeshift; configure the scheduler with a fixed shift instead."
+            )
+        if sampling_method is not None or solver_order is not None:
+            raise ValueError(
+                f"sampling_method and solver_order select PixelGenScheduler's solvers; {name} is its own solver."
+            )
+        shift_name = "shift" if "shift" in config else "flow_shift"
+        if timeshift is not None and timeshift != config.get(shift_name, 1.0):
+            raise ValueError(
+                f"timeshift={timeshift} differs from {name}'s {shift_name}={config.get(shift_name, 1.0)}: a stock"
+                f" scheduler applies its own shift, so set it there, e.g. {name}.from_config(pipe.scheduler.config,"
+                f" {shift_name}={timeshift})."
+            )
+
+    # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.prepare_schedule
+    def prepare_schedule(self, num_inference_steps, device, sampling_method, timeshift, solver_order, interval):
+        """Sets the scheduler's grid. Returns the PixelGen time t of every model evaluation (float32; t = 0 is
+        noise, t = 1 - sigma) and whether guidance applies at it (min < t <= max at the step's start, in float32;
+        PixelGenScheduler applies each solver's own test)."""
+        scheduler = self.scheduler
+        if hasattr(scheduler, "guidance_mask"):
+            scheduler.set_timesteps(
+                num_inference_steps, device, sampling_method=sampling_method, timeshift=timeshift,
+                solver_order=solver_order,
+            )  # fmt: skip
+            scheduler.set_begin_index(0)
+            return scheduler.timesteps, scheduler.guidance_mask(*interval)
+        # PixelGen's grid before the shift, which the scheduler applies: sigma = 1 - u, u = 0, 1/N, ..., 1 - 1/N.
+        unshifted_sigmas = np.linspace(1.0, 1.0 / num_inference_steps, num_inference_steps)
+        if "sigmas" in inspect.signature(scheduler.set_timesteps).parameters:
+            scheduler.set_timesteps(sigmas=unshifted_sigmas, device=device)
+        elif isinstance(scheduler, FlowMatchHeunDiscreteScheduler):
+            # It takes no custom sigmas, and its own grid ends at sigma_min ~ 0.001, where a corrector would read the
+            # clamped (up to 50x too small) velocity. On PixelGen's grid it is PixelGen's Heun, final step Euler.
+            scheduler.set_timesteps(num_inference_steps, device=device)
+            shift = scheduler.config.shift
+            sigmas = torch.from_numpy(shift * unshifted_sigmas / (1 + (shift - 1) * unshifted_sigmas)).float()
+            timesteps = (sigmas * scheduler.config.num_train_timesteps).to(device)
+            scheduler.timesteps = torch.cat([timesteps[:1], timesteps[1:].repeat_interleave(2)])
+            sigmas = torch.cat([sigmas, sigmas.new_zeros(1)]).to(device)
+            scheduler.sigmas = torch.cat([sigmas[:1], sigmas[1:-1].repeat_interleave(2), sigmas[-1:]])
+        else:  # the scheduler's own (shifted) grid
+            scheduler.set_timesteps(num_inference_steps, device=device)
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(0)
+        sigmas = scheduler.sigmas.to("cpu", torch.float32)[: len(scheduler.timesteps)]
+        times = 1.0 - sigmas
+        # Two-stage solvers (Heun) evaluate twice per step and decide guidance at the step's start, as upstream.
+        evaluations = torch.arange(len(times))
+        step_start_times = times[evaluations - evaluations % 2] if scheduler.order == 2 else times
+        low = torch.tensor(interval[0], dtype=torch.float32)
+        high = torch.tensor(interval[1], dtype=torch.float32)
+        return times.to(device), ((step_start_times > low) & (step_start_times <= high)).tolist()
+
+    # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.predict_clean_image
+    def predict_clean_image(self, latents, t, condition, negative_condition, step_index, num_evaluations):
+        """The transformer's clean-image predictions (conditional, unconditional or None). Without a cache the two
+        halves run as one batch, unconditional first as upstream batches them (and as FasterCache expects); under a
+        cache each pass runs in its own cache context, so cached state never mixes conditions or batch sizes."""
+        transformer = self.transformer
+        cache_config = getattr(transformer, "_cache_config", None)
+
+        def predict(sample, pass_condition):
+            sample, timestep = sample.to(transformer.dtype), t.expand(len(sample))
+            for tensor in (sample, timestep, pass_condition):  # a compiled transformer: one graph for B and 2B rows
+                mark_dynamic_shapes(tensor)
+            if isinstance(cache_config, FasterCacheConfig):  # it splits the batched inputs it finds by name
+                inputs = {"hidden_states": sample, "timestep": timestep, self._condition_input_name: pass_condition}
+                return transformer(**inputs, return_dict=False)[0]
+            return transformer(sample, timestep, pass_condition, return_dict=False)[0]
+
+        if cache_config is None or isinstance(cache_config, FasterCacheConfig):
+            if negative_condition is None:
+                return predict(latents, condition), None
+            prediction_uncond, prediction = predict(
+                torch.cat([latents, latents]), torch.cat([negative_condition, condition])
+            ).chunk(2)
+            return prediction, prediction_uncond
+        predictions = []
+        passes = [("cond", condition)] + ([("uncond", negative_condition)] if negative_condition is not None else [])
+        for context, pass_condition in passes:
+            with transformer.cache_context(
+                context, step_index=step_index, num_inference_steps=num_evaluations, timestep=t, sigma=float(1 - t)
+            ):
+                predictions.append(predict(latents, pass_condition))
+        return predictions[0], (predictions[1] if len(predictions) > 1 else None)
+
+    # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.check_cache
+    def check_cache(self, guided: list[bool]):
+        """FasterCache approximates the unconditional half of a batched [uncond, cond] call from past calls, so it
+        needs every evaluation guided (or, with `is_guidance_distilled=True`, none)."""
+        cache_config = getattr(self.transformer, "_cache_config", None)
+        if not isinstance(cache_config, FasterCacheConfig):
+            return
+        if cache_config.current_timestep_callback is None:
+            raise ValueError("FasterCacheConfig needs current_timestep_callback=lambda: pipe.current_timestep.")
+        if cache_config.is_guidance_distilled and any(guided) and self.do_classifier_free_guidance:
+            raise ValueError(
+                "FasterCacheConfig(is_guidance_distilled=True) expects unguided calls, but this run uses guidance;"
+                " set guidance_scale=1 or is_guidance_distilled=False."
+            )
+        if not cache_config.is_guidance_distilled and not (self.do_classifier_free_guidance and all(guided)):
+            raise ValueError(
+                f"FasterCache needs the unconditional rows in every call, but {guided.count(False)} of {len(guided)}"
+                " evaluations run without them (guidance_scale == 1, or a guidance interval that excludes them)."
+                " Guide every step (guidance_interval_min < first t, guidance_interval_max >= 1), use"
+                " is_guidance_distilled=True for unguided runs, or choose another cache."
+            )
+
+    # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.convert_to_velocity
+    def convert_to_velocity(self, prediction: torch.Tensor, t: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
+        """x-prediction to velocity dx/dt = (x_hat - x_t) / max(1 - t, 0.05), in float32 (PixelGen's conversion
+        and clamp; PixelGenScheduler applies its own `t_eps`)."""
+        if hasattr(self.scheduler, "convert_model_output") and hasattr(self.scheduler, "guidance_mask"):
+            return self.scheduler.convert_model_output(prediction, t, sample)
+        return (prediction.float() - sample.float()) / (1.0 - t.float()).clamp_min(X_PREDICTION_T_EPS)
+
+    # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.scheduler_step
+    def scheduler_step(self, velocity: torch.Tensor, t: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        """PixelGenScheduler steps the velocity dx/dt; stock flow-matching schedulers integrate in sigma = 1 - t and
+        take dx/dsigma = -velocity."""
+        model_output = velocity if hasattr(self.scheduler, "guidance_mask") else -velocity
+        return self.scheduler.step(model_output, t, latents, return_dict=False)[0]
+
     @torch.no_grad()
     def __call__(
         self,
@@ -656,9 +822,11 @@ class PixelGenT2IPipeline(DiffusionPipeline, PixelGenLoraLoaderMixin):
                 guides, any w <= 1 samples the conditional model alone.
             guidance_interval_min, guidance_interval_max: guidance applies only for t inside this interval (t = 0
                 is noise), with the solver's own boundary test; with min = 0 the first step is never guided.
-            sampling_method: `"adam_lm"`, `"euler"` or `"heun"`; defaults to the scheduler config.
-            solver_order: Adams-Bashforth order for `adam_lm` (1-4); defaults to the scheduler config.
-            timeshift: time-grid shift s; defaults to the scheduler config.
+            sampling_method: `"adam_lm"`, `"euler"` or `"heun"`; defaults to the scheduler config (PixelGenScheduler
+                only).
+            solver_order: Adams-Bashforth order for `adam_lm` (1-4); defaults to the scheduler config
+                (PixelGenScheduler only).
+            timeshift: time-grid shift s; defaults to the scheduler config (a stock scheduler's `shift`).
             noise_scale: the initial noise is `noise_scale` times a standard normal draw (or times `latents`).
             height, width: must equal the model's `sample_size`.
             generator: one generator, or one per image (image i then equals a single run with generator i).
@@ -697,10 +865,19 @@ class PixelGenT2IPipeline(DiffusionPipeline, PixelGenLoraLoaderMixin):
             output_type,
             callback_on_step_end_tensor_inputs if callback_on_step_end is not None else None,
         )
+        self.check_scheduler(sampling_method, solver_order, timeshift)
         self._guidance_scale = guidance_scale
         self._interrupt = False
+        self._current_timestep = None
         device = self._execution_device
         model_dtype = self.transformer.dtype
+
+        # Each evaluation's PixelGen time (0 = noise) and guidance decision; unguided evaluations skip the null half.
+        # Set before the text is encoded, so that a cache that cannot follow this schedule fails first.
+        model_times, guided = self.prepare_schedule(
+            num_inference_steps, device, sampling_method, timeshift, solver_order, (interval_min, interval_max)
+        )
+        self.check_cache(guided)
 
         # 1. Text conditioning: B * num_images_per_prompt rows, images of one prompt adjacent.
         num_prompts = len(prompt_embeds) if prompt is None else (1 if isinstance(prompt, str) else len(prompt))
@@ -721,48 +898,42 @@ class PixelGenT2IPipeline(DiffusionPipeline, PixelGenLoraLoaderMixin):
         prompt_embeds = prompt_embeds.to(model_dtype)
         batch_size = len(prompt_embeds)
 
-        # 2. Noise and time grid.
+        # 2. Noise.
         latents = self.prepare_latents(batch_size, noise_scale, generator, device, latents)
-        self.scheduler.set_timesteps(
-            num_inference_steps,
-            device,
-            sampling_method=sampling_method,
-            timeshift=timeshift,
-            solver_order=solver_order,
-        )
-        self.scheduler.set_begin_index(0)
+        if getattr(self.transformer, "_cache_config", None) is not None:
+            self.transformer._reset_stateful_cache()  # a run interrupted earlier may have left state behind
         timesteps = self.scheduler.timesteps
         self._num_timesteps = len(timesteps)
-        # Decided once per schedule, with each solver's own interval test; unguided evaluations skip the null half.
-        guided = self.scheduler.guidance_mask(interval_min, interval_max)
         num_warmup_steps = len(timesteps) - num_inference_steps * self.scheduler.order
 
-        # 3. Denoising loop.
         with self.progress_bar(total=num_inference_steps) as progress_bar:
             for i, t in enumerate(timesteps):
                 if self.interrupt:
                     continue
+                model_time = model_times[i]
+                self._current_timestep = 1000.0 * (1.0 - float(model_time))
                 use_guidance = self.do_classifier_free_guidance and guided[i]
-                # Unconditional half first, as upstream batches it.
-                model_input = torch.cat([latents, latents]) if use_guidance else latents
-                text = torch.cat([negative_prompt_embeds, prompt_embeds]) if use_guidance else prompt_embeds
-                transformer_inputs = (model_input.to(model_dtype), t.expand(len(model_input)), text)
-                for tensor in transformer_inputs:  # a compiled transformer keeps one graph for B and 2B rows
-                    mark_dynamic_shapes(tensor)
-                prediction = self.transformer(*transformer_inputs, return_dict=False)[0]
-                velocity = self.scheduler.convert_model_output(prediction, t, model_input)
+                prediction, prediction_uncond = self.predict_clean_image(
+                    latents,
+                    model_time,
+                    prompt_embeds,
+                    negative_prompt_embeds if use_guidance else None,
+                    i,
+                    len(timesteps),
+                )
+                velocity = self.convert_to_velocity(prediction, model_time, latents)
                 if use_guidance:
-                    velocity_uncond, velocity_cond = velocity.chunk(2)
-                    velocity = velocity_uncond + self.guidance_scale * (velocity_cond - velocity_uncond)
-                latents = self.scheduler.step(velocity, t, latents, return_dict=False)[0]
+                    velocity_uncond = self.convert_to_velocity(prediction_uncond, model_time, latents)
+                    velocity = velocity_uncond + self.guidance_scale * (velocity - velocity_uncond)
+                latents = self.scheduler_step(velocity, t, latents)
 
                 if callback_on_step_end is not None:
                     if "pred_original_sample" in callback_on_step_end_tensor_inputs:
                         # The clean image this evaluation predicts, guided as the velocity is (both are linear in x).
                         pred_original_sample = prediction.float()
                         if use_guidance:
-                            x_uncond, x_cond = pred_original_sample.chunk(2)
-                            pred_original_sample = x_uncond + self.guidance_scale * (x_cond - x_uncond)
+                            x_uncond = prediction_uncond.float()
+                            pred_original_sample = x_uncond + self.guidance_scale * (pred_original_sample - x_uncond)
                     callback_kwargs = {}
                     for name in callback_on_step_end_tensor_inputs:
                         callback_kwargs[name] = locals()[name]
@@ -774,6 +945,7 @@ class PixelGenT2IPipeline(DiffusionPipeline, PixelGenLoraLoaderMixin):
                 if i == len(timesteps) - 1 or ((i + 1) > num_warmup_steps and (i + 1) % self.scheduler.order == 0):
                     progress_bar.update()
 
+        self._current_timestep = None
         images = self.postprocess(latents, output_type)
         self.maybe_free_model_hooks()
         if not return_dict:

@@ -19,6 +19,7 @@ resumed run never mixes two sample sets. A class-to-image set grows: a larger `n
 """
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -28,6 +29,7 @@ import numpy as np
 import PIL.Image
 from tqdm.auto import tqdm
 
+from . import sampling_options
 from .generate import (
     add_text_encoder_argument,
     add_threads_argument,
@@ -102,6 +104,12 @@ def sampling_config(
     }
     effective |= call_kwargs
     config.update(sorted(effective.items()))
+    if not hasattr(pipeline.scheduler, "guidance_mask"):  # a stock scheduler in place of PixelGenScheduler
+        config["scheduler"] = {"class": type(pipeline.scheduler).__name__, **pipeline.scheduler.config}
+    if getattr(pipeline.transformer, "_cache_config", None) is not None:
+        cache = pipeline.transformer._cache_config  # its settings; callbacks (clocks) are not settings
+        settings = {field.name: getattr(cache, field.name) for field in dataclasses.fields(cache)}
+        config["cache"] = {"class": type(cache).__name__} | {k: v for k, v in settings.items() if not callable(v)}
     return json.loads(json.dumps(config, default=repr))
 
 
@@ -276,6 +284,7 @@ def add_parser(subparsers) -> None:
         "model's)",
     )
     parser.add_argument("--sampler", choices=SAMPLING_METHODS, help="ODE solver (default: the model's)")
+    sampling_options.add_arguments(parser)
     add_sampling_speed_arguments(parser)
     parser.add_argument("--no-npz", action="store_true", help="write PNGs only")
     add_text_encoder_argument(parser)
@@ -285,18 +294,20 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_sizes(args.num_samples, args.batch_size, args.images_per_prompt)
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be a positive integer, got {args.threads}")
+    sampling_options.check_arguments(args)
+    import torch
     from accelerate import PartialState
 
     from .hub import load_pipeline
 
-    check_sizes(args.num_samples, args.batch_size, args.images_per_prompt)
-    if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads must be a positive integer, got {args.threads}")
     prompts = None
     if args.prompts:
         lines = Path(args.prompts).read_text(encoding="utf-8").splitlines()
         prompts = [line.strip() for line in lines if line.strip()]
-    model = args.model if args.model is not None else str(demo_model_dir())
+    model = args.model if args.model is not None else str(demo_model_dir(text_to_image=bool(args.prompts)))
     device = PartialState().device
     pipeline = load_pipeline(model, dtype=default_dtype(args.dtype, device), trust_remote_code=args.trust_remote_code)
     pipeline = pipeline.to(device)
@@ -309,6 +320,10 @@ def run(args: argparse.Namespace) -> int:
         "sampling_method": args.sampler,
     }
     options = {key: value for key, value in options.items() if value is not None}
+    calibration = {"prompt": prompts[:1]} if prompts is not None else {"class_labels": [0]}
+    sampling_options.apply_arguments(
+        pipeline, args, options, {**calibration, "generator": torch.Generator().manual_seed(args.seed)}
+    )
     sample_many(
         pipeline,
         args.out,

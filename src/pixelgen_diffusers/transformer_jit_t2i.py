@@ -27,13 +27,18 @@ Upstream checkpoint key -> this module's key (the converter owns the actual mapp
     final_layer.linear                 -> final_layer.proj_out
 """
 
+import dataclasses
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.hooks import FasterCacheConfig, SeaCacheConfig, TaylorSeerCacheConfig, TextKVCacheConfig
+from diffusers.hooks._helpers import TransformerBlockMetadata, TransformerBlockRegistry
 from diffusers.loaders import PeftAdapterMixin
 from diffusers.models.attention import AttentionMixin, AttentionModuleMixin
 from diffusers.models.attention_dispatch import dispatch_attention_fn
+from diffusers.models.cache_utils import CacheMixin
 from diffusers.models.embeddings import TimestepEmbedding, get_timestep_embedding
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.modeling_utils import ModelMixin
@@ -286,6 +291,47 @@ class PixelGenT2ITransformerBlock(nn.Module):
         return torch.addcmul(hidden_states, gate_mlp.unsqueeze(1), ff_output)
 
 
+# Lets diffusers' cache hooks (FirstBlockCache, MagCache, SeaCache) find the hidden states of a block. The text is
+# an input of every block, never an output, and the text-refiner blocks are not part of the cached image stack.
+TransformerBlockRegistry.register(
+    PixelGenT2ITransformerBlock,
+    TransformerBlockMetadata(return_hidden_states_index=0, return_encoder_hidden_states_index=None),
+)
+
+
+# Copied from pixelgen_diffusers.transformer_jit.adapt_cache_config
+def adapt_cache_config(config, batched_inputs: tuple[str, ...]):
+    """Completes a diffusers cache config for a PixelGen transformer, or raises a ValueError naming why it cannot
+    work. FasterCache must split every batched input between its unconditional and conditional halves
+    (`batched_inputs`); SeaCache reads the noisy image as a one-frame video (C, 1, H, W)."""
+    if isinstance(config, TaylorSeerCacheConfig) and config.use_lite_mode:
+        raise ValueError(
+            "TaylorSeerCacheConfig(use_lite_mode=True) cannot work here: lite mode returns zeros from every block and"
+            " forecasts a top-level `proj_out`, which PixelGen does not have (its output layer is"
+            " `final_layer.proj_out`). Use the default mode, which forecasts the attention outputs."
+        )
+    if isinstance(config, FasterCacheConfig):
+        if config.tensor_format != "BCHW":
+            raise ValueError(
+                f"FasterCacheConfig(tensor_format={config.tensor_format!r}) does not match PixelGen's output, a"
+                " batch of images: pass tensor_format='BCHW'."
+            )
+        identifiers = [*config._unconditional_conditional_input_kwargs_identifiers, *batched_inputs]
+        config = dataclasses.replace(
+            config, _unconditional_conditional_input_kwargs_identifiers=list(dict.fromkeys(identifiers))
+        )
+    if isinstance(config, SeaCacheConfig) and config.raw_vision_callback is None:
+        config = dataclasses.replace(config, raw_vision_callback=noisy_image_as_video)
+    return config
+
+
+# Copied from pixelgen_diffusers.transformer_jit.noisy_image_as_video
+def noisy_image_as_video(module, args, kwargs) -> list[torch.Tensor]:
+    """SeaCache's view of the model input: each noisy image (C, H, W) as a one-frame video (C, 1, H, W)."""
+    hidden_states = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+    return list(hidden_states.unsqueeze(2))
+
+
 class PixelGenT2IFinalLayer(nn.Module):
     """LayerNorm without affine parameters and without adaLN, then a linear map to patch pixels."""
 
@@ -298,7 +344,7 @@ class PixelGenT2IFinalLayer(nn.Module):
         return self.proj_out(self.norm(hidden_states))
 
 
-class PixelGenT2ITransformer2DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, AttentionMixin):
+class PixelGenT2ITransformer2DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, AttentionMixin, CacheMixin):
     r"""
     The PixelGen text-to-image transformer. It predicts the clean image from a noisy one and text features.
 
@@ -368,6 +414,21 @@ class PixelGenT2ITransformer2DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, A
             if not torch.compiler.is_compiling():
                 self._rotary_emb_cache = cache
         return cache
+
+    def enable_cache(self, config) -> None:
+        """diffusers' `CacheMixin.enable_cache` (FirstBlockCache, MagCache, TaylorSeer, FasterCache, Pyramid Attention
+        Broadcast, SeaCache). Pipelines run the conditional and unconditional passes in their own cache contexts.
+
+        Raises:
+            ValueError: for a config that cannot work on this model, naming why.
+        """
+        if isinstance(config, TextKVCacheConfig):
+            raise ValueError(
+                "TextKVCacheConfig reuses text keys and values computed once per prompt, but"
+                " PixelGenT2ITransformer2DModel refines the text with the timestep in every evaluation"
+                " (text_refiner_blocks), so its text keys and values change at every step."
+            )
+        super().enable_cache(adapt_cache_config(config, batched_inputs=()))
 
     def forward(
         self,

@@ -3,12 +3,14 @@
 generated images (is each image the requested class?) and the Frechet distance between the classifier's features
 of generated and of real held-out images (do they look like the data?)."""
 
+import contextlib
 import itertools
 import json
 import time
 
 import torch
 
+from ..sampling_options import CACHES, SCHEDULERS, calibrate_mag_ratios, make_cache_config, make_scheduler, parse_cache
 from .classifier import load_classifier
 from .shapes import CLASS_NAMES, EVAL_SEED, make_shapes
 
@@ -16,6 +18,8 @@ from .shapes import CLASS_NAMES, EVAL_SEED, make_shapes
 # Second real sample, disjoint from the reference: its row is the noise floor of the metrics at this sample size.
 REAL_BASELINE_SEED = 3
 METHODS = ("heun", "euler", "adam_lm")
+# Stock diffusers schedulers, by their `--scheduler` names.
+STOCK_SCHEDULERS = tuple(name for name in SCHEDULERS if SCHEDULERS[name] is not None)
 # (sampling_method, num_inference_steps, guidance_scale); Heun uses 2N - 1 model evaluations.
 DEFAULT_TABLE = [
     (method, steps, guidance)
@@ -23,6 +27,17 @@ DEFAULT_TABLE = [
     for steps in step_counts
     for guidance in (1.0, 2.0, 3.0)
 ]
+# `--table caches`: the default recipe (Euler 10, guidance 3) and Heun 25 with guidance 3, uncached and under each
+# cache at two or three settings. `--table solvers`: each stock solver at 5, 10 and 25 steps, guidance 3.
+CACHE_SETTINGS = [
+    "first-block:0.05", "first-block:0.1", "first-block:0.2", "mag:0.06", "mag:0.12", "sea:0.1", "sea:0.25",
+    "taylorseer:2", "taylorseer:3", "pyramid-attention-broadcast:2", "pyramid-attention-broadcast:3",
+]  # fmt: skip
+CACHE_TABLE = [
+    (method, steps, 3.0, cache) for method, steps in (("euler", 10), ("heun", 25)) for cache in (None, *CACHE_SETTINGS)
+]
+SOLVER_TABLE = [(name, steps, 3.0, None) for name in STOCK_SCHEDULERS for steps in (5, 10, 25)]
+TABLES = {"default": DEFAULT_TABLE, "caches": CACHE_TABLE, "solvers": SOLVER_TABLE}
 
 
 def frechet_distance(features: torch.Tensor, reference: torch.Tensor) -> float:
@@ -52,37 +67,107 @@ def _features_and_predictions(classifier, images: torch.Tensor, batch_size: int 
     return features, classifier.head(features).argmax(dim=1)
 
 
+@contextlib.contextmanager
+def sampler(pipeline, method: str, steps: int, guidance: float, cache: str | None = None):
+    """Sets up `method` (a PixelGenScheduler solver or a stock scheduler name) and `cache` (`NAME[:VALUE]`) on the
+    pipeline for the duration, and yields the extra call arguments. MagCache calibrates its ratios first, with one
+    uncached run of ten images (not timed)."""
+    original_scheduler = pipeline.scheduler
+    call_kwargs = {}
+    if method in METHODS:
+        call_kwargs["sampling_method"] = method
+    else:
+        pipeline.scheduler = make_scheduler(method, pipeline)
+    try:
+        if cache is not None:
+            name, value = parse_cache(cache)
+            ratios = None
+            if name == "mag":
+                labels = list(range(len(pipeline.id2label)))
+                recipe = dict(num_inference_steps=steps, guidance_scale=guidance, **call_kwargs)
+                ratios = calibrate_mag_ratios(
+                    pipeline, class_labels=labels, generator=torch.Generator().manual_seed(0), **recipe
+                )
+            config = make_cache_config(name, value, pipeline, len(ratios) if ratios else None, ratios)
+            pipeline.transformer.enable_cache(config)
+        yield call_kwargs
+    finally:
+        if getattr(pipeline.transformer, "is_cache_enabled", False):
+            pipeline.transformer.disable_cache()
+        pipeline.scheduler = original_scheduler
+
+
+@contextlib.contextmanager
+def count_compute(transformer):
+    """Counts, in image rows, the transformer blocks and the attention layers that actually run (a cache that
+    skips a block or reuses an attention output skips these counts too)."""
+    counts = {"blocks": 0, "attention": 0}
+
+    def counter(key):
+        def count(module, args):
+            counts[key] += args[0].shape[0]
+
+        return count
+
+    handles = []
+    for block in transformer.transformer_blocks:
+        handles.append(block.ff.register_forward_pre_hook(counter("blocks")))
+        handles.append(block.attn.to_qkv.register_forward_pre_hook(counter("attention")))
+    try:
+        yield counts
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 @torch.no_grad()
-def generate(pipeline, method: str, steps: int, guidance: float, num_samples: int, seed: int, batch_size: int = 100):
-    """`num_samples` images, classes in turn (0, 1, ..., 9, 0, ...), as [-1, 1] tensors with their labels."""
+def generate(
+    pipeline,
+    method: str,
+    steps: int,
+    guidance: float,
+    num_samples: int,
+    seed: int,
+    batch_size: int = 100,
+    cache: str | None = None,
+):
+    """`num_samples` images, classes in turn (0, 1, ..., 9, 0, ...), as [-1, 1] tensors with their labels, and the
+    compute spent: model evaluations per image, and block / attention rows that ran."""
     labels = torch.arange(num_samples) % len(pipeline.id2label)
     generator = torch.Generator().manual_seed(seed)
     images = []
-    for start in range(0, num_samples, batch_size):
-        batch = labels[start : start + batch_size].tolist()
-        output = pipeline(
-            batch,
-            num_inference_steps=steps,
-            guidance_scale=guidance,
-            sampling_method=method,
-            generator=generator,
-            output_type="latent",
-        )
-        images.append(quantize(output.images.float().cpu()))
-    return torch.cat(images), labels
+    setup = sampler(pipeline, method, steps, guidance, cache)
+    with setup as call_kwargs, count_compute(pipeline.transformer) as counts:
+        start_time = time.perf_counter()
+        for start in range(0, num_samples, batch_size):
+            batch = labels[start : start + batch_size].tolist()
+            output = pipeline(
+                batch,
+                num_inference_steps=steps,
+                guidance_scale=guidance,
+                generator=generator,
+                output_type="latent",
+                **call_kwargs,
+            )
+            images.append(quantize(output.images.float().cpu()))
+        counts["seconds"] = time.perf_counter() - start_time
+        counts["evaluations"] = len(pipeline.scheduler.timesteps)
+    return torch.cat(images), labels, counts
 
 
 def evaluate(
     pipeline,
-    table: list[tuple[str, int, float]] = DEFAULT_TABLE,
+    table: list[tuple] = DEFAULT_TABLE,
     num_samples: int = 200,
     num_real: int = 1000,
     seed: int = 0,
     classifier=None,
     progress: bool = False,
 ) -> list[dict]:
-    """One row per (method, steps, guidance) of `table`, plus a first row scoring real images (the metrics' floor).
-    Generated images use one generator seeded with `seed` per row."""
+    """One row per (method, steps, guidance[, cache]) of `table`, plus a first row scoring real images (the metrics'
+    floor). `method` is a PixelGenScheduler solver or a stock scheduler name, `cache` a `--cache` spec. Generated
+    images use one generator seeded with `seed` per row. Cache rows report the blocks and attention layers computed
+    as a share of the same recipe uncached (run first if the table lacks it)."""
     if num_samples < 2 or num_real < 2:
         raise ValueError(f"num_samples and num_real must be at least 2, got {num_samples} and {num_real}.")
     unknown = sorted(set(pipeline.id2label.values()) - set(CLASS_NAMES))
@@ -105,25 +190,37 @@ def evaluate(
             "accuracy": (predictions == baseline_labels[:num_samples]).float().mean().item(),
             "frechet_distance": frechet_distance(features, reference_features),
             "seconds_per_image": 0.0,
+            "cache": None,
+            "evaluations": 0,
         }
     ]
     if progress:
         print(format_table(rows, header=False), flush=True)
-    for method, steps, guidance in table:
-        start = time.perf_counter()
-        images, labels = generate(pipeline, method, steps, guidance, num_samples, seed)
-        seconds = time.perf_counter() - start
+    uncached_compute = {}
+    settings = [(*setting, None)[:4] for setting in table]
+    for setting in list(settings):  # each cache row's uncached recipe runs first, for its compute share
+        if setting[3] is not None and (*setting[:3], None) not in settings:
+            settings.insert(settings.index(setting), (*setting[:3], None))
+    for method, steps, guidance, cache in settings:
+        images, labels, counts = generate(pipeline, method, steps, guidance, num_samples, seed, cache=cache)
         features, predictions = _features_and_predictions(classifier, images)
-        rows.append(
-            {
-                "method": method,
-                "steps": steps,
-                "guidance_scale": guidance,
-                "accuracy": (predictions == model_to_classifier[labels]).float().mean().item(),
-                "frechet_distance": frechet_distance(features, reference_features),
-                "seconds_per_image": seconds / num_samples,
-            }
-        )
+        row = {
+            "method": method,
+            "steps": steps,
+            "guidance_scale": guidance,
+            "cache": cache,
+            "accuracy": (predictions == model_to_classifier[labels]).float().mean().item(),
+            "frechet_distance": frechet_distance(features, reference_features),
+            "seconds_per_image": counts["seconds"] / num_samples,
+            "evaluations": counts["evaluations"],
+        }
+        if cache is None:
+            uncached_compute[method, steps, guidance] = counts
+        else:
+            uncached = uncached_compute[method, steps, guidance]
+            row["blocks_computed"] = counts["blocks"] / uncached["blocks"]
+            row["attention_computed"] = counts["attention"] / uncached["attention"]
+        rows.append(row)
         if progress:
             print(format_table(rows[-1:], header=False), flush=True)
     return rows
@@ -132,7 +229,7 @@ def evaluate(
 def choose_default(rows: list[dict]) -> dict:
     """The demo's default setting: among generated rows within one point of the best accuracy, the lowest Frechet
     distance."""
-    generated = [row for row in rows if row["method"] in METHODS]
+    generated = [row for row in rows if row["method"] in METHODS and row.get("cache") is None]
     best = max(row["accuracy"] for row in generated)
     return min((row for row in generated if row["accuracy"] >= best - 0.01), key=lambda row: row["frechet_distance"])
 
@@ -141,15 +238,18 @@ def format_table(rows: list[dict], header: bool = True) -> str:
     lines = []
     if header:
         lines += [
-            "| sampler | steps | guidance | accuracy | Frechet distance | s / image |",
-            "|---|---:|---:|---:|---:|---:|",
+            "| sampler | steps | guidance | cache | evaluations | blocks computed | attention computed | accuracy |"
+            " Frechet distance | s / image |",
+            "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
         ]
     for row in rows:
         guidance = "-" if row["guidance_scale"] is None else f"{row['guidance_scale']:g}"
         steps = "-" if not row["steps"] else str(row["steps"])
+        evaluations = "-" if not row.get("evaluations") else str(row["evaluations"])
+        shares = [f"{row[key]:.0%}" if key in row else "-" for key in ("blocks_computed", "attention_computed")]
         lines.append(
-            f"| {row['method']} | {steps} | {guidance} | {row['accuracy']:.1%} | {row['frechet_distance']:.2f} |"
-            f" {row['seconds_per_image']:.4f} |"
+            f"| {row['method']} | {steps} | {guidance} | {row.get('cache') or '-'} | {evaluations} | {shares[0]} |"
+            f" {shares[1]} | {row['accuracy']:.1%} | {row['frechet_distance']:.2f} | {row['seconds_per_image']:.4f} |"
         )
     return "\n".join(lines)
 
@@ -159,17 +259,42 @@ def add_parser(subparsers) -> None:
     """Registers `pixelgen eval-demo`."""
     parser = subparsers.add_parser(
         "eval-demo",
-        help="score the bundled demo model (or another shapes model) with the demo classifier",
-        description="Accuracy of the demo classifier on generated images and Frechet distance of its features to"
-        " real held-out images, per sampler / steps / guidance. Without --methods/--steps/--guidance it runs the"
-        " README's table; with any of them, their product.",
+        help="score the bundled demo models with the demo classifiers (--t2i: GenEval-style, text-to-image)",
+        description="Class-to-image (default): accuracy of the demo classifier on generated images and Frechet"
+        " distance of its features to real held-out images, per sampler / steps / guidance (/ cache); without"
+        " --methods/--steps/--guidance/--caches it runs --table (the README's tables), with any of them their"
+        " product. Text-to-image (--t2i): a GenEval-style score on prompts naming colour/shape/background"
+        " combinations held out from training, per task and overall, per sampler / steps / guidance.",
     )
-    parser.add_argument("--model", help="a pipeline folder trained on the shapes dataset (default: the bundled demo)")
-    parser.add_argument("--methods", nargs="+", choices=METHODS, help="samplers (default: all)")
+    parser.add_argument("--t2i", action="store_true", help="score the text-to-image demo (GenEval-style)")
+    parser.add_argument(
+        "--model",
+        help="a pipeline folder trained on the shapes (or captioned shapes) data (default: the bundled demo)",
+    )
+    parser.add_argument(
+        "--table", choices=tuple(TABLES), default="default", help="preset table: samplers, caches or stock solvers"
+    )
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        choices=METHODS + STOCK_SCHEDULERS,
+        help="PixelGenScheduler solvers and/or stock schedulers (default: PixelGen's; --t2i: PixelGen's only)",
+    )
+    parser.add_argument(
+        "--caches",
+        nargs="+",
+        metavar="NAME[:VALUE]",
+        help=f"also run every row under each cache ({', '.join(CACHES)}), with its uncached share of compute",
+    )
     parser.add_argument("--steps", nargs="+", type=int, help="step counts (default: 10 25)")
-    parser.add_argument("--guidance", nargs="+", type=float, help="guidance scales (default: 1 2 3)")
-    parser.add_argument("--num-samples", type=int, default=200, help="generated images per row")
-    parser.add_argument("--num-real", type=int, default=1000, help="real held-out images for the reference")
+    parser.add_argument("--guidance", nargs="+", type=float, help="guidance scales (default: 1 2 3; --t2i: 2 4)")
+    parser.add_argument("--num-samples", type=int, help="generated images per row (default 200; not with --t2i)")
+    parser.add_argument(
+        "--num-real", type=int, help="real held-out images for the reference (default 1000; not with --t2i)"
+    )
+    parser.add_argument(
+        "--images-per-prompt", type=int, help="--t2i: images per evaluation prompt (default 1; 8x for single object)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write the rows to this JSON file")
     parser.set_defaults(func=run_from_args)
@@ -179,16 +304,50 @@ def run_from_args(args) -> int:
     from ..hub import load_pipeline
     from . import model_dir
 
+    for option, value in (
+        ("--steps", min(args.steps or [1])),
+        ("--num-samples", args.num_samples),
+        ("--num-real", args.num_real),
+        ("--images-per-prompt", args.images_per_prompt),
+    ):
+        if value is not None and value < 1:
+            raise ValueError(f"{option} must be a positive integer, got {value}")
+    if args.t2i:
+        if args.num_samples is not None or args.num_real is not None:
+            raise ValueError(
+                "--num-samples and --num-real are for the class-to-image score; with --t2i use --images-per-prompt"
+            )
+        if args.caches or args.table != "default":
+            raise ValueError("--caches and --table are for the class-to-image score, not --t2i")
+        stock = [method for method in args.methods or () if method not in METHODS]
+        if stock:
+            raise ValueError(f"--t2i scores PixelGen's solvers ({', '.join(METHODS)}), got {', '.join(stock)}")
+        from .evaluate_t2i import run_from_args as run_t2i
+
+        args.images_per_prompt = args.images_per_prompt or 1
+        return run_t2i(args)
+    if args.images_per_prompt is not None:
+        raise ValueError("--images-per-prompt is for the text-to-image score (--t2i)")
+    num_samples = args.num_samples if args.num_samples is not None else 200
+    num_real = args.num_real if args.num_real is not None else 1000
+
     pipeline = load_pipeline(args.model or model_dir())
     pipeline.set_progress_bar_config(disable=True)
-    if args.methods or args.steps or args.guidance:
+    if args.methods or args.steps or args.guidance or args.caches:
+        for cache in args.caches or ():
+            parse_cache(cache)  # bad specs fail before any sampling
         table = list(
-            itertools.product(args.methods or METHODS, args.steps or (10, 25), args.guidance or (1.0, 2.0, 3.0))
+            itertools.product(
+                args.methods or METHODS,
+                args.steps or (10, 25),
+                args.guidance or (1.0, 2.0, 3.0),
+                (None, *(args.caches or ())),
+            )
         )
     else:
-        table = DEFAULT_TABLE
+        table = TABLES[args.table]
     print(format_table([]))
-    rows = evaluate(pipeline, table, args.num_samples, args.num_real, args.seed, progress=True)
+    rows = evaluate(pipeline, table, num_samples, num_real, args.seed, progress=True)
     if args.json:
         with open(args.json, "w") as file:
             json.dump(rows, file, indent=2)

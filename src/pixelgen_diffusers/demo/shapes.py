@@ -97,9 +97,18 @@ def render_shape(
         color = _random_color(rng)
         if all(np.linalg.norm(color - other) >= 150 for other in background_colors):
             break
+    return draw_shape(CLASS_NAMES[class_id], background, color, rng, size)
+
+
+def draw_shape(
+    name: str, background: np.ndarray, color: np.ndarray, rng: np.random.Generator, size: int = 32
+) -> PIL.Image.Image:
+    """Shape `name` in RGB `color` over `background` (a (size * SUPERSAMPLING, size * SUPERSAMPLING, 3) float
+    array), with a random size, position and (for shapes where it shows) a rotation of up to +-20 degrees, box-filtered
+    down to `size` x `size`."""
+    canvas = size * SUPERSAMPLING
     radius = rng.uniform(0.28, 0.42) * canvas
     center = rng.uniform(radius + 2, canvas - radius - 2, size=2)
-    name = CLASS_NAMES[class_id]
     angle = 0.0 if name in ROTATION_FREE else math.radians(rng.uniform(-20, 20))
     cos, sin = math.cos(angle), math.sin(angle)
 

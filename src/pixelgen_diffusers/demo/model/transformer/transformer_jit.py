@@ -9,13 +9,18 @@ Architecture: "Back to Basics: Let Denoising Generative Models Denoise" (JiT, Li
 queries and keys, adaLN-Zero blocks with SwiGLU, and in-context class tokens inserted part-way through the stack.
 """
 
+import dataclasses
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.hooks import FasterCacheConfig, SeaCacheConfig, TaylorSeerCacheConfig, TextKVCacheConfig
+from diffusers.hooks._helpers import TransformerBlockMetadata, TransformerBlockRegistry
 from diffusers.loaders import PeftAdapterMixin
 from diffusers.models.attention import AttentionMixin, AttentionModuleMixin
 from diffusers.models.attention_dispatch import dispatch_attention_fn
+from diffusers.models.cache_utils import CacheMixin
 from diffusers.models.embeddings import TimestepEmbedding, get_timestep_embedding
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.modeling_utils import ModelMixin
@@ -223,7 +228,12 @@ def modulate(hidden_states: torch.Tensor, norm: nn.RMSNorm, shift: torch.Tensor,
 
 @maybe_allow_in_graph
 class PixelGenTransformerBlock(nn.Module):
-    """adaLN-Zero block: x += gate * Attn(modulate(RMSNorm(x))); x += gate * SwiGLU(modulate(RMSNorm(x)))."""
+    """adaLN-Zero block: x += gate * Attn(modulate(RMSNorm(x))); x += gate * SwiGLU(modulate(RMSNorm(x))).
+
+    The first `num_passive_tokens` tokens pass through untouched: the in-context tokens ride along from the first
+    block and join the attention only at `in_context_start`, so every block maps (B, S, D) to (B, S, D), which the
+    block-skipping caches of diffusers (first-block, Mag, Sea) rely on.
+    """
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float, attention_dropout: float, dropout: float):
         super().__init__()
@@ -239,14 +249,29 @@ class PixelGenTransformerBlock(nn.Module):
         hidden_states: torch.Tensor,
         temb: torch.Tensor,
         image_rotary_emb: torch.Tensor,
+        num_passive_tokens: int = 0,
     ) -> torch.Tensor:
+        if num_passive_tokens:
+            passive_tokens, hidden_states = hidden_states.split(
+                [num_passive_tokens, hidden_states.shape[1] - num_passive_tokens], dim=1
+            )
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaln_modulation(F.silu(temb)).chunk(
             6, dim=-1
         )
         attn_output = self.attn(modulate(hidden_states, self.norm1, shift_msa, scale_msa), image_rotary_emb)
         hidden_states = torch.addcmul(hidden_states, gate_msa.unsqueeze(1), attn_output)
         ff_output = self.ff(modulate(hidden_states, self.norm2, shift_mlp, scale_mlp))
-        return torch.addcmul(hidden_states, gate_mlp.unsqueeze(1), ff_output)
+        hidden_states = torch.addcmul(hidden_states, gate_mlp.unsqueeze(1), ff_output)
+        if num_passive_tokens:
+            hidden_states = torch.cat([passive_tokens, hidden_states], dim=1)
+        return hidden_states
+
+
+# Lets diffusers' cache hooks (FirstBlockCache, MagCache, SeaCache) find the hidden states of a block.
+TransformerBlockRegistry.register(
+    PixelGenTransformerBlock,
+    TransformerBlockMetadata(return_hidden_states_index=0, return_encoder_hidden_states_index=None),
+)
 
 
 class PixelGenFinalLayer(nn.Module):
@@ -263,7 +288,38 @@ class PixelGenFinalLayer(nn.Module):
         return self.proj_out(modulate(hidden_states, self.norm, shift, scale))
 
 
-class PixelGenTransformer2DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, AttentionMixin):
+def adapt_cache_config(config, batched_inputs: tuple[str, ...]):
+    """Completes a diffusers cache config for a PixelGen transformer, or raises a ValueError naming why it cannot
+    work. FasterCache must split every batched input between its unconditional and conditional halves
+    (`batched_inputs`); SeaCache reads the noisy image as a one-frame video (C, 1, H, W)."""
+    if isinstance(config, TaylorSeerCacheConfig) and config.use_lite_mode:
+        raise ValueError(
+            "TaylorSeerCacheConfig(use_lite_mode=True) cannot work here: lite mode returns zeros from every block and"
+            " forecasts a top-level `proj_out`, which PixelGen does not have (its output layer is"
+            " `final_layer.proj_out`). Use the default mode, which forecasts the attention outputs."
+        )
+    if isinstance(config, FasterCacheConfig):
+        if config.tensor_format != "BCHW":
+            raise ValueError(
+                f"FasterCacheConfig(tensor_format={config.tensor_format!r}) does not match PixelGen's output, a"
+                " batch of images: pass tensor_format='BCHW'."
+            )
+        identifiers = [*config._unconditional_conditional_input_kwargs_identifiers, *batched_inputs]
+        config = dataclasses.replace(
+            config, _unconditional_conditional_input_kwargs_identifiers=list(dict.fromkeys(identifiers))
+        )
+    if isinstance(config, SeaCacheConfig) and config.raw_vision_callback is None:
+        config = dataclasses.replace(config, raw_vision_callback=noisy_image_as_video)
+    return config
+
+
+def noisy_image_as_video(module, args, kwargs) -> list[torch.Tensor]:
+    """SeaCache's view of the model input: each noisy image (C, H, W) as a one-frame video (C, 1, H, W)."""
+    hidden_states = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+    return list(hidden_states.unsqueeze(2))
+
+
+class PixelGenTransformer2DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, AttentionMixin, CacheMixin):
     r"""
     The PixelGen / JiT class-conditional transformer. It predicts the clean image from a noisy one.
 
@@ -345,6 +401,20 @@ class PixelGenTransformer2DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Atte
             raise ValueError(f"Unknown preset {name!r}; available: {', '.join(PIXELGEN_PRESETS)}.")
         return cls(**{**PIXELGEN_PRESETS[name], **overrides})
 
+    def enable_cache(self, config) -> None:
+        """diffusers' `CacheMixin.enable_cache` (FirstBlockCache, MagCache, TaylorSeer, FasterCache, Pyramid Attention
+        Broadcast, SeaCache). Pipelines run the conditional and unconditional passes in their own cache contexts.
+
+        Raises:
+            ValueError: for a config that cannot work on this model, naming why.
+        """
+        if isinstance(config, TextKVCacheConfig):
+            raise ValueError(
+                "TextKVCacheConfig caches the text keys and values of a text-conditioned model;"
+                " PixelGenTransformer2DModel is conditioned on class labels and has no text to cache."
+            )
+        super().enable_cache(adapt_cache_config(config, batched_inputs=("class_labels",)))
+
     @property
     def null_class_id(self) -> int:
         return self.config.num_classes
@@ -397,21 +467,26 @@ class PixelGenTransformer2DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Atte
 
         hidden_states = self.patch_embedder(hidden_states) + self.pos_embed.to(class_emb.dtype)
         in_context_len = self.config.in_context_len
+        # In-context tokens: the class embedding (no time) plus learned positions; no sin-cos, no rotation. They are
+        # prepended here but stay passive (untouched, unseen) until block `in_context_start`.
+        in_context_tokens = class_emb[:, None, :] + self.in_context_pos_embed
+        hidden_states = torch.cat([in_context_tokens, hidden_states], dim=1)
+        num_passive_tokens = in_context_len
         image_rotary_emb, in_context_rotary_emb = self.rotary_emb(hidden_states.device)
-        # A compiled block keeps one graph for any row count and for both sequence lengths.
-        mark_dynamic_shapes(hidden_states, batch_dim=0, sequence_dim=1)
-        mark_dynamic_shapes(temb, batch_dim=0)
-        mark_dynamic_shapes(image_rotary_emb, batch_dim=None, sequence_dim=0)
+        # A compiled block keeps one graph for any row count (guided 2B rows, unguided B).
+        mark_dynamic_shapes(hidden_states)
+        mark_dynamic_shapes(temb)
         for index, block in enumerate(self.transformer_blocks):
             if in_context_len > 0 and index == self.config.in_context_start:
-                # In-context tokens: the class embedding (no time) plus learned positions; no sin-cos, no rotation.
-                in_context_tokens = class_emb[:, None, :] + self.in_context_pos_embed
-                hidden_states = torch.cat([in_context_tokens, hidden_states], dim=1)
+                num_passive_tokens = 0
                 image_rotary_emb = in_context_rotary_emb
+                mark_dynamic_shapes(hidden_states)  # the first input of the second graph
             if torch.is_grad_enabled() and self.gradient_checkpointing:
-                hidden_states = self._gradient_checkpointing_func(block, hidden_states, temb, image_rotary_emb)
+                hidden_states = self._gradient_checkpointing_func(
+                    block, hidden_states, temb, image_rotary_emb, num_passive_tokens
+                )
             else:
-                hidden_states = block(hidden_states, temb, image_rotary_emb)
+                hidden_states = block(hidden_states, temb, image_rotary_emb, num_passive_tokens)
 
         hidden_states = hidden_states[:, in_context_len:]
         output = self.unpatchify(self.final_layer(hidden_states, temb))

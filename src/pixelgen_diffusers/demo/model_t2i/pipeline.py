@@ -1,0 +1,953 @@
+# Copyright 2026 The pixelgen-diffusers authors. Licensed under the MIT license.
+"""Text-to-image pipeline for PixelGen-XXL/16-T2I (pixel space, no VAE, Qwen3 text encoder).
+
+Self-contained on purpose (torch, diffusers and transformers only): model folders ship this file as `pipeline.py`,
+loadable with `DiffusionPipeline.from_pretrained(folder, custom_pipeline=folder / "pipeline.py",
+trust_remote_code=True)`.
+
+Text is encoded exactly as upstream's Qwen3 conditioner does, not as other diffusers pipelines do: no chat template,
+right padding to the transformer's `txt_max_length`, and the last hidden state of every position (padding included;
+the attention mask goes to Qwen only), zero-padded or cut to `txt_embed_dim` features.
+"""
+
+import importlib
+import inspect
+import json
+import os
+import shutil
+import tempfile
+from typing import Any, Callable
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.hooks import FasterCacheConfig
+from diffusers.loaders.lora_base import LoraBaseMixin, _fetch_state_dict
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.pipelines.pipeline_utils import DiffusionPipeline, ImagePipelineOutput
+from diffusers.schedulers import FlowMatchEulerDiscreteScheduler, FlowMatchHeunDiscreteScheduler
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from diffusers.utils.torch_utils import randn_tensor
+from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, Qwen3Model
+
+
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+# Stock schedulers that integrate the flow-matching ODE in sigma = 1 - t (multistep solvers qualify through their
+# `use_flow_sigmas` / `prediction_type="flow_prediction"` config instead).
+FLOW_MATCH_SCHEDULERS = (FlowMatchEulerDiscreteScheduler, FlowMatchHeunDiscreteScheduler)
+# Lower clamp of 1 - t when a clean-image prediction becomes a velocity (upstream's t_eps).
+X_PREDICTION_T_EPS = 0.05
+
+
+# Copied from pixelgen_diffusers.transformer_jit.mark_dynamic_shapes
+def mark_dynamic_shapes(tensor: torch.Tensor, batch_dim: int | None = 0, sequence_dim: int | None = None) -> None:
+    """Marks the dims that change between calls so that torch.compile traces them symbolically once instead of
+    recompiling: the batch (guided steps run 2B rows, unguided ones B; "unbacked" because B may be 1, a size compile
+    would otherwise specialise on) and, for the blocks, the sequence (it grows when the in-context tokens enter).
+    Costs nothing eagerly; a no-op inside a compiled region."""
+    if torch.compiler.is_compiling():
+        return
+    if batch_dim is not None:
+        torch._dynamo.decorators.mark_unbacked(tensor, batch_dim)
+    if sequence_dim is not None:
+        torch._dynamo.mark_dynamic(tensor, sequence_dim)
+
+
+# Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenLoraLoaderMixin
+class PixelGenLoraLoaderMixin(LoraBaseMixin):
+    r"""
+    diffusers' LoRA interface for PixelGen pipelines, on diffusers' own machinery (`LoraBaseMixin`, the transformer's
+    `PeftAdapterMixin`), as `SanaLoraLoaderMixin` does for Sana: `load_lora_weights` (a file, a folder or a Hub id),
+    `save_lora_weights`, `fuse_lora` / `unfuse_lora`, `unload_lora_weights`, `set_adapters`, `delete_adapters`, ...
+    Files are diffusers' format: `pytorch_lora_weights.safetensors`, keys `transformer.<module>.lora_A.weight`, the
+    peft adapter config in the metadata. It lives in this file so that model folders stay self-contained.
+    """
+
+    _lora_loadable_modules = ["transformer"]
+    transformer_name = "transformer"
+
+    @classmethod
+    def lora_state_dict(cls, pretrained_model_name_or_path_or_dict, **kwargs):
+        """The LoRA tensors of a safetensors file, a folder holding one, a Hub id or a dict; with
+        `return_lora_metadata=True`, also the adapter metadata (None for a dict)."""
+        return_metadata = kwargs.pop("return_lora_metadata", False)
+        source, weight_name = pretrained_model_name_or_path_or_dict, kwargs.pop("weight_name", None)
+        if isinstance(source, (str, os.PathLike)) and os.path.isfile(source):
+            source, weight_name = os.path.split(os.fspath(source))
+        state_dict, metadata = _fetch_state_dict(
+            pretrained_model_name_or_path_or_dict=source,
+            weight_name=weight_name,
+            use_safetensors=True,
+            local_files_only=kwargs.pop("local_files_only", None),
+            cache_dir=kwargs.pop("cache_dir", None),
+            force_download=kwargs.pop("force_download", False),
+            proxies=kwargs.pop("proxies", None),
+            token=kwargs.pop("token", None),
+            revision=kwargs.pop("revision", None),
+            subfolder=kwargs.pop("subfolder", None),
+            user_agent={"file_type": "attn_procs_weights", "framework": "pytorch"},
+            allow_pickle=False,
+        )
+        return (state_dict, metadata) if return_metadata else state_dict
+
+    def load_lora_weights(self, pretrained_model_name_or_path_or_dict, adapter_name=None, hotswap=False, **kwargs):
+        """Loads a LoRA into the transformer as adapter `adapter_name` (default: the next free `default_<i>`);
+        raises a ValueError naming the mismatch when the LoRA was trained for another PixelGen model."""
+        if isinstance(pretrained_model_name_or_path_or_dict, dict):
+            pretrained_model_name_or_path_or_dict = pretrained_model_name_or_path_or_dict.copy()
+        kwargs["return_lora_metadata"] = True
+        state_dict, metadata = self.lora_state_dict(pretrained_model_name_or_path_or_dict, **kwargs)
+        self.load_lora_into_transformer(
+            state_dict, self.transformer, adapter_name=adapter_name, metadata=metadata, _pipeline=self, hotswap=hotswap
+        )
+
+    @classmethod
+    def load_lora_into_transformer(
+        cls,
+        state_dict,
+        transformer,
+        adapter_name=None,
+        _pipeline=None,
+        low_cpu_mem_usage=False,
+        hotswap=False,
+        metadata=None,
+    ):
+        """Checks that every LoRA layer fits a linear layer of `transformer`, then loads it with diffusers'
+        `load_lora_adapter`."""
+        prefix = f"{cls.transformer_name}."
+        layers = {}
+        for key, tensor in state_dict.items():
+            for kind in ("lora_A", "lora_B"):
+                if key.startswith(prefix) and f".{kind}." in key:
+                    layers.setdefault(key[len(prefix) :].split(f".{kind}.")[0], {})[kind] = tensor
+        model = type(transformer).__name__
+        if not layers:
+            raise ValueError(
+                f"The LoRA has no `{prefix}*.lora_A/lora_B` weights (its keys look like {list(state_dict)[:2]}):"
+                f" it is not a LoRA of a {model}."
+            )
+        modules = dict(transformer.named_modules())
+        missing = [name for name in layers if name not in modules]
+        if missing:
+            raise ValueError(
+                f"The LoRA adapts {len(missing)} layer(s) that this {model} does not have, e.g. {missing[0]!r}: it was"
+                " trained for another kind of model (class-to-image vs text-to-image) or another depth."
+            )
+        for name, pair in layers.items():
+            module = modules[name]
+            expected = (getattr(module, "in_features", None), getattr(module, "out_features", None))
+            found = (
+                pair["lora_A"].shape[1] if "lora_A" in pair else None,
+                pair["lora_B"].shape[0] if "lora_B" in pair else None,
+            )
+            if None in expected or any(f is not None and f != e for f, e in zip(found, expected)):
+                raise ValueError(
+                    f"The LoRA layer {name!r} maps {found[0]} -> {found[1]} features but this {model}'s layer maps"
+                    f" {expected[0]} -> {expected[1]}: the LoRA was trained for another model (another width; this one"
+                    f" has hidden_size {transformer.config.hidden_size}), or another kind (class-to-image vs"
+                    " text-to-image)."
+                )
+        transformer.load_lora_adapter(
+            state_dict,
+            network_alphas=None,
+            adapter_name=adapter_name,
+            metadata=metadata,
+            _pipeline=_pipeline,
+            low_cpu_mem_usage=low_cpu_mem_usage,
+            hotswap=hotswap,
+        )
+
+    @classmethod
+    def save_lora_weights(
+        cls,
+        save_directory,
+        transformer_lora_layers=None,
+        is_main_process=True,
+        weight_name=None,
+        save_function=None,
+        safe_serialization=True,
+        transformer_lora_adapter_metadata=None,
+    ):
+        """Writes `transformer_lora_layers` (a state dict from peft's `get_peft_model_state_dict`) and the adapter
+        config as diffusers does; the file is written under a temporary name and then renamed into place."""
+        if not transformer_lora_layers:
+            raise ValueError("transformer_lora_layers is empty: there is no LoRA to save.")
+        os.makedirs(save_directory, exist_ok=True)
+        temporary = tempfile.mkdtemp(prefix=".tmp-lora-", dir=save_directory)
+        try:
+            cls._save_lora_weights(
+                save_directory=temporary,
+                lora_layers={cls.transformer_name: transformer_lora_layers},
+                lora_metadata={cls.transformer_name: transformer_lora_adapter_metadata},
+                is_main_process=is_main_process,
+                weight_name=weight_name,
+                save_function=save_function,
+                safe_serialization=safe_serialization,
+            )
+            for name in os.listdir(temporary):
+                os.replace(os.path.join(temporary, name), os.path.join(save_directory, name))
+        finally:
+            for name in os.listdir(temporary):
+                os.remove(os.path.join(temporary, name))
+            os.rmdir(temporary)
+
+    def fuse_lora(self, components=["transformer"], lora_scale=1.0, safe_fusing=False, adapter_names=None, **kwargs):
+        """Merges the active LoRA layers (times `lora_scale`) into the transformer's weights."""
+        super().fuse_lora(
+            components=components,
+            lora_scale=lora_scale,
+            safe_fusing=safe_fusing,
+            adapter_names=adapter_names,
+            **kwargs,
+        )
+
+    def unfuse_lora(self, components=["transformer"], **kwargs):
+        """Subtracts fused LoRA layers from the transformer's weights again."""
+        super().unfuse_lora(components=components, **kwargs)
+
+
+class PixelGenT2IPipeline(DiffusionPipeline, PixelGenLoraLoaderMixin):
+    r"""
+    Text-to-image generation with a PixelGen transformer that predicts clean pixels.
+
+    Args:
+        transformer ([`PixelGenT2ITransformer2DModel`]): the denoiser.
+        scheduler ([`PixelGenScheduler`]): the ODE solver (Adams-Bashforth, Euler or Heun) and its time grid; or a
+            stock flow-matching scheduler (`FlowMatchEulerDiscreteScheduler`, `FlowMatchHeunDiscreteScheduler`, or
+            `UniPCMultistepScheduler` / `DPMSolverMultistepScheduler` with `use_flow_sigmas=True` and
+            `prediction_type="flow_prediction"`), whose `shift` / `flow_shift` is the timeshift.
+        text_encoder ([`~transformers.Qwen3Model`], *optional*): the text encoder; loaded from `text_encoder_id`
+            on the first text prompt when absent.
+        tokenizer ([`~transformers.Qwen2Tokenizer`], *optional*): its tokenizer.
+        num_inference_steps, guidance_scale, guidance_interval_min, guidance_interval_max, noise_scale:
+            the model's recommended sampling settings, used whenever a call does not override them.
+        text_encoder_id (`str`): where to load the text encoder and tokenizer from when they are not given.
+        txt_max_length, txt_embed_dim (`int`, *optional*): the transformer's text length and feature width, recorded
+            (default: read from the transformer) so that `encode_prompt` also works without a transformer.
+    """
+
+    # The transformer input that carries the condition.
+    _condition_input_name = "encoder_hidden_states"
+    model_cpu_offload_seq = "text_encoder->transformer"
+    _optional_components = ["text_encoder", "tokenizer"]
+    _callback_tensor_inputs = ["latents", "pred_original_sample", "prompt_embeds", "negative_prompt_embeds"]
+
+    def __init__(
+        self,
+        transformer: ModelMixin,
+        scheduler: SchedulerMixin,
+        text_encoder: PreTrainedModel | None = None,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        num_inference_steps: int = 25,
+        guidance_scale: float = 4.0,
+        guidance_interval_min: float = 0.0,
+        guidance_interval_max: float = 1.0,
+        noise_scale: float = 1.0,
+        text_encoder_id: str = "Qwen/Qwen3-1.7B",
+        txt_max_length: int | None = None,
+        txt_embed_dim: int | None = None,
+    ):
+        super().__init__()
+        self.register_modules(
+            transformer=transformer, scheduler=scheduler, text_encoder=text_encoder, tokenizer=tokenizer
+        )
+        self.register_to_config(
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            guidance_interval_min=guidance_interval_min,
+            guidance_interval_max=guidance_interval_max,
+            noise_scale=noise_scale,
+            text_encoder_id=text_encoder_id,
+            txt_max_length=txt_max_length or (transformer.config.txt_max_length if transformer is not None else None),
+            txt_embed_dim=txt_embed_dim or (transformer.config.txt_embed_dim if transformer is not None else None),
+        )
+        self._guidance_scale = guidance_scale
+        self._num_timesteps = None
+        self._current_timestep = None
+        self._interrupt = False
+
+    # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.load_config
+    @classmethod
+    def load_config(cls, *args, **kwargs):
+        """Reads `model_index.json`. A self-contained model folder names its own copies of the code (`["pipeline",
+        ...]`, `["transformer_jit", ...]`); when this class is used directly from an installed package, those entries
+        are pointed at the package's own modules instead, so that `from_pretrained` needs no `trust_remote_code` and
+        returns the installed classes. Loading through `DiffusionPipeline` is unaffected."""
+        outputs = super().load_config(*args, **kwargs)
+        config = outputs[0] if isinstance(outputs, tuple) else outputs
+        package = cls.__module__.rpartition(".")[0]
+        class_name = config.get("_class_name")
+        class_name = class_name[-1] if isinstance(class_name, (list, tuple)) else class_name
+        other_kinds = {"PixelGenC2IPipeline": "class-to-image", "PixelGenT2IPipeline": "text-to-image"}
+        if class_name in other_kinds and class_name != cls.__name__:
+            raise ValueError(
+                f"This folder holds a {other_kinds[class_name]} PixelGen model: load it with {class_name}, not"
+                f" {cls.__name__} (or with DiffusionPipeline, which picks the class itself)."
+            )
+        if class_name != cls.__name__ or not package or package.startswith("diffusers_modules"):
+            return outputs
+        config["_class_name"] = class_name
+        for name, entry in config.items():
+            if isinstance(entry, (list, tuple)) and len(entry) == 2 and isinstance(entry[0], str):
+                try:  # the package's module of that name (transformer_jit, scheduling_pixelgen), if it has one
+                    module = importlib.import_module(f"{package}.{entry[0].rpartition('.')[2]}")
+                except ImportError:
+                    continue
+                if hasattr(module, entry[1]):
+                    config[name] = [module.__name__, entry[1]]
+        return outputs
+
+    # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.from_pipe
+    @classmethod
+    def from_pipe(cls, pipeline: DiffusionPipeline, **kwargs) -> DiffusionPipeline:
+        """diffusers' `from_pipe`, reusing every component this class takes: diffusers switches a model over only
+        when its class is the exact annotated one, and our components' classes may come from a model folder's code."""
+        accepted = inspect.signature(cls.__init__).parameters
+        components = {name: module for name, module in pipeline.components.items() if name in accepted}
+        return super().from_pipe(pipeline, **{**components, **kwargs})
+
+    # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.save_config
+    def save_config(self, save_directory: str | os.PathLike, *args, **kwargs) -> None:
+        """Writes `model_index.json` (the last step of `save_pretrained`), then this pipeline's code and its
+        components' beside them, and points `model_index.json` at those copies: the folder is self-contained and
+        loads in plain diffusers (`custom_pipeline=<folder>/pipeline.py, trust_remote_code=True`) however this
+        pipeline was loaded (installed package, or remote code). Components of other libraries keep their entries."""
+        super().save_config(save_directory, *args, **kwargs)
+        index_path = os.path.join(save_directory, "model_index.json")
+        with open(index_path, encoding="utf-8") as file:
+            model_index = json.load(file)
+        shipped = {"_class_name": (type(self), "pipeline.py")}
+        for name, component in self.components.items():
+            cls = type(getattr(component, "_orig_mod", component))  # a torch.compile'd module: the model's class
+            if component is not None and cls.__module__.split(".")[0] in ("pixelgen_diffusers", "diffusers_modules"):
+                shipped[name] = (cls, os.path.join(name, cls.__module__.rpartition(".")[2] + ".py"))
+        for key, (cls, relative_path) in shipped.items():
+            os.makedirs(os.path.dirname(os.path.join(save_directory, relative_path)), exist_ok=True)
+            shutil.copyfile(inspect.getsourcefile(cls), os.path.join(save_directory, relative_path))
+            model_index[key] = [os.path.basename(relative_path).removesuffix(".py"), cls.__name__]
+        with open(index_path, "w", encoding="utf-8") as file:
+            file.write(json.dumps(model_index, indent=2, sort_keys=True) + "\n")
+
+    # ------------------------------------------------------------------------------------------------ text encoding
+    def load_text_encoder(self, text_encoder_id: str | None = None, dtype: torch.dtype = torch.bfloat16) -> None:
+        """Loads and registers the Qwen3 encoder and its tokenizer (bfloat16, as upstream runs it) from a folder or Hub
+        id holding both, or a pipeline folder with `text_encoder/` and `tokenizer/`."""
+        text_encoder_id = text_encoder_id or self.config.text_encoder_id
+        device = self._execution_device
+        in_pipeline_folder = all(
+            os.path.isdir(os.path.join(text_encoder_id, name)) for name in ("text_encoder", "tokenizer")
+        )
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(
+                text_encoder_id, subfolder="tokenizer" if in_pipeline_folder else ""
+            )
+            text_encoder = Qwen3Model.from_pretrained(
+                text_encoder_id, dtype=dtype, subfolder="text_encoder" if in_pipeline_folder else ""
+            )
+        except Exception as error:
+            raise ValueError(
+                f"A text prompt needs the text encoder, but none was given and loading it from {text_encoder_id!r}"
+                f" failed ({type(error).__name__}: {error}). Pass `text_encoder=` and `tokenizer=` to the pipeline,"
+                " set `text_encoder_id` to a local copy of Qwen/Qwen3-1.7B, or call with `prompt_embeds`."
+            ) from error
+        self.register_modules(text_encoder=text_encoder.eval(), tokenizer=tokenizer)
+        if getattr(self, "_all_hooks", None):
+            # Model CPU offload is on: hook the new encoder into the chain like the other components.
+            self.enable_model_cpu_offload(device=self._offload_device)
+        else:
+            text_encoder.to(device)
+
+    def _require_text_encoder(self) -> None:
+        """Loads the encoder and tokenizer when both are absent; one without the other is a setup error."""
+        if self.text_encoder is None and self.tokenizer is None:
+            self.load_text_encoder()
+        elif self.text_encoder is None or self.tokenizer is None:
+            present, missing = (
+                ("tokenizer", "text_encoder") if self.text_encoder is None else ("text_encoder", "tokenizer")
+            )
+            raise ValueError(
+                f"The pipeline has a {present} but no {missing}: text prompts need both. Pass the matching {missing},"
+                " or neither (then both load from `text_encoder_id`)."
+            )
+
+    def _text_shape(self) -> tuple[int, int]:
+        """(txt_max_length, txt_embed_dim): the transformer's, else those recorded in the pipeline config."""
+        if self.transformer is not None:
+            return self.transformer.config.txt_max_length, self.transformer.config.txt_embed_dim
+        if self.config.get("txt_max_length") is None or self.config.get("txt_embed_dim") is None:
+            raise ValueError(
+                "Encoding prompts without a transformer needs the text shape it expects: this folder does not record"
+                " it, so pass `txt_max_length=` and `txt_embed_dim=` (see the transformer's config.json) to"
+                " from_pretrained."
+            )
+        return self.config.txt_max_length, self.config.txt_embed_dim
+
+    def _encode_texts(self, texts: list[str], device: torch.device) -> torch.Tensor:
+        """(len(texts), txt_max_length, txt_embed_dim) features of the whole padded sequence, as upstream."""
+        self._require_text_encoder()
+        max_length, embed_dim = self._text_shape()
+        tokens = self.tokenizer(
+            texts,
+            max_length=max_length,
+            padding="max_length",
+            padding_side="right",
+            truncation=True,
+            return_tensors="pt",
+        )
+        # The mask is Qwen's only: the transformer sees all positions, padding included, as in training.
+        embeds = self.text_encoder(
+            input_ids=tokens.input_ids.to(device), attention_mask=tokens.attention_mask.to(device)
+        ).last_hidden_state
+        if embeds.shape[-1] < embed_dim:
+            embeds = torch.cat([embeds, embeds.new_zeros(*embeds.shape[:-1], embed_dim - embeds.shape[-1])], dim=-1)
+        # Upstream's conditioner hands the transformer bfloat16 features whatever the encoder ran in.
+        return embeds[..., :embed_dim].to(device=device, dtype=torch.bfloat16)
+
+    def _encode_negative_prompt(self, negative_prompt: str | list[str] | None, device: torch.device) -> torch.Tensor:
+        """(1, L, D) for a single (or the default empty) negative prompt, else one row per negative prompt.
+
+        The default "" is encoded on every call, not cached (upstream caches it): one short encoder pass, and never
+        stale after the encoder's weights change in place (a LoRA, a fine-tuning step)."""
+        if negative_prompt is None:
+            negative_prompt = ""
+        negative_prompts = [negative_prompt] if isinstance(negative_prompt, str) else list(negative_prompt)
+        self._check_prompt(negative_prompts, "negative_prompt")
+        return self._encode_texts(negative_prompts, device)
+
+    @staticmethod
+    def _repeat_for_batch(embeds: torch.Tensor, num_prompts: int, num_images_per_prompt: int) -> torch.Tensor:
+        """One row shared by all images, or one row per prompt repeated for its images."""
+        if len(embeds) == 1:
+            return embeds.expand(num_prompts * num_images_per_prompt, -1, -1)
+        if len(embeds) != num_prompts:
+            raise ValueError(
+                f"Got {len(embeds)} negative prompts or embeddings for {num_prompts} prompts: pass one, or exactly"
+                f" {num_prompts}."
+            )
+        return embeds.repeat_interleave(num_images_per_prompt, dim=0)
+
+    def encode_prompt(
+        self,
+        prompt: str | list[str],
+        device: torch.device | None = None,
+        num_images_per_prompt: int = 1,
+        negative_prompt: str | list[str] | None = None,
+        do_classifier_free_guidance: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        r"""
+        Encodes prompts the way upstream PixelGen does. Needs only the text encoder and tokenizer, so prompts can be
+        encoded before the transformer is loaded (`from_pretrained(folder, transformer=None)`; see the README).
+
+        Returns:
+            `(prompt_embeds, negative_prompt_embeds)`, each (len(prompt) * num_images_per_prompt, txt_max_length,
+            txt_embed_dim), images of one prompt adjacent; `negative_prompt_embeds` is `None` without guidance.
+            Both can be passed back as `prompt_embeds` / `negative_prompt_embeds` (with `num_images_per_prompt=1`).
+        """
+        device = device or self._execution_device
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        self._check_prompt(prompts, "prompt")
+        prompt_embeds = self._encode_texts(prompts, device).repeat_interleave(num_images_per_prompt, dim=0)
+        if not do_classifier_free_guidance:
+            return prompt_embeds, None
+        negative_prompt_embeds = self._encode_negative_prompt(negative_prompt, device)
+        negative_prompt_embeds = self._repeat_for_batch(negative_prompt_embeds, len(prompts), num_images_per_prompt)
+        return prompt_embeds, negative_prompt_embeds.contiguous()
+
+    @staticmethod
+    def _check_prompt(prompts: list, name: str) -> None:
+        if len(prompts) == 0:
+            raise ValueError(f"{name} is an empty list: pass a string or a non-empty list of strings.")
+        wrong = [item for item in prompts if not isinstance(item, str)]
+        if wrong:
+            raise ValueError(f"{name} must be a string or a list of strings, got an item {wrong[0]!r}.")
+
+    # ------------------------------------------------------------------------------------------- call properties
+    # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.guidance_scale
+    @property
+    def guidance_scale(self) -> float:
+        return self._guidance_scale
+
+    # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.do_classifier_free_guidance
+    @property
+    def do_classifier_free_guidance(self) -> bool:
+        """Guidance v_u + w (v_c - v_u) only for w > 1, as in diffusers and the model card; otherwise conditional
+        samples (so a step-end callback setting `pipe._guidance_scale = 0.0` stops guiding)."""
+        return self._guidance_scale > 1.0
+
+    # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.num_timesteps
+    @property
+    def num_timesteps(self) -> int:
+        return self._num_timesteps
+
+    # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.interrupt
+    @property
+    def interrupt(self) -> bool:
+        return self._interrupt
+
+    def _check_embeds(self, embeds: torch.Tensor, name: str) -> None:
+        shape = self._text_shape()
+        if not isinstance(embeds, torch.Tensor) or embeds.ndim != 3 or tuple(embeds.shape[1:]) != shape:
+            got = tuple(embeds.shape) if isinstance(embeds, torch.Tensor) else type(embeds).__name__
+            raise ValueError(
+                f"{name} must be a tensor of shape (batch, txt_max_length={shape[0]}, txt_embed_dim={shape[1]}),"
+                f" got {got}."
+            )
+
+    def check_inputs(
+        self,
+        prompt,
+        negative_prompt,
+        prompt_embeds,
+        negative_prompt_embeds,
+        height,
+        width,
+        num_inference_steps,
+        num_images_per_prompt,
+        guidance_scale,
+        guidance_interval,
+        generator,
+        latents,
+        output_type,
+        callback,
+    ):
+        if (prompt is None) == (prompt_embeds is None):
+            raise ValueError(
+                "Pass exactly one of `prompt` and `prompt_embeds`, got "
+                + ("both." if prompt is not None else "neither.")
+            )
+        if prompt is not None:
+            self._check_prompt([prompt] if isinstance(prompt, str) else list(prompt), "prompt")
+            num_prompts = 1 if isinstance(prompt, str) else len(prompt)
+        else:
+            self._check_embeds(prompt_embeds, "prompt_embeds")
+            num_prompts = len(prompt_embeds)
+        if negative_prompt is not None and negative_prompt_embeds is not None:
+            raise ValueError("Pass at most one of `negative_prompt` and `negative_prompt_embeds`, got both.")
+        if negative_prompt is not None and not isinstance(negative_prompt, str):
+            self._check_prompt(list(negative_prompt), "negative_prompt")
+            if len(negative_prompt) != num_prompts:
+                raise ValueError(
+                    f"negative_prompt has {len(negative_prompt)} entries for {num_prompts} prompts: pass one string"
+                    f" or a list of exactly {num_prompts}."
+                )
+        if negative_prompt_embeds is not None:
+            self._check_embeds(negative_prompt_embeds, "negative_prompt_embeds")
+            if len(negative_prompt_embeds) not in (1, num_prompts):
+                raise ValueError(
+                    f"negative_prompt_embeds has batch size {len(negative_prompt_embeds)}; accepted: 1 (shared by all"
+                    f" prompts) or {num_prompts} (one per prompt)."
+                )
+
+        if (
+            prompt is None
+            and guidance_scale > 1.0
+            and negative_prompt is None
+            and negative_prompt_embeds is None
+            and self.text_encoder is None
+        ):
+            raise ValueError(
+                "Guidance with `prompt_embeds` needs `negative_prompt_embeds` when the pipeline has no text encoder:"
+                " get both from `encode_prompt`, or set guidance_scale=1.0 (no guidance)."
+            )
+        self.check_sampling_inputs(
+            num_prompts,
+            num_images_per_prompt,
+            height,
+            width,
+            num_inference_steps,
+            guidance_interval,
+            generator,
+            latents,
+            output_type,
+            callback,
+        )
+
+    # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.check_sampling_inputs
+    def check_sampling_inputs(
+        self,
+        num_conditions,
+        num_images_per_prompt,
+        height,
+        width,
+        num_inference_steps,
+        guidance_interval,
+        generator,
+        latents,
+        output_type,
+        callback,
+    ):
+        """Checks that do not depend on the kind of condition: sizes, steps, interval, generators, latents, output."""
+        if not (isinstance(num_images_per_prompt, int) and num_images_per_prompt > 0):
+            raise ValueError(f"num_images_per_prompt must be a positive integer, got {num_images_per_prompt!r}.")
+        if guidance_interval[0] > guidance_interval[1]:
+            raise ValueError(
+                f"guidance_interval_min ({guidance_interval[0]}) must not exceed guidance_interval_max"
+                f" ({guidance_interval[1]})."
+            )
+        sample_size = self.transformer.config.sample_size
+        if height != sample_size or width != sample_size:
+            raise ValueError(
+                f"height and width must both equal the model's sample_size ({sample_size}), got {height}x{width}."
+            )
+        if not (isinstance(num_inference_steps, int) and num_inference_steps > 0):
+            raise ValueError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}.")
+        batch_size = num_conditions * num_images_per_prompt
+        if isinstance(generator, list) and len(generator) != batch_size:
+            raise ValueError(
+                f"Got a list of {len(generator)} generators for a batch of {batch_size} images: pass one generator"
+                f" or exactly {batch_size}."
+            )
+        shape = (batch_size, self.transformer.config.in_channels, sample_size, sample_size)
+        if latents is not None and tuple(latents.shape) != shape:
+            raise ValueError(f"latents must have shape {shape}, got {tuple(latents.shape)}.")
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"Unknown output_type {output_type!r}; accepted: {', '.join(OUTPUT_TYPES)}.")
+        if callback is not None:
+            unknown = [name for name in callback if name not in self._callback_tensor_inputs]
+            if unknown:
+                raise ValueError(
+                    f"callback_on_step_end_tensor_inputs has {unknown}; accepted: {self._callback_tensor_inputs}."
+                )
+
+    # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.prepare_latents
+    def prepare_latents(self, batch_size, noise_scale, generator, device, latents=None):
+        """Standard-normal noise in float32 (whatever the model dtype), times `noise_scale`."""
+        size = self.transformer.config.sample_size
+        shape = (batch_size, self.transformer.config.in_channels, size, size)
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
+        return latents.to(device=device, dtype=torch.float32) * noise_scale
+
+    # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.postprocess
+    @staticmethod
+    def postprocess(sample: torch.Tensor, output_type: str):
+        """Pixels in [-1, 1] to images; PIL uses upstream's rounding, uint8 = clip((x + 1) * 127.5 + 0.5, 0, 255)."""
+        if output_type == "latent":
+            return sample
+        if output_type == "pil":
+            pixels = ((sample + 1) * 127.5 + 0.5).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+            return [PIL.Image.fromarray(image) for image in pixels]
+        images = ((sample + 1) / 2).clamp(0, 1)
+        return images if output_type == "pt" else images.permute(0, 2, 3, 1).cpu().numpy()
+
+    # ------------------------------------------------------------------------------------------------ sampling
+    # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.current_timestep
+    @property
+    def current_timestep(self) -> float | None:
+        """Where the loop is, in diffusers' convention (1000 = pure noise, i.e. 1000 * (1 - t)): the clock that
+        `PyramidAttentionBroadcastConfig` / `FasterCacheConfig` read through `current_timestep_callback`."""
+        return self._current_timestep
+
+    # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.check_scheduler
+    def check_scheduler(self, sampling_method, solver_order, timeshift):
+        """Accepts `PixelGenScheduler` or a stock diffusers flow-matching scheduler (FlowMatchEuler/Heun, or a
+        multistep solver with `use_flow_sigmas=True` and `prediction_type="flow_prediction"`)."""
+        scheduler = self.scheduler
+        if hasattr(scheduler, "guidance_mask"):  # PixelGenScheduler (also a model folder's own copy)
+            return
+        name, config = type(scheduler).__name__, scheduler.config
+        if not isinstance(scheduler, FLOW_MATCH_SCHEDULERS) and not (
+            config.get("use_flow_sigmas") and config.get("prediction_type") == "flow_prediction"
+        ):
+            raise ValueError(
+                f"{name} cannot sample PixelGen: it needs a flow-matching scheduler, i.e. PixelGenScheduler,"
+                " FlowMatchEulerDiscreteScheduler, FlowMatchHeunDiscreteScheduler, or a multistep solver configured"
+                " with use_flow_sigmas=True and prediction_type='flow_prediction' (UniPCMultistepScheduler,"
+                " DPMSolverMultistepScheduler)."
+            )
+        if config.get("use_dynamic_shifting") or config.get("invert_sigmas"):
+            raise ValueError(
+                f"{name} with use_dynamic_shifting=True or invert_sigmas=True cannot sample PixelGen: its time grid is"
+                " shifted by a fixed timeshift; configure the scheduler with a fixed shift instead."
+            )
+        if sampling_method is not None or solver_order is not None:
+            raise ValueError(
+                f"sampling_method and solver_order select PixelGenScheduler's solvers; {name} is its own solver."
+            )
+        shift_name = "shift" if "shift" in config else "flow_shift"
+        if timeshift is not None and timeshift != config.get(shift_name, 1.0):
+            raise ValueError(
+                f"timeshift={timeshift} differs from {name}'s {shift_name}={config.get(shift_name, 1.0)}: a stock"
+                f" scheduler applies its own shift, so set it there, e.g. {name}.from_config(pipe.scheduler.config,"
+                f" {shift_name}={timeshift})."
+            )
+
+    # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.prepare_schedule
+    def prepare_schedule(self, num_inference_steps, device, sampling_method, timeshift, solver_order, interval):
+        """Sets the scheduler's grid. Returns the PixelGen time t of every model evaluation (float32; t = 0 is
+        noise, t = 1 - sigma) and whether guidance applies at it (min < t <= max at the step's start, in float32;
+        PixelGenScheduler applies each solver's own test)."""
+        scheduler = self.scheduler
+        if hasattr(scheduler, "guidance_mask"):
+            scheduler.set_timesteps(
+                num_inference_steps, device, sampling_method=sampling_method, timeshift=timeshift,
+                solver_order=solver_order,
+            )  # fmt: skip
+            scheduler.set_begin_index(0)
+            return scheduler.timesteps, scheduler.guidance_mask(*interval)
+        # PixelGen's grid before the shift, which the scheduler applies: sigma = 1 - u, u = 0, 1/N, ..., 1 - 1/N.
+        unshifted_sigmas = np.linspace(1.0, 1.0 / num_inference_steps, num_inference_steps)
+        if "sigmas" in inspect.signature(scheduler.set_timesteps).parameters:
+            scheduler.set_timesteps(sigmas=unshifted_sigmas, device=device)
+        elif isinstance(scheduler, FlowMatchHeunDiscreteScheduler):
+            # It takes no custom sigmas, and its own grid ends at sigma_min ~ 0.001, where a corrector would read the
+            # clamped (up to 50x too small) velocity. On PixelGen's grid it is PixelGen's Heun, final step Euler.
+            scheduler.set_timesteps(num_inference_steps, device=device)
+            shift = scheduler.config.shift
+            sigmas = torch.from_numpy(shift * unshifted_sigmas / (1 + (shift - 1) * unshifted_sigmas)).float()
+            timesteps = (sigmas * scheduler.config.num_train_timesteps).to(device)
+            scheduler.timesteps = torch.cat([timesteps[:1], timesteps[1:].repeat_interleave(2)])
+            sigmas = torch.cat([sigmas, sigmas.new_zeros(1)]).to(device)
+            scheduler.sigmas = torch.cat([sigmas[:1], sigmas[1:-1].repeat_interleave(2), sigmas[-1:]])
+        else:  # the scheduler's own (shifted) grid
+            scheduler.set_timesteps(num_inference_steps, device=device)
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(0)
+        sigmas = scheduler.sigmas.to("cpu", torch.float32)[: len(scheduler.timesteps)]
+        times = 1.0 - sigmas
+        # Two-stage solvers (Heun) evaluate twice per step and decide guidance at the step's start, as upstream.
+        evaluations = torch.arange(len(times))
+        step_start_times = times[evaluations - evaluations % 2] if scheduler.order == 2 else times
+        low = torch.tensor(interval[0], dtype=torch.float32)
+        high = torch.tensor(interval[1], dtype=torch.float32)
+        return times.to(device), ((step_start_times > low) & (step_start_times <= high)).tolist()
+
+    # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.predict_clean_image
+    def predict_clean_image(self, latents, t, condition, negative_condition, step_index, num_evaluations):
+        """The transformer's clean-image predictions (conditional, unconditional or None). Without a cache the two
+        halves run as one batch, unconditional first as upstream batches them (and as FasterCache expects); under a
+        cache each pass runs in its own cache context, so cached state never mixes conditions or batch sizes."""
+        transformer = self.transformer
+        cache_config = getattr(transformer, "_cache_config", None)
+
+        def predict(sample, pass_condition):
+            sample, timestep = sample.to(transformer.dtype), t.expand(len(sample))
+            for tensor in (sample, timestep, pass_condition):  # a compiled transformer: one graph for B and 2B rows
+                mark_dynamic_shapes(tensor)
+            if isinstance(cache_config, FasterCacheConfig):  # it splits the batched inputs it finds by name
+                inputs = {"hidden_states": sample, "timestep": timestep, self._condition_input_name: pass_condition}
+                return transformer(**inputs, return_dict=False)[0]
+            return transformer(sample, timestep, pass_condition, return_dict=False)[0]
+
+        if cache_config is None or isinstance(cache_config, FasterCacheConfig):
+            if negative_condition is None:
+                return predict(latents, condition), None
+            prediction_uncond, prediction = predict(
+                torch.cat([latents, latents]), torch.cat([negative_condition, condition])
+            ).chunk(2)
+            return prediction, prediction_uncond
+        predictions = []
+        passes = [("cond", condition)] + ([("uncond", negative_condition)] if negative_condition is not None else [])
+        for context, pass_condition in passes:
+            with transformer.cache_context(
+                context, step_index=step_index, num_inference_steps=num_evaluations, timestep=t, sigma=float(1 - t)
+            ):
+                predictions.append(predict(latents, pass_condition))
+        return predictions[0], (predictions[1] if len(predictions) > 1 else None)
+
+    # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.check_cache
+    def check_cache(self, guided: list[bool]):
+        """FasterCache approximates the unconditional half of a batched [uncond, cond] call from past calls, so it
+        needs every evaluation guided (or, with `is_guidance_distilled=True`, none)."""
+        cache_config = getattr(self.transformer, "_cache_config", None)
+        if not isinstance(cache_config, FasterCacheConfig):
+            return
+        if cache_config.current_timestep_callback is None:
+            raise ValueError("FasterCacheConfig needs current_timestep_callback=lambda: pipe.current_timestep.")
+        if cache_config.is_guidance_distilled and any(guided) and self.do_classifier_free_guidance:
+            raise ValueError(
+                "FasterCacheConfig(is_guidance_distilled=True) expects unguided calls, but this run uses guidance;"
+                " set guidance_scale=1 or is_guidance_distilled=False."
+            )
+        if not cache_config.is_guidance_distilled and not (self.do_classifier_free_guidance and all(guided)):
+            raise ValueError(
+                f"FasterCache needs the unconditional rows in every call, but {guided.count(False)} of {len(guided)}"
+                " evaluations run without them (guidance_scale == 1, or a guidance interval that excludes them)."
+                " Guide every step (guidance_interval_min < first t, guidance_interval_max >= 1), use"
+                " is_guidance_distilled=True for unguided runs, or choose another cache."
+            )
+
+    # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.convert_to_velocity
+    def convert_to_velocity(self, prediction: torch.Tensor, t: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
+        """x-prediction to velocity dx/dt = (x_hat - x_t) / max(1 - t, 0.05), in float32 (PixelGen's conversion
+        and clamp; PixelGenScheduler applies its own `t_eps`)."""
+        if hasattr(self.scheduler, "convert_model_output") and hasattr(self.scheduler, "guidance_mask"):
+            return self.scheduler.convert_model_output(prediction, t, sample)
+        return (prediction.float() - sample.float()) / (1.0 - t.float()).clamp_min(X_PREDICTION_T_EPS)
+
+    # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.scheduler_step
+    def scheduler_step(self, velocity: torch.Tensor, t: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        """PixelGenScheduler steps the velocity dx/dt; stock flow-matching schedulers integrate in sigma = 1 - t and
+        take dx/dsigma = -velocity."""
+        model_output = velocity if hasattr(self.scheduler, "guidance_mask") else -velocity
+        return self.scheduler.step(model_output, t, latents, return_dict=False)[0]
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str] | None = None,
+        negative_prompt: str | list[str] | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        num_images_per_prompt: int = 1,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        guidance_interval_min: float | None = None,
+        guidance_interval_max: float | None = None,
+        sampling_method: str | None = None,
+        solver_order: int | None = None,
+        timeshift: float | None = None,
+        noise_scale: float | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback_on_step_end: Callable[[Any, int, torch.Tensor, dict], dict] | None = None,
+        callback_on_step_end_tensor_inputs: list[str] = ["latents"],
+    ) -> ImagePipelineOutput | tuple:
+        r"""
+        Generates images from text.
+
+        Args:
+            prompt: a prompt or a list of prompts (or pass `prompt_embeds`).
+            negative_prompt: the unconditional prompt, one string or one per prompt; default `""` (as upstream).
+            prompt_embeds: (B, txt_max_length, txt_embed_dim) features from `encode_prompt`, instead of `prompt`.
+            negative_prompt_embeds: (1 or B, txt_max_length, txt_embed_dim), instead of `negative_prompt`.
+            num_images_per_prompt: images per prompt (the embeddings are repeated accordingly).
+            num_inference_steps: ODE steps (Heun uses 2N-1 model evaluations).
+            guidance_scale: classifier-free guidance weight w on the velocity, v_u + w (v_c - v_u); only w > 1
+                guides, any w <= 1 samples the conditional model alone.
+            guidance_interval_min, guidance_interval_max: guidance applies only for t inside this interval (t = 0
+                is noise), with the solver's own boundary test; with min = 0 the first step is never guided.
+            sampling_method: `"adam_lm"`, `"euler"` or `"heun"`; defaults to the scheduler config (PixelGenScheduler
+                only).
+            solver_order: Adams-Bashforth order for `adam_lm` (1-4); defaults to the scheduler config
+                (PixelGenScheduler only).
+            timeshift: time-grid shift s; defaults to the scheduler config (a stock scheduler's `shift`).
+            noise_scale: the initial noise is `noise_scale` times a standard normal draw (or times `latents`).
+            height, width: must equal the model's `sample_size`.
+            generator: one generator, or one per image (image i then equals a single run with generator i).
+            latents: standard-normal initial noise (B * num_images_per_prompt, C, H, W).
+            output_type: `"pil"`, `"np"` (NHWC in [0, 1]), `"pt"` (NCHW in [0, 1]) or `"latent"` (raw sample).
+            return_dict: return an `ImagePipelineOutput` rather than a tuple.
+            callback_on_step_end: called after every model evaluation as `fn(pipe, i, t, callback_kwargs)`.
+            callback_on_step_end_tensor_inputs: tensors passed in `callback_kwargs`, from `_callback_tensor_inputs`;
+                `"pred_original_sample"` is the clean image predicted at this evaluation, guided, float32 (B, C, H, W)
+                in pixel units (read-only).
+        """
+        config = self.config
+        num_inference_steps = num_inference_steps if num_inference_steps is not None else config.num_inference_steps
+        guidance_scale = guidance_scale if guidance_scale is not None else config.guidance_scale
+        interval_min = guidance_interval_min if guidance_interval_min is not None else config.guidance_interval_min
+        interval_max = guidance_interval_max if guidance_interval_max is not None else config.guidance_interval_max
+        noise_scale = noise_scale if noise_scale is not None else config.noise_scale
+        height = height or self.transformer.config.sample_size
+        width = width or self.transformer.config.sample_size
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
+
+        self.check_inputs(
+            prompt,
+            negative_prompt,
+            prompt_embeds,
+            negative_prompt_embeds,
+            height,
+            width,
+            num_inference_steps,
+            num_images_per_prompt,
+            guidance_scale,
+            (interval_min, interval_max),
+            generator,
+            latents,
+            output_type,
+            callback_on_step_end_tensor_inputs if callback_on_step_end is not None else None,
+        )
+        self.check_scheduler(sampling_method, solver_order, timeshift)
+        self._guidance_scale = guidance_scale
+        self._interrupt = False
+        self._current_timestep = None
+        device = self._execution_device
+        model_dtype = self.transformer.dtype
+
+        # Each evaluation's PixelGen time (0 = noise) and guidance decision; unguided evaluations skip the null half.
+        # Set before the text is encoded, so that a cache that cannot follow this schedule fails first.
+        model_times, guided = self.prepare_schedule(
+            num_inference_steps, device, sampling_method, timeshift, solver_order, (interval_min, interval_max)
+        )
+        self.check_cache(guided)
+
+        # 1. Text conditioning: B * num_images_per_prompt rows, images of one prompt adjacent.
+        num_prompts = len(prompt_embeds) if prompt is None else (1 if isinstance(prompt, str) else len(prompt))
+        if prompt is not None:
+            prompt_embeds, _ = self.encode_prompt(
+                prompt, device, num_images_per_prompt, do_classifier_free_guidance=False
+            )
+        else:
+            prompt_embeds = prompt_embeds.to(device).repeat_interleave(num_images_per_prompt, dim=0)
+        if self.do_classifier_free_guidance:
+            if negative_prompt_embeds is None:
+                negative_prompt_embeds = self._encode_negative_prompt(negative_prompt, device)
+            negative_prompt_embeds = self._repeat_for_batch(
+                negative_prompt_embeds.to(device), num_prompts, num_images_per_prompt
+            ).to(model_dtype)
+        else:
+            negative_prompt_embeds = None
+        prompt_embeds = prompt_embeds.to(model_dtype)
+        batch_size = len(prompt_embeds)
+
+        # 2. Noise.
+        latents = self.prepare_latents(batch_size, noise_scale, generator, device, latents)
+        if getattr(self.transformer, "_cache_config", None) is not None:
+            self.transformer._reset_stateful_cache()  # a run interrupted earlier may have left state behind
+        timesteps = self.scheduler.timesteps
+        self._num_timesteps = len(timesteps)
+        num_warmup_steps = len(timesteps) - num_inference_steps * self.scheduler.order
+
+        with self.progress_bar(total=num_inference_steps) as progress_bar:
+            for i, t in enumerate(timesteps):
+                if self.interrupt:
+                    continue
+                model_time = model_times[i]
+                self._current_timestep = 1000.0 * (1.0 - float(model_time))
+                use_guidance = self.do_classifier_free_guidance and guided[i]
+                prediction, prediction_uncond = self.predict_clean_image(
+                    latents,
+                    model_time,
+                    prompt_embeds,
+                    negative_prompt_embeds if use_guidance else None,
+                    i,
+                    len(timesteps),
+                )
+                velocity = self.convert_to_velocity(prediction, model_time, latents)
+                if use_guidance:
+                    velocity_uncond = self.convert_to_velocity(prediction_uncond, model_time, latents)
+                    velocity = velocity_uncond + self.guidance_scale * (velocity - velocity_uncond)
+                latents = self.scheduler_step(velocity, t, latents)
+
+                if callback_on_step_end is not None:
+                    if "pred_original_sample" in callback_on_step_end_tensor_inputs:
+                        # The clean image this evaluation predicts, guided as the velocity is (both are linear in x).
+                        pred_original_sample = prediction.float()
+                        if use_guidance:
+                            x_uncond = prediction_uncond.float()
+                            pred_original_sample = x_uncond + self.guidance_scale * (pred_original_sample - x_uncond)
+                    callback_kwargs = {}
+                    for name in callback_on_step_end_tensor_inputs:
+                        callback_kwargs[name] = locals()[name]
+                    callback_outputs = callback_on_step_end(self, i, t, callback_kwargs)
+                    latents = callback_outputs.pop("latents", latents)
+                    prompt_embeds = callback_outputs.pop("prompt_embeds", prompt_embeds)
+                    negative_prompt_embeds = callback_outputs.pop("negative_prompt_embeds", negative_prompt_embeds)
+
+                if i == len(timesteps) - 1 or ((i + 1) > num_warmup_steps and (i + 1) % self.scheduler.order == 0):
+                    progress_bar.update()
+
+        self._current_timestep = None
+        images = self.postprocess(latents, output_type)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (images,)
+        return ImagePipelineOutput(images=images)

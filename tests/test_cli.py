@@ -1,6 +1,7 @@
 """The `pixelgen` command line: generate, convert, export; one-line errors with exit code 2."""
 
 import argparse
+import functools
 import shutil
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from components import (
 )
 
 from pixelgen_diffusers import cli
+from pixelgen_diffusers.utils import default_dtype
 
 
 @pytest.fixture
@@ -117,6 +119,38 @@ def test_generate_overrides_steps_guidance_and_sampler(tmp_path, capsys, model_f
     assert_same_image(tmp_path / "o/2-shape_2-seed4.png", expected)
 
 
+@pytest.mark.parametrize("mode", ["blocks", "model"])
+def test_generate_compile_gives_the_eager_images_with_bounded_graphs(
+    tmp_path, capsys, model_folder, monkeypatch, mode
+):
+    """`--compile` (blocks by default) through the real torch.compile; only its backend is swapped for Dynamo's
+    "eager" one, since Inductor's C++ build would take minutes here."""
+    from torch._dynamo.utils import counters
+
+    _, folder = model_folder
+    arguments = ["generate", "--model", folder, "--class", "7", "--class", "2", "--device", "cpu", "--batch-size", "1"]
+    assert run_cli(capsys, *arguments, "--out", tmp_path / "eager")[0] == 0
+    torch._dynamo.reset()
+    counters.clear()
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
+    compile_arguments = ["--compile"] if mode == "blocks" else ["--compile", "model"]
+    with torch._dynamo.config.patch(error_on_recompile=mode == "model"):
+        assert run_cli(capsys, *arguments, *compile_arguments, "--out", tmp_path / "compiled")[0] == 0
+    # Guided and unguided steps, both images: one graph (regionally two: blocks before and after in_context_start).
+    assert counters["stats"]["unique_graphs"] == (1 if mode == "model" else 2)
+    torch._dynamo.reset()
+    for name in ("7-shape_7-seed0.png", "2-shape_2-seed0.png"):
+        assert_same_image(tmp_path / "compiled" / name, pixels(tmp_path / "eager" / name))
+
+
+def test_dtype_defaults_to_bfloat16_on_cuda_and_float32_elsewhere():
+    assert default_dtype(None, "cuda") == default_dtype(None, torch.device("cuda:1")) == torch.bfloat16
+    assert default_dtype(None, "cpu") == default_dtype(None, "mps") == torch.float32
+    assert default_dtype("float32", "cuda") == torch.float32 and default_dtype("float16", "cpu") == torch.float16
+    for command in ("generate", "sample"):  # a usage error: one line, exit status 2
+        assert cli.main([command, "--model", "x", "--out", "y", "--compile", "everything"]) == 2
+
+
 def test_generate_without_model_uses_the_bundled_demo_or_says_it_is_missing(tmp_path, capsys, monkeypatch):
     arguments = ["--class", "circle", "--class", "7", "--steps", "2", "--device", "cpu"]
     assert run_cli(capsys, "generate", *arguments, "--out", tmp_path / "demo")[0] == 0
@@ -158,6 +192,7 @@ def test_generate_with_a_missing_model_folder_is_a_one_line_error(tmp_path, caps
 RUN_FOREIGN_CODE_FROM_THE_COMMAND_LINE = """
 import sys
 from pixelgen_diffusers import cli
+from pixelgen_diffusers.utils import default_dtype
 
 folder, out = sys.argv[1:3]
 for command, *arguments in (["generate", "--class", "1", "--device", "cpu"], ["sample", "--num-samples", "2"]):

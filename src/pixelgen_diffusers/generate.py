@@ -17,15 +17,16 @@ from pathlib import Path
 
 from . import sampling_options
 from .utils import (
-    DTYPE_NAMES,
     SAMPLING_METHODS,
+    add_sampling_speed_arguments,
     atomic_save_image,
     check_number,
     cli_number,
+    compile_transformer,
+    default_dtype,
     is_text_to_image,
     one_line,
     resolve_device,
-    torch_dtype,
 )
 
 
@@ -193,7 +194,7 @@ def add_parser(subparsers) -> None:
         help="seed of the first image; image i uses seed + i",
     )
     parser.add_argument("--batch-size", type=POSITIVE_INTEGER, default=4, help="images per forward batch (default 4)")
-    parser.add_argument("--dtype", choices=DTYPE_NAMES, default="float32", help="model dtype (default float32)")
+    add_sampling_speed_arguments(parser)
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--out", default="outputs", help="output folder (default ./outputs; created on success)")
     parser.add_argument(
@@ -313,7 +314,8 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
 
     model = args.model if args.model is not None else demo_model_dir(text_to_image=bool(args.prompts))
-    pipeline = load_pipeline(model, dtype=torch_dtype(args.dtype), trust_remote_code=args.trust_remote_code)
+    dtype = default_dtype(args.dtype, device)
+    pipeline = load_pipeline(model, dtype=dtype, trust_remote_code=args.trust_remote_code)
     pipeline = pipeline.to(device)
     set_threads(args.threads, pipeline)
     if loras:
@@ -340,6 +342,7 @@ def run(args: argparse.Namespace) -> int:
     calibration = {key: [jobs[0]["condition"]], "generator": torch.Generator("cpu").manual_seed(jobs[0]["seed"])}
     sampling_options.apply_arguments(pipeline, args, options, calibration)
 
+    compile_transformer(pipeline, args.compile)
     out = Path(args.out)
     written = []
     num_batches = (len(jobs) + args.batch_size - 1) // args.batch_size

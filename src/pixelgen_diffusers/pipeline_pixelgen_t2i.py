@@ -69,6 +69,20 @@ def check_number(name, value, *, integer=False, minimum=None, maximum=None, excl
     return value
 
 
+# Copied from pixelgen_diffusers.transformer_jit.mark_dynamic_shapes
+def mark_dynamic_shapes(tensor: torch.Tensor, batch_dim: int | None = 0, sequence_dim: int | None = None) -> None:
+    """Marks the dims that change between calls so that torch.compile traces them symbolically once instead of
+    recompiling: the batch (guided steps run 2B rows, unguided ones B; "unbacked" because B may be 1, a size compile
+    would otherwise specialise on) and, for the blocks, the sequence (it grows when the in-context tokens enter).
+    Costs nothing eagerly; a no-op inside a compiled region."""
+    if torch.compiler.is_compiling():
+        return
+    if batch_dim is not None:
+        torch._dynamo.decorators.mark_unbacked(tensor, batch_dim)
+    if sequence_dim is not None:
+        torch._dynamo.mark_dynamic(tensor, sequence_dim)
+
+
 # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenLoraLoaderMixin
 class PixelGenLoraLoaderMixin(LoraBaseMixin):
     r"""
@@ -784,6 +798,8 @@ class PixelGenT2IPipeline(DiffusionPipeline, PixelGenLoraLoaderMixin):
 
         def predict(sample, pass_condition):
             sample, timestep = sample.to(transformer.dtype), t.expand(len(sample))
+            for tensor in (sample, timestep, pass_condition):  # a compiled transformer: one graph for B and 2B rows
+                mark_dynamic_shapes(tensor)
             if isinstance(cache_config, FasterCacheConfig):  # it splits the batched inputs it finds by name
                 inputs = {"hidden_states": sample, "timestep": timestep, self._condition_input_name: pass_condition}
                 return transformer(**inputs, return_dict=False)[0]

@@ -42,17 +42,18 @@ from .generate import (
     set_threads,
 )
 from .utils import (
-    DTYPE_NAMES,
     SAMPLING_METHODS,
+    add_sampling_speed_arguments,
     atomic_save_image,
     atomic_write,
     atomic_write_json,
     check_number,
     cli_number,
+    compile_transformer,
+    default_dtype,
     is_text_to_image,
     locked_folder,
     one_line,
-    torch_dtype,
 )
 
 
@@ -368,7 +369,7 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--sampler", choices=SAMPLING_METHODS, help="ODE solver (default: the model's)")
     sampling_options.add_arguments(parser)
-    parser.add_argument("--dtype", choices=DTYPE_NAMES, default="float32", help="model dtype (default float32)")
+    add_sampling_speed_arguments(parser)
     parser.add_argument("--no-npz", action="store_true", help="write PNGs only")
     add_text_encoder_argument(parser)
     add_threads_argument(parser)
@@ -394,10 +395,12 @@ def run(args: argparse.Namespace) -> int:
         prompts = [line.strip() for line in lines if line.strip()]
     check_sizes(args.num_samples, args.batch_size, args.images_per_prompt, len(prompts) if prompts else None)
     model = args.model if args.model is not None else str(demo_model_dir(text_to_image=bool(args.prompts)))
-    pipeline = load_pipeline(model, dtype=torch_dtype(args.dtype), trust_remote_code=args.trust_remote_code)
-    pipeline = pipeline.to(PartialState().device)
+    device = PartialState().device
+    pipeline = load_pipeline(model, dtype=default_dtype(args.dtype, device), trust_remote_code=args.trust_remote_code)
+    pipeline = pipeline.to(device)
     set_threads(args.threads, pipeline)
     prepare_text_encoder(pipeline, args.text_encoder)
+    compile_transformer(pipeline, args.compile)
     options = {
         "num_inference_steps": args.steps,
         "guidance_scale": args.guidance_scale,

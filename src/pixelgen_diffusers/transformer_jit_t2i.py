@@ -89,6 +89,20 @@ def get_2d_sincos_pos_embed(embed_dim: int, grid_size: int) -> torch.Tensor:
     return torch.cat(halves, dim=1).float()
 
 
+# Copied from pixelgen_diffusers.transformer_jit.mark_dynamic_shapes
+def mark_dynamic_shapes(tensor: torch.Tensor, batch_dim: int | None = 0, sequence_dim: int | None = None) -> None:
+    """Marks the dims that change between calls so that torch.compile traces them symbolically once instead of
+    recompiling: the batch (guided steps run 2B rows, unguided ones B; "unbacked" because B may be 1, a size compile
+    would otherwise specialise on) and, for the blocks, the sequence (it grows when the in-context tokens enter).
+    Costs nothing eagerly; a no-op inside a compiled region."""
+    if torch.compiler.is_compiling():
+        return
+    if batch_dim is not None:
+        torch._dynamo.decorators.mark_unbacked(tensor, batch_dim)
+    if sequence_dim is not None:
+        torch._dynamo.mark_dynamic(tensor, sequence_dim)
+
+
 class PixelGenT2IPatchEmbed(nn.Module):
     """Unfolded patches (features in (channel, row, column) order) -> bias-free bottleneck -> biased projection."""
 
@@ -494,6 +508,9 @@ class PixelGenT2ITransformer2DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, A
         temb = F.silu(self.time_embedder(time_features.to(text.dtype)))
 
         text = text + self.text_pos_embed.to(text.dtype)
+        # A compiled block keeps one graph for any row count (guided steps run 2B rows, unguided ones B).
+        mark_dynamic_shapes(text)
+        mark_dynamic_shapes(temb)
         for block in self.text_refiner_blocks:
             if torch.is_grad_enabled() and self.gradient_checkpointing:
                 text = self._gradient_checkpointing_func(block, text, temb)
@@ -504,6 +521,8 @@ class PixelGenT2ITransformer2DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, A
         patches = F.unfold(hidden_states, kernel_size=patch_size, stride=patch_size).transpose(1, 2)
         hidden_states = self.patch_embedder(patches.to(text.dtype)) + self.pos_embed.to(text.dtype)
         image_rotary_emb = self.rotary_emb(hidden_states.device)
+        mark_dynamic_shapes(hidden_states)
+        mark_dynamic_shapes(text)  # a new tensor: the refiners' output
         for block in self.transformer_blocks:
             if torch.is_grad_enabled() and self.gradient_checkpointing:
                 hidden_states = self._gradient_checkpointing_func(block, hidden_states, text, temb, image_rotary_emb)

@@ -119,6 +119,8 @@ def sample_conditions(pipeline, num_samples: int, prompts: list[str] | None, ima
             "num_samples (--num-samples) class-balanced images"
         )
     num_classes = pipeline.transformer.config.num_classes
+    if num_classes == 0:  # an unconditional model (`train --unconditional`): every sample is of the null class
+        return [None] * num_samples
     return [i % num_classes for i in range(num_samples)]
 
 
@@ -312,7 +314,11 @@ def draw_missing_samples(
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
             generators = [torch.Generator("cpu").manual_seed(seeds[i]) for i in batch]
-            images = pipeline(**{key: [conditions[i] for i in batch]}, generator=generators, **call_kwargs).images
+            if conditions[batch[0]] is None:  # unconditional: the pipeline takes no labels, only a batch size
+                condition = {"num_images_per_prompt": len(batch)}
+            else:
+                condition = {key: [conditions[i] for i in batch]}
+            images = pipeline(**condition, generator=generators, **call_kwargs).images
             for i, image in zip(batch, images):
                 atomic_save_image(image, out_dir / f"{i:06d}.png")
             bar.update(len(batch))

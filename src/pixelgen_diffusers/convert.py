@@ -34,7 +34,7 @@ from .export import (
     render_model_card,
     write_model_folder,
 )
-from .utils import DTYPE_NAMES, check_number, one_line, torch_dtype
+from .utils import DTYPE_NAMES, check_number, check_output_folder, one_line, torch_dtype
 
 
 if TYPE_CHECKING:
@@ -1159,7 +1159,7 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     convert_checkpoint(
         args.source,
-        args.output_dir,
+        check_output_folder(args.output_dir, "OUTPUT_DIR"),
         config=args.config,
         weights=args.weights,
         dtype=args.dtype,

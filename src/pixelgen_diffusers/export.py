@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .utils import DTYPE_NAMES, is_text_to_image, one_line, replace_directory, torch_dtype
+from .utils import DTYPE_NAMES, check_output_folder, is_text_to_image, one_line, replace_directory, torch_dtype
 
 
 if TYPE_CHECKING:
@@ -550,7 +550,7 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     export_pipeline(
         args.pipeline_dir,
-        args.output_dir,
+        check_output_folder(args.output_dir, "OUTPUT_DIR"),
         dtype=args.dtype,
         max_shard_size=args.max_shard_size,
         overwrite=args.overwrite,

@@ -21,6 +21,7 @@ from .utils import (
     add_sampling_speed_arguments,
     atomic_save_image,
     check_number,
+    check_output_folder,
     cli_number,
     compile_transformer,
     default_dtype,
@@ -307,6 +308,7 @@ def run(args: argparse.Namespace) -> int:
     check_request_size(len(args.prompts or []) + len(args.classes or []) or 1, args.num_images)
     sampling_options.check_arguments(args)
     loras = [parse_lora(spec) for spec in args.loras or []]
+    out = check_output_folder(args.out, "--out")
     import torch
 
     from .hub import load_pipeline
@@ -339,11 +341,14 @@ def run(args: argparse.Namespace) -> int:
     if unsupported:
         raise ValueError(f"this model's pipeline does not take {', '.join(unsupported)}")
     key = "prompt" if text_to_image else "class_labels"
-    calibration = {key: [jobs[0]["condition"]], "generator": torch.Generator("cpu").manual_seed(jobs[0]["seed"])}
+    condition = jobs[0]["condition"]  # None: an unconditional model, which takes no labels
+    calibration = {
+        key: [condition] if condition is not None else None,
+        "generator": torch.Generator("cpu").manual_seed(jobs[0]["seed"]),
+    }
     sampling_options.apply_arguments(pipeline, args, options, calibration)
 
     compile_transformer(pipeline, args.compile)
-    out = Path(args.out)
     written = []
     num_batches = (len(jobs) + args.batch_size - 1) // args.batch_size
     for batch_index in range(num_batches):

@@ -48,6 +48,7 @@ from .utils import (
     atomic_write,
     atomic_write_json,
     check_number,
+    check_output_folder,
     cli_number,
     compile_transformer,
     default_dtype,
@@ -400,6 +401,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"cannot read --prompts {args.prompts}: {one_line(error)}") from None
         prompts = [line.strip() for line in lines if line.strip()]
     check_sizes(args.num_samples, args.batch_size, args.images_per_prompt, len(prompts) if prompts else None)
+    out = check_output_folder(args.out, "--out")
     model = args.model if args.model is not None else str(demo_model_dir(text_to_image=bool(args.prompts)))
     device = PartialState().device
     pipeline = load_pipeline(model, dtype=default_dtype(args.dtype, device), trust_remote_code=args.trust_remote_code)
@@ -414,12 +416,14 @@ def run(args: argparse.Namespace) -> int:
     }
     options = {key: value for key, value in options.items() if value is not None}
     calibration = {"prompt": prompts[:1]} if prompts is not None else {"class_labels": [0]}
+    if prompts is None and getattr(pipeline.transformer.config, "num_classes", None) == 0:
+        calibration = {"class_labels": None}  # an unconditional model takes no labels
     sampling_options.apply_arguments(
         pipeline, args, options, {**calibration, "generator": torch.Generator().manual_seed(args.seed)}
     )
     sample_many(
         pipeline,
-        args.out,
+        out,
         num_samples=args.num_samples,
         seed=args.seed,
         batch_size=args.batch_size,

@@ -76,6 +76,24 @@ def compile_transformer(pipeline, mode: str | None) -> None:
         raise ValueError(f"compile mode must be one of {', '.join(COMPILE_MODES)}, got {mode!r}")
 
 
+def check_output_folder(path: str | Path, option: str) -> Path:
+    """The folder `option` names, `~` expanded, checked before any work: it must be a folder or creatable as one (its
+    nearest existing parent a folder) and writable. Raises ValueError naming the option, the path and the problem;
+    creates nothing, so that a run that fails later leaves no empty folder behind."""
+    folder = Path(path).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{option} {path}: exists and is not a folder; choose a folder path")
+    existing = folder if folder.is_dir() else next((p for p in folder.absolute().parents if p.exists()), None)
+    if existing is None:
+        raise ValueError(f"{option} {path}: none of its parent folders exists")
+    if not existing.is_dir():
+        raise ValueError(f"{option} {path}: {existing} is a file, not a folder, so the folder cannot be created")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "the folder" if existing == folder else f"its parent {existing}"
+        raise ValueError(f"{option} {path}: {where} is not writable (permission denied)")
+    return folder
+
+
 def one_line(error: BaseException, max_length: int | None = 160) -> str:
     """An exception's message on one line (its type name if it has none), shortened to `max_length` characters, for
     quoting a library's error inside ours; `max_length=None` keeps it whole."""

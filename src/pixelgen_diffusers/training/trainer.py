@@ -25,7 +25,7 @@ from ..pipeline_pixelgen_t2i import PixelGenT2IPipeline
 from ..scheduling_pixelgen import PixelGenScheduler
 from ..transformer_jit import PIXELGEN_PRESETS, PixelGenTransformer2DModel
 from ..transformer_jit_t2i import PixelGenT2ITransformer2DModel
-from ..utils import atomic_save_image, check_number, locked_folder, one_line, replace_directory
+from ..utils import atomic_save_image, check_number, check_output_folder, locked_folder, one_line, replace_directory
 from .captions import CaptionEmbeddingCache, EmbeddedCaptionDataset, load_embedding, load_text_encoder
 from .data import ImageCaptionDataset, ImageClassDataset, StepBatchSampler, is_caption_folder
 from .losses import EMA, PixelGenLoss, load_dino, load_lpips
@@ -1116,6 +1116,7 @@ def run_from_args(args) -> int:
     the values recorded in the checkpoint (so `--resume latest` needs only --output-dir)."""
     names = {config_field.name for config_field in dataclasses.fields(TrainingConfig)}
     given = {name: value for name, value in vars(args).items() if name in names}
+    given["output_dir"] = str(check_output_folder(given["output_dir"], "--output-dir"))
     if given.get("resume") is not None:
         checkpoint = resolve_resume(given["resume"], Path(given["output_dir"]))
         if checkpoint is not None:

@@ -691,8 +691,9 @@ class PixelGenC2IPipeline(DiffusionPipeline, PixelGenLoraLoaderMixin):
             raise ValueError(
                 f"FasterCache needs the unconditional rows in every call, but {guided.count(False)} of {len(guided)}"
                 " evaluations run without them (guidance_scale == 1, or a guidance interval that excludes them)."
-                " Guide every step (guidance_interval_min < first t, guidance_interval_max >= 1), use"
-                " is_guidance_distilled=True for unguided runs, or choose another cache."
+                " Guide every step (guidance_interval_min < first t, guidance_interval_max >= 1; on the command"
+                " line `--guidance-interval -1 1`), use is_guidance_distilled=True for unguided runs, or choose"
+                " another cache."
             )
 
     def convert_to_velocity(self, prediction: torch.Tensor, t: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:

@@ -9,11 +9,13 @@ import difflib
 import importlib
 import inspect
 import json
+import logging
 import math
 import numbers
 import os
 import shutil
 import tempfile
+import warnings
 from collections import defaultdict
 from typing import Any, Callable
 
@@ -80,6 +82,11 @@ def mark_dynamic_shapes(tensor: torch.Tensor, batch_dim: int | None = 0, sequenc
         torch._dynamo.decorators.mark_unbacked(tensor, batch_dim)
     if sequence_dim is not None:
         torch._dynamo.mark_dynamic(tensor, sequence_dim)
+
+
+def _drop_empty_float32_warning(record: logging.LogRecord) -> bool:
+    """A logging filter: False for diffusers' "should be kept in float32: []" warning, which names no module."""
+    return "should be kept in float32: []" not in record.getMessage()
 
 
 class PixelGenLoraLoaderMixin(LoraBaseMixin):
@@ -175,15 +182,19 @@ class PixelGenLoraLoaderMixin(LoraBaseMixin):
                     f" has hidden_size {transformer.config.hidden_size}), or another kind (class-to-image vs"
                     " text-to-image)."
                 )
-        transformer.load_lora_adapter(
-            state_dict,
-            network_alphas=None,
-            adapter_name=adapter_name,
-            metadata=metadata,
-            _pipeline=_pipeline,
-            low_cpu_mem_usage=low_cpu_mem_usage,
-            hotswap=hotswap,
-        )
+        with warnings.catch_warnings():
+            # peft warns "Already found a `peft_config` attribute" whenever a second adapter is injected, which is
+            # exactly what diffusers' multi-adapter API (`set_adapters`) is for: that warning only is dropped.
+            warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute", category=UserWarning)
+            transformer.load_lora_adapter(
+                state_dict,
+                network_alphas=None,
+                adapter_name=adapter_name,
+                metadata=metadata,
+                _pipeline=_pipeline,
+                low_cpu_mem_usage=low_cpu_mem_usage,
+                hotswap=hotswap,
+            )
 
     @classmethod
     def save_lora_weights(
@@ -322,7 +333,15 @@ class PixelGenC2IPipeline(DiffusionPipeline, PixelGenLoraLoaderMixin):
         when its class is the exact annotated one, and our components' classes may come from a model folder's code."""
         accepted = inspect.signature(cls.__init__).parameters
         components = {name: module for name, module in pipeline.components.items() if name in accepted}
-        return super().from_pipe(pipeline, **{**components, **kwargs})
+        # diffusers' `from_pipe` always casts with `.to(dtype=...)`, and `ModelMixin.to` then warns about modules
+        # "that should be kept in float32: []" though there are none (it tests `[] is not None`): that empty warning
+        # only is dropped.
+        model_logger = logging.getLogger("diffusers.models.modeling_utils")
+        model_logger.addFilter(_drop_empty_float32_warning)
+        try:
+            return super().from_pipe(pipeline, **{**components, **kwargs})
+        finally:
+            model_logger.removeFilter(_drop_empty_float32_warning)
 
     def save_config(self, save_directory: str | os.PathLike, *args, **kwargs) -> None:
         """Writes `model_index.json` (the last step of `save_pretrained`), then this pipeline's code and its

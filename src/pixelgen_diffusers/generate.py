@@ -212,13 +212,18 @@ def add_parser(subparsers) -> None:
 
 
 def parse_lora(spec: str) -> tuple[str, float]:
-    """`PATH[:SCALE]` -> (path, scale); a suffix that is not a number belongs to the path."""
+    """`PATH[:SCALE]` -> (path, scale). A suffix that is not a number belongs to the path when it holds a path
+    separator (`C:\\loras\\x`) or the whole spec exists; otherwise it was meant as a scale and is refused."""
     path, separator, scale = spec.rpartition(":")
     if separator:
         try:
             value = float(scale)
         except ValueError:
-            return spec, 1.0
+            if "/" in scale or "\\" in scale or Path(spec).expanduser().exists():
+                return spec, 1.0
+            raise ValueError(
+                f"--lora {spec!r}: the scale after ':' must be a number (PATH[:SCALE], e.g. {path}:0.8), got {scale!r}"
+            ) from None
         if not math.isfinite(value):
             raise ValueError(f"--lora {spec!r}: the scale must be a finite number, got {scale!r}")
         return path, value

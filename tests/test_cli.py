@@ -315,4 +315,6 @@ def test_generate_with_a_text_to_image_model_takes_prompts_and_names_files_by_pr
     assert_same_image(tmp_path / "o/00-a_red_square-seed3.png", expected)
 
     code, _, err = run_cli(capsys, "generate", *arguments, "--class", "1", "--out", tmp_path / "o")
+    assert_one_line_error(code, err, "generate", "argument --class: not allowed with argument --prompt")
+    code, _, err = run_cli(capsys, "generate", "--model", tmp_path / "t2i", "--class", "1", "--out", tmp_path / "o")
     assert_one_line_error(code, err, "generate", "text-to-image model: use --prompt, not --class")

@@ -90,6 +90,12 @@ def test_class_errors_on_imagenet_point_to_the_labels_command_and_name_ambiguous
     assert_one_line_error(code, err, "generate", "'crane' is ambiguous: it names classes 134 (crane); 517 (crane)")
 
 
+def test_class_and_prompt_together_are_a_usage_error(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "generate", "--class", "circle", "--prompt", "a star", "--out", tmp_path / "o")
+    assert code == 2 and "--prompt: not allowed with argument --class" in err
+    assert "text-to-image model" not in err and not (tmp_path / "o").exists()
+
+
 def test_missing_class_on_the_demo_model_suggests_a_demo_class(tmp_path, capsys):
     code, _, err = run_cli(capsys, "generate", "--out", tmp_path / "o")
     assert_one_line_error(code, err, "generate", '(e.g. --class "arrow") or an id (--class 0)')

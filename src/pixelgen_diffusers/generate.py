@@ -158,10 +158,13 @@ def add_parser(subparsers) -> None:
         help="folder, owner/repo or owner/repo/subfolder (default: the bundled demo model, text-to-image with"
         " --prompt, class-to-image with --class)",
     )
-    parser.add_argument(
+    condition = parser.add_mutually_exclusive_group()  # a model takes class labels or prompts, never both
+    condition.add_argument(
         "--class", dest="classes", action="append", metavar="CLASS", help="class name or id; repeat for several"
     )
-    parser.add_argument("--prompt", dest="prompts", action="append", help="text-to-image prompt; repeat for several")
+    condition.add_argument(
+        "--prompt", dest="prompts", action="append", help="text-to-image prompt; repeat for several"
+    )
     parser.add_argument("--negative-prompt", help="text-to-image negative prompt")
     parser.add_argument(
         "--num-images", type=POSITIVE_INTEGER, default=1, help="images per class or prompt (default 1)"

@@ -9,6 +9,7 @@ torch and the pipelines are imported when the command runs, after its arguments 
 
 import argparse
 import difflib
+import hashlib
 import inspect
 import math
 import os
@@ -65,7 +66,15 @@ def demo_model_dir(text_to_image: bool = False) -> Path:
 
 
 def slugify(text: str, max_length: int = 48) -> str:
-    return re.sub(r"[^0-9a-z]+", "_", text.lower()).strip("_")[:max_length].rstrip("_") or "image"
+    """A file-name part for `text`: its lowercased word characters (any script) joined by `_`. When that loses the
+    text's identity (nothing left, as for "" or "   ", or cut at `max_length`), a short stable hash of the full text
+    is added, so different prompts never share a file name."""
+    words = re.sub(r"[\W_]+", "_", text.lower()).strip("_")
+    slug = words[:max_length].rstrip("_")
+    if slug and slug == words:
+        return slug
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{slug or 'image'}_{digest}"
 
 
 def class_ids(pipeline, classes: list[str]) -> list[int]:

@@ -60,6 +60,51 @@ def test_both_pipelines_refuse_bad_numbers_and_types_before_any_work(kind, kwarg
     assert calls == [] and encoder_calls == []  # refused before the text encoder or the transformer ran
 
 
+def _t2i_embeds(pipe, fill=0.0):
+    return torch.full((1, *pipe._text_shape()), fill)
+
+
+@pytest.mark.parametrize(
+    "make_kwargs, message",
+    [
+        (lambda p: dict(prompt_embeds=_t2i_embeds(p, NAN)), "prompt_embeds holds NaN or infinite values"),
+        (lambda p: dict(prompt_embeds=_t2i_embeds(p, INF)), "prompt_embeds holds NaN or infinite values"),
+        (
+            lambda p: dict(prompt_embeds=_t2i_embeds(p), negative_prompt_embeds=_t2i_embeds(p, -INF)),
+            "negative_prompt_embeds holds NaN or infinite values",
+        ),
+        (
+            lambda p: dict(prompt_embeds=_t2i_embeds(p).long()),
+            "prompt_embeds must be a floating-point tensor, got dtype torch.int64",
+        ),
+        (lambda p: dict(prompt=123), "prompt must be a string or a list of strings, got int 123"),
+        (lambda p: dict(prompt=b"a red star"), "prompt must be a string or a list of strings, got bytes b'a red"),
+        (lambda p: dict(prompt=["a", 5]), "prompt must be a string or a list of strings, got an item of type int: 5"),
+        (
+            lambda p: dict(prompt="a", negative_prompt=5),
+            "negative_prompt must be a string or a list of strings, got int 5",
+        ),
+        (
+            lambda p: dict(prompt="a", negative_prompt=b"x"),
+            "negative_prompt must be a string or a list of strings, got bytes",
+        ),
+    ],
+)
+def test_t2i_refuses_non_finite_embeddings_and_wrong_prompt_types_before_any_work(make_kwargs, message):
+    pipe = tiny_t2i_pipeline()
+    calls = _count_forward_calls(pipe)
+    encoder_calls = []
+    pipe.text_encoder.register_forward_pre_hook(lambda module, args: encoder_calls.append(1))
+    with pytest.raises(ValueError, match=message):
+        pipe(**make_kwargs(pipe), num_inference_steps=2)
+    assert calls == [] and encoder_calls == []
+
+
+def test_t2i_encode_prompt_names_a_wrong_negative_prompt_type():
+    with pytest.raises(ValueError, match="negative_prompt must be a string or a list of strings, got int 5"):
+        tiny_t2i_pipeline().encode_prompt("a", negative_prompt=5)
+
+
 @pytest.mark.parametrize("kind", ["c2i", "t2i"])
 def test_a_callback_that_returns_no_dict_is_named(kind):
     pipe = tiny_c2i_pipeline() if kind == "c2i" else tiny_t2i_pipeline()

@@ -315,4 +315,19 @@ def test_generate_with_a_text_to_image_model_takes_prompts_and_names_files_by_pr
     assert_same_image(tmp_path / "o/00-a_red_square-seed3.png", expected)
 
     code, _, err = run_cli(capsys, "generate", *arguments, "--class", "1", "--out", tmp_path / "o")
+    assert_one_line_error(code, err, "generate", "argument --class: not allowed with argument --prompt")
+    code, _, err = run_cli(capsys, "generate", "--model", tmp_path / "t2i", "--class", "1", "--out", tmp_path / "o")
     assert_one_line_error(code, err, "generate", "text-to-image model: use --prompt, not --class")
+
+
+def test_prompt_file_names_are_unique_per_prompt_and_keep_ordinary_names():
+    from pixelgen_diffusers.generate import slugify
+
+    assert slugify("A red square!") == "a_red_square" and slugify("golden retriever") == "golden_retriever"
+    assert slugify("日本語 テスト") == "日本語_テスト"
+    long = "a very long prompt about a red square on a blue background, number "
+    prompts = ["", "   ", "\t", "!!!", "日本語 テスト", "日本語 テス", long + "1", long + "2", "a red square"]
+    names = [slugify(prompt) for prompt in prompts]
+    assert len(set(names)) == len(prompts), names
+    assert all(name and "/" not in name and len(name) <= 57 for name in names)
+    assert slugify("") == slugify("")  # stable, so a rerun overwrites its own file only

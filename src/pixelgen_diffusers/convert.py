@@ -34,7 +34,15 @@ from .export import (
     render_model_card,
     write_model_folder,
 )
-from .utils import DTYPE_NAMES, check_number, check_output_folder, one_line, torch_dtype
+from .utils import (
+    DTYPE_NAMES,
+    check_number,
+    check_output_folder,
+    check_shard_size,
+    cli_shard_size,
+    one_line,
+    torch_dtype,
+)
 
 
 if TYPE_CHECKING:
@@ -931,6 +939,10 @@ def convert_checkpoint(
         raise ConversionError(f"--dtype must be one of {', '.join(DTYPE_NAMES)}, got {dtype!r}")
     if weights not in WEIGHT_CHOICES:
         raise ConversionError(f"--weights must be one of {', '.join(WEIGHT_CHOICES)}, got {weights!r}")
+    try:
+        check_shard_size(max_shard_size)
+    except ValueError as error:
+        raise ConversionError(str(error)) from None
     check_output_dir(output_dir, overwrite, source)
     upstream_config = read_upstream_config(config) if config is not None else None
     config_name = f"--config {Path(config).name}" if config is not None else "--config"
@@ -1146,7 +1158,12 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--text-encoder", help="text-to-image: text encoder folder or Hub id to include")
     parser.add_argument("--tokenizer", help="text-to-image: tokenizer folder or Hub id (default: the text encoder's)")
     parser.add_argument("--in-context-start", type=int, help="only for architectures no preset or YAML describes")
-    parser.add_argument("--max-shard-size", default="10GB", help="shard safetensors above this size (default 10GB)")
+    parser.add_argument(
+        "--max-shard-size",
+        type=cli_shard_size,
+        default="10GB",
+        help="shard safetensors above this size, e.g. 500MB (units TB, GB, MB, KB; default 10GB)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT_DIR once the new folder is complete")
     parser.add_argument(
         "--allow-pickle",

@@ -25,7 +25,16 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .utils import DTYPE_NAMES, check_output_folder, is_text_to_image, one_line, replace_directory, torch_dtype
+from .utils import (
+    DTYPE_NAMES,
+    check_output_folder,
+    check_shard_size,
+    cli_shard_size,
+    is_text_to_image,
+    one_line,
+    replace_directory,
+    torch_dtype,
+)
 
 
 if TYPE_CHECKING:
@@ -432,6 +441,10 @@ def export_pipeline(
         raise ModelFolderError(f"source must be a folder or a pipeline, got {type(source).__name__}: {source!r}")
     if dtype is not None and dtype not in DTYPE_NAMES:
         raise ModelFolderError(f"--dtype must be one of {', '.join(DTYPE_NAMES)}, got {dtype!r}")
+    try:
+        check_shard_size(max_shard_size)
+    except ValueError as error:
+        raise ModelFolderError(str(error)) from None
     if ema_index and isinstance(source, DiffusionPipeline):
         raise ModelFolderError("--ema picks an EMA of a training checkpoint folder, not of a pipeline object")
     metadata = {}
@@ -445,6 +458,8 @@ def export_pipeline(
             pipeline.transformer = copy.deepcopy(source.transformer).to(torch_dtype(dtype))
     else:
         source_path = Path(source)
+        if not source_path.exists():
+            raise ModelFolderError(f"source folder {source_path} does not exist")
         if not (source_path / "model_index.json").is_file():
             raise ModelFolderError(f"{source_path} is not a saved pipeline folder (no model_index.json)")
         check_output_dir(Path(output_dir), overwrite, source_path)
@@ -535,7 +550,12 @@ def add_parser(subparsers) -> None:
     parser.add_argument("pipeline_dir", help="a folder written by save_pretrained (or a model folder)")
     parser.add_argument("output_dir", help="folder to create")
     parser.add_argument("--dtype", choices=DTYPE_NAMES, help="transformer storage dtype (default: as saved)")
-    parser.add_argument("--max-shard-size", default="10GB", help="shard safetensors above this size (default 10GB)")
+    parser.add_argument(
+        "--max-shard-size",
+        type=cli_shard_size,
+        default="10GB",
+        help="shard safetensors above this size, e.g. 500MB (units TB, GB, MB, KB; default 10GB)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT_DIR once the new folder is complete")
     parser.add_argument(
         "--ema",

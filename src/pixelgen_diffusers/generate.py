@@ -9,6 +9,7 @@ torch and the pipelines are imported when the command runs, after its arguments 
 
 import argparse
 import difflib
+import hashlib
 import inspect
 import math
 import os
@@ -66,7 +67,15 @@ def demo_model_dir(text_to_image: bool = False) -> Path:
 
 
 def slugify(text: str, max_length: int = 48) -> str:
-    return re.sub(r"[^0-9a-z]+", "_", text.lower()).strip("_")[:max_length].rstrip("_") or "image"
+    """A file-name part for `text`: its lowercased word characters (any script) joined by `_`. When that loses the
+    text's identity (nothing left, as for "" or "   ", or cut at `max_length`), a short stable hash of the full text
+    is added, so different prompts never share a file name."""
+    words = re.sub(r"[\W_]+", "_", text.lower()).strip("_")
+    slug = words[:max_length].rstrip("_")
+    if slug and slug == words:
+        return slug
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{slug or 'image'}_{digest}"
 
 
 def class_ids(pipeline, classes: list[str]) -> list[int]:
@@ -159,10 +168,13 @@ def add_parser(subparsers) -> None:
         help="folder, owner/repo or owner/repo/subfolder (default: the bundled demo model, text-to-image with"
         " --prompt, class-to-image with --class)",
     )
-    parser.add_argument(
+    condition = parser.add_mutually_exclusive_group()  # a model takes class labels or prompts, never both
+    condition.add_argument(
         "--class", dest="classes", action="append", metavar="CLASS", help="class name or id; repeat for several"
     )
-    parser.add_argument("--prompt", dest="prompts", action="append", help="text-to-image prompt; repeat for several")
+    condition.add_argument(
+        "--prompt", dest="prompts", action="append", help="text-to-image prompt; repeat for several"
+    )
     parser.add_argument("--negative-prompt", help="text-to-image negative prompt")
     parser.add_argument(
         "--num-images", type=POSITIVE_INTEGER, default=1, help="images per class or prompt (default 1)"
@@ -213,13 +225,18 @@ def add_parser(subparsers) -> None:
 
 
 def parse_lora(spec: str) -> tuple[str, float]:
-    """`PATH[:SCALE]` -> (path, scale); a suffix that is not a number belongs to the path."""
+    """`PATH[:SCALE]` -> (path, scale). A suffix that is not a number belongs to the path when it holds a path
+    separator (`C:\\loras\\x`) or the whole spec exists; otherwise it was meant as a scale and is refused."""
     path, separator, scale = spec.rpartition(":")
     if separator:
         try:
             value = float(scale)
         except ValueError:
-            return spec, 1.0
+            if "/" in scale or "\\" in scale or Path(spec).expanduser().exists():
+                return spec, 1.0
+            raise ValueError(
+                f"--lora {spec!r}: the scale after ':' must be a number (PATH[:SCALE], e.g. {path}:0.8), got {scale!r}"
+            ) from None
         if not math.isfinite(value):
             raise ValueError(f"--lora {spec!r}: the scale must be a finite number, got {scale!r}")
         return path, value

@@ -338,15 +338,14 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--num-samples",
         type=cli_number(integer=True, minimum=1),
-        default=50_000,
-        help="class-to-image set size (default 50000); a larger one extends a finished set",
+        help="class-to-image set size (default 50000); a larger one extends a finished set. Not with --prompts: a"
+        " text-to-image set holds --images-per-prompt images per prompt",
     )
     parser.add_argument("--prompts", help="text-to-image: a file with one prompt per line")
     parser.add_argument(
         "--images-per-prompt",
         type=cli_number(integer=True, minimum=1),
-        default=4,
-        help="text-to-image: images per prompt",
+        help="text-to-image (with --prompts): images per prompt (default 4)",
     )
     parser.add_argument(
         "--batch-size",
@@ -388,6 +387,15 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None:
         check_number("--threads", args.threads, integer=True, minimum=1)
     sampling_options.check_arguments(args)
+    if args.prompts and args.num_samples is not None:
+        raise ValueError(
+            "--num-samples sizes class-to-image sets; a --prompts set holds --images-per-prompt images per prompt"
+            " (default 4): drop --num-samples"
+        )
+    if not args.prompts and args.images_per_prompt is not None:
+        raise ValueError("--images-per-prompt needs --prompts (class-to-image sets are sized by --num-samples)")
+    args.num_samples = 50_000 if args.num_samples is None else args.num_samples
+    args.images_per_prompt = 4 if args.images_per_prompt is None else args.images_per_prompt
     import torch
     from accelerate import PartialState
 

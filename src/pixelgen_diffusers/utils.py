@@ -374,6 +374,35 @@ def cli_number(integer: bool = False, **bounds):
     return parse
 
 
+def check_shard_size(value, name: str = "max_shard_size") -> str | int:
+    """`value` if huggingface_hub's sharding (which `save_pretrained` uses) accepts it as a positive size: bytes as an
+    int, or a number with a unit ("10GB", "500MB"; TB, GB, MB, KB). Checked before any work, so a typo is not found
+    only once the weights have been converted."""
+    from huggingface_hub.serialization._base import parse_size_to_int
+
+    accepted = "accepted: a positive size such as 10GB or 500MB (units TB, GB, MB, KB) or a number of bytes"
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ValueError(f"{name} must be a size, got {type(value).__name__}: {value!r}; {accepted}")
+    try:
+        size = value if isinstance(value, int) else parse_size_to_int(value)
+    except ValueError:
+        size = None
+    if size is None or not size > 0:
+        raise ValueError(f"{name} must be a size, got {value!r}; {accepted}")
+    return value
+
+
+def cli_shard_size(text: str) -> str:
+    """An argparse `type` for `--max-shard-size` (see `check_shard_size`); a plain number counts bytes."""
+    import argparse
+
+    value = int(text) if text.strip().isdigit() else text
+    try:
+        return check_shard_size(value, "the shard size")
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def resolve_device(name: str | None, option: str = "--device"):
     """The torch device a command runs on (default: cuda if available, else cpu), checked before any work: a name
     torch does not know, the `meta` device (no data), or an accelerator this machine lacks is a ValueError."""

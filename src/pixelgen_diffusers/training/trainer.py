@@ -1022,14 +1022,24 @@ def train(config: TrainingConfig) -> Path:
 
 # ------------------------------------------------------------------------------------------------------------ CLI
 def _json_object(text: str) -> dict:
-    """A JSON object given inline or as a path to a .json file."""
-    source = Path(text).read_text() if text.endswith(".json") and Path(text).is_file() else text
+    """A JSON object given inline or as a path to a .json file. Errors are `ArgumentTypeError`s, whose message
+    argparse prints as is (a ValueError would become "invalid _json_object value")."""
+    import argparse
+
+    if text.endswith(".json") and not Path(text).is_file():
+        raise argparse.ArgumentTypeError(f"JSON file {text} not found")
     try:
+        source = Path(text).read_text() if text.endswith(".json") else text
         value = json.loads(source)
+    except (OSError, UnicodeDecodeError) as error:
+        raise argparse.ArgumentTypeError(f"cannot read {text}: {error}") from None
     except json.JSONDecodeError as error:
-        raise ValueError(f"--model-config must be a JSON object or a .json file, got {text!r}: {error}") from error
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not valid JSON ({error}); expected an object such as"
+            " '{\"hidden_size\": 128}' or a .json file"
+        ) from None
     if not isinstance(value, dict):
-        raise ValueError(f"--model-config must be a JSON object, got {text!r}.")
+        raise argparse.ArgumentTypeError(f"must be a JSON object ({{...}}), got {type(value).__name__}: {text!r}")
     return value
 
 

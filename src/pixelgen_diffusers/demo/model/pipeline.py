@@ -17,6 +17,7 @@ import shutil
 import tempfile
 import warnings
 from collections import defaultdict
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -89,6 +90,13 @@ def _drop_empty_float32_warning(record: logging.LogRecord) -> bool:
     return "should be kept in float32: []" not in record.getMessage()
 
 
+# Copied from pixelgen_diffusers.hub.looks_like_a_local_path
+def looks_like_a_local_path(id_or_path: str | Path) -> bool:
+    """Absolute, home-relative (`~`) or explicitly relative (`./`, `../`) paths name folders, never Hub repos."""
+    text = str(id_or_path)
+    return isinstance(id_or_path, Path) or Path(text).is_absolute() or text.startswith(("~", "./", "../", ".\\"))
+
+
 class PixelGenLoraLoaderMixin(LoraBaseMixin):
     r"""
     diffusers' LoRA interface for PixelGen pipelines, on diffusers' own machinery (`LoraBaseMixin`, the transformer's
@@ -107,6 +115,10 @@ class PixelGenLoraLoaderMixin(LoraBaseMixin):
         `return_lora_metadata=True`, also the adapter metadata (None for a dict)."""
         return_metadata = kwargs.pop("return_lora_metadata", False)
         source, weight_name = pretrained_model_name_or_path_or_dict, kwargs.pop("weight_name", None)
+        if isinstance(source, (str, os.PathLike)) and looks_like_a_local_path(source):
+            source = os.path.expanduser(os.fspath(source))
+            if not os.path.exists(source):
+                raise ValueError(f"LoRA file or folder not found: {pretrained_model_name_or_path_or_dict}")
         if isinstance(source, (str, os.PathLike)) and os.path.isfile(source):
             source, weight_name = os.path.split(os.fspath(source))
         state_dict, metadata = _fetch_state_dict(

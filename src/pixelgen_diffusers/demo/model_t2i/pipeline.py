@@ -20,6 +20,7 @@ import os
 import shutil
 import tempfile
 import warnings
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -91,6 +92,13 @@ def _drop_empty_float32_warning(record: logging.LogRecord) -> bool:
     return "should be kept in float32: []" not in record.getMessage()
 
 
+# Copied from pixelgen_diffusers.hub.looks_like_a_local_path
+def looks_like_a_local_path(id_or_path: str | Path) -> bool:
+    """Absolute, home-relative (`~`) or explicitly relative (`./`, `../`) paths name folders, never Hub repos."""
+    text = str(id_or_path)
+    return isinstance(id_or_path, Path) or Path(text).is_absolute() or text.startswith(("~", "./", "../", ".\\"))
+
+
 # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenLoraLoaderMixin
 class PixelGenLoraLoaderMixin(LoraBaseMixin):
     r"""
@@ -110,6 +118,10 @@ class PixelGenLoraLoaderMixin(LoraBaseMixin):
         `return_lora_metadata=True`, also the adapter metadata (None for a dict)."""
         return_metadata = kwargs.pop("return_lora_metadata", False)
         source, weight_name = pretrained_model_name_or_path_or_dict, kwargs.pop("weight_name", None)
+        if isinstance(source, (str, os.PathLike)) and looks_like_a_local_path(source):
+            source = os.path.expanduser(os.fspath(source))
+            if not os.path.exists(source):
+                raise ValueError(f"LoRA file or folder not found: {pretrained_model_name_or_path_or_dict}")
         if isinstance(source, (str, os.PathLike)) and os.path.isfile(source):
             source, weight_name = os.path.split(os.fspath(source))
         state_dict, metadata = _fetch_state_dict(
@@ -463,8 +475,7 @@ class PixelGenT2IPipeline(DiffusionPipeline, PixelGenLoraLoaderMixin):
         stale after the encoder's weights change in place (a LoRA, a fine-tuning step)."""
         if negative_prompt is None:
             negative_prompt = ""
-        negative_prompts = [negative_prompt] if isinstance(negative_prompt, str) else list(negative_prompt)
-        self._check_prompt(negative_prompts, "negative_prompt")
+        negative_prompts = self._prompt_list(negative_prompt, "negative_prompt")
         return self._encode_texts(negative_prompts, device)
 
     @staticmethod
@@ -497,8 +508,7 @@ class PixelGenT2IPipeline(DiffusionPipeline, PixelGenLoraLoaderMixin):
             Both can be passed back as `prompt_embeds` / `negative_prompt_embeds` (with `num_images_per_prompt=1`).
         """
         device = device or self._execution_device
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        self._check_prompt(prompts, "prompt")
+        prompts = self._prompt_list(prompt, "prompt")
         prompt_embeds = self._encode_texts(prompts, device).repeat_interleave(num_images_per_prompt, dim=0)
         if not do_classifier_free_guidance:
             return prompt_embeds, None
@@ -507,12 +517,28 @@ class PixelGenT2IPipeline(DiffusionPipeline, PixelGenLoraLoaderMixin):
         return prompt_embeds, negative_prompt_embeds.contiguous()
 
     @staticmethod
+    def _prompt_list(prompt, name: str) -> list[str]:
+        """A prompt argument as a list of strings; a ValueError naming `name` and the type for anything else (bytes
+        and numbers included, which would otherwise iterate or fail deep inside the tokenizer)."""
+        if isinstance(prompt, str):
+            return [prompt]
+        if not isinstance(prompt, (list, tuple)):
+            raise ValueError(
+                f"{name} must be a string or a list of strings, got {type(prompt).__name__} {prompt!r:.80}."
+            )
+        PixelGenT2IPipeline._check_prompt(list(prompt), name)
+        return list(prompt)
+
+    @staticmethod
     def _check_prompt(prompts: list, name: str) -> None:
         if len(prompts) == 0:
             raise ValueError(f"{name} is an empty list: pass a string or a non-empty list of strings.")
         wrong = [item for item in prompts if not isinstance(item, str)]
         if wrong:
-            raise ValueError(f"{name} must be a string or a list of strings, got an item {wrong[0]!r}.")
+            raise ValueError(
+                f"{name} must be a string or a list of strings, got an item of type {type(wrong[0]).__name__}:"
+                f" {wrong[0]!r:.80}."
+            )
 
     # ------------------------------------------------------------------------------------------- call properties
     # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.guidance_scale
@@ -545,6 +571,10 @@ class PixelGenT2IPipeline(DiffusionPipeline, PixelGenLoraLoaderMixin):
                 f"{name} must be a tensor of shape (batch, txt_max_length={shape[0]}, txt_embed_dim={shape[1]}),"
                 f" got {got}."
             )
+        if not embeds.is_floating_point():
+            raise ValueError(f"{name} must be a floating-point tensor, got dtype {embeds.dtype}.")
+        if embeds.device.type != "meta" and not torch.isfinite(embeds).all():
+            raise ValueError(f"{name} holds NaN or infinite values.")
 
     def check_inputs(
         self,
@@ -569,15 +599,14 @@ class PixelGenT2IPipeline(DiffusionPipeline, PixelGenLoraLoaderMixin):
                 + ("both." if prompt is not None else "neither.")
             )
         if prompt is not None:
-            self._check_prompt([prompt] if isinstance(prompt, str) else list(prompt), "prompt")
-            num_prompts = 1 if isinstance(prompt, str) else len(prompt)
+            num_prompts = len(self._prompt_list(prompt, "prompt"))
         else:
             self._check_embeds(prompt_embeds, "prompt_embeds")
             num_prompts = len(prompt_embeds)
         if negative_prompt is not None and negative_prompt_embeds is not None:
             raise ValueError("Pass at most one of `negative_prompt` and `negative_prompt_embeds`, got both.")
         if negative_prompt is not None and not isinstance(negative_prompt, str):
-            self._check_prompt(list(negative_prompt), "negative_prompt")
+            self._prompt_list(negative_prompt, "negative_prompt")
             if len(negative_prompt) != num_prompts:
                 raise ValueError(
                     f"negative_prompt has {len(negative_prompt)} entries for {num_prompts} prompts: pass one string"

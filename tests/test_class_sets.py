@@ -70,5 +70,12 @@ def test_unconditional_fine_tune_saves_a_pipeline_that_samples_without_labels(tm
         "unconditional-seed1.png",
     ]
     assert main([*arguments, str(tmp_path / "bad"), "--class", "0"]) == 2
+    # `sample` draws an unconditional set too (it took `i % num_classes` and divided by zero)
+    sample = ["sample", "--model", str(checkpoint), "--num-samples", "3", "--steps", "2", "--out"]
+    assert main([*sample, str(tmp_path / "set")]) == 0
+    packed = np.load(tmp_path / "set" / "samples.npz")
+    assert packed["arr_0"].shape == (3, 32, 32, 3) and packed["arr_1"].tolist() == [-1, -1, -1]
+    single = pipeline(num_inference_steps=2, generator=torch.Generator().manual_seed(2)).images[0]
+    np.testing.assert_array_equal(packed["arr_0"][2], np.asarray(single))
     with pytest.raises(ValueError, match="class_labels is required"):
         tiny_c2i_pipeline()()

@@ -36,12 +36,8 @@ from pixelgen_diffusers import cli
 
 for argv in (["--help"], ["--version"], ["generate", "--help"], ["generate", "--steps", "x"], ["sample", "--help"],
              ["sample", "--sampler", "rk4"], ["convert"], ["export", "--help"], ["labels", "--help"]):
-    try:
-        cli.main(argv)
-    except SystemExit as exit:
-        assert exit.code in (0, 2), (argv, exit.code)
-    else:
-        raise AssertionError(f"{argv} did not exit")
+    code = cli.main(argv)  # help and usage errors return their exit status (0, or 2 with one line)
+    assert code in (0, 2), (argv, code)
 assert cli.main(["labels", "retriever"]) == 0
 heavy = sorted(name for name in ("torch", "diffusers", "transformers") if name in sys.modules)
 assert not heavy, f"parsing imported {heavy}"
@@ -94,6 +90,12 @@ def test_class_errors_on_imagenet_point_to_the_labels_command_and_name_ambiguous
     assert_one_line_error(code, err, "generate", "'crane' is ambiguous: it names classes 134 (crane); 517 (crane)")
 
 
+def test_class_and_prompt_together_are_a_usage_error(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "generate", "--class", "circle", "--prompt", "a star", "--out", tmp_path / "o")
+    assert code == 2 and "--prompt: not allowed with argument --class" in err
+    assert "text-to-image model" not in err and not (tmp_path / "o").exists()
+
+
 def test_missing_class_on_the_demo_model_suggests_a_demo_class(tmp_path, capsys):
     code, _, err = run_cli(capsys, "generate", "--out", tmp_path / "o")
     assert_one_line_error(code, err, "generate", '(e.g. --class "arrow") or an id (--class 0)')
@@ -120,7 +122,7 @@ def test_threads_option_and_a_single_thread_default_for_small_models(monkeypatch
 
 def test_threads_must_be_positive(tmp_path, capsys, small_model):
     code, _, err = run_cli(capsys, "generate", "--model", small_model, "--class", "1", "--threads", "0")
-    assert_one_line_error(code, err, "generate", "--threads must be a positive integer, got 0")
+    assert_one_line_error(code, err, "generate", "--threads: must be a positive integer, got 0")
 
 
 # --------------------------------------------------------------------------------------------- text-to-image CLI
@@ -183,3 +185,51 @@ def test_labels_of_a_hub_model_download_only_its_model_index(tmp_path, capsys, m
     code, out, _ = run_cli(capsys, "labels", "golden", "--model", "someone/repo/Tiny")
     assert code == 0 and out.splitlines() == ["    3  golden retriever, retriever"]
     assert calls == [{"repo_id": "someone/repo", "allow_patterns": ["Tiny/model_index.json"]}]
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (
+            ["train", "--data-dir", "d", "--output-dir", "o", "--model-config", "{bad"],
+            "'{bad' is not valid JSON (Expect",
+        ),
+        (["train", "--data-dir", "d", "--output-dir", "o", "--model-config", "[1]"], "must be a JSON object"),
+        (
+            ["train", "--data-dir", "d", "--output-dir", "o", "--model-config", "no.json"],
+            "JSON file no.json not found",
+        ),
+        (["export", "a", "b", "--max-shard-size", "abc"], "the shard size must be a size, got 'abc'; accepted: a"),
+        (["export", "a", "b", "--max-shard-size", "0GB"], "the shard size must be a size, got '0GB'"),
+        (["convert", "a", "b", "--max-shard-size", "1.5XB"], "the shard size must be a size, got '1.5XB'"),
+    ],
+)
+def test_malformed_option_values_are_named_at_parse_time(capsys, argv, fragment):
+    code, _, err = run_cli(capsys, *argv)
+    assert_one_line_error(code, err, argv[0], fragment)
+    assert "invalid" not in err and "not supported" not in err
+
+
+def test_export_names_a_missing_source_and_checks_the_shard_size_first(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "export", tmp_path / "nonexistent", tmp_path / "out")
+    assert_one_line_error(code, err, "export", f"source folder {tmp_path / 'nonexistent'} does not exist")
+    with pytest.raises(ModelFolderError, match="max_shard_size must be a size, got 'abc'"):
+        from pixelgen_diffusers import export_pipeline
+
+        export_pipeline(tiny_c2i_pipeline(), tmp_path / "out", max_shard_size="abc")
+    assert not (tmp_path / "out").exists()
+    pipe = tiny_c2i_pipeline()
+    pipe.save_pretrained(tmp_path / "saved")
+    assert run_cli(capsys, "export", tmp_path / "saved", tmp_path / "out", "--max-shard-size", "100000")[0] == 0
+
+
+def test_sample_refuses_options_of_the_other_kind_of_set(tmp_path, capsys):
+    (tmp_path / "prompts.txt").write_text("a red cube\n")
+    arguments = ["sample", "--prompts", tmp_path / "prompts.txt", "--out", tmp_path / "s"]
+    code, _, err = run_cli(capsys, *arguments, "--num-samples", "5")
+    assert_one_line_error(code, err, "sample", "--num-samples sizes class-to-image sets")
+    code, _, err = run_cli(capsys, "sample", "--images-per-prompt", "2", "--out", tmp_path / "s")
+    assert_one_line_error(code, err, "sample", "--images-per-prompt needs --prompts")
+    assert not (tmp_path / "s").exists()
+    out = run_cli(capsys, "sample", "--help")[1]
+    assert "images per prompt (default 4)" in " ".join(out.split())

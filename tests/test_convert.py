@@ -432,6 +432,11 @@ def _corrupt(tmp_path, kind):
         path.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])
     elif kind == "junk":
         path.write_bytes(b"definitely not a checkpoint " * 20)
+    elif kind == "random-bytes":
+        noise = torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+        path.write_bytes(bytes([7]) + noise.numpy().tobytes())
+    elif kind == "yaml":
+        upstream_c2i_yaml(path)
     elif kind == "empty":
         path.write_bytes(b"")
     elif kind == "foreign":
@@ -454,7 +459,9 @@ def _corrupt(tmp_path, kind):
     "kind, message",
     [
         ("truncated", "bad.ckpt is truncated or corrupt"),
-        ("junk", "bad.ckpt is truncated or corrupt"),
+        ("junk", r"bad.ckpt is not a PyTorch checkpoint \(neither a torch.save zip archive nor a pickle\)$"),
+        ("random-bytes", r"bad.ckpt is not a PyTorch checkpoint \(neither a torch.save zip archive nor a pickle\)$"),
+        ("yaml", "bad.ckpt is not a PyTorch checkpoint .* YAML config goes to --config"),
         ("empty", "is empty .* truncated or corrupt"),
         ("foreign", "not a PixelGen/JiT checkpoint"),
         ("lightning-without-denoiser", "no ema_denoiser.\\* weights .* vae"),

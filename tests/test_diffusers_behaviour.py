@@ -3,6 +3,7 @@ composition (from_pipe, save_pretrained, two-stage text encoding, fuse_qkv_proje
 
 import argparse
 import json
+import logging
 from collections import defaultdict
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from components import (
     upstream_lightning_checkpoint,
 )
 from diffusers.callbacks import PipelineCallback, SDCFGCutoffCallback
+from diffusers.utils import logging as diffusers_logging
+from diffusers.utils.testing_utils import CaptureLogger
 
 from pixelgen_diffusers import (
     PixelGenC2IPipeline,
@@ -161,7 +164,14 @@ def test_stock_sd_cfg_cutoff_callback_works_on_text_to_image():
 # ----------------------------------------------------------------------------------------- reuse and composition
 def test_from_pipe_gives_an_equivalent_pipeline_with_the_same_recipe_and_labels():
     pipe = tiny_c2i_pipeline(num_inference_steps=3, guidance_scale=2.0, guidance_interval_min=0.1)
-    reused = PixelGenC2IPipeline.from_pipe(pipe)
+    verbosity = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_warning()
+    try:
+        with CaptureLogger(logging.getLogger("diffusers.models.modeling_utils")) as captured:
+            reused = PixelGenC2IPipeline.from_pipe(pipe)
+    finally:
+        diffusers_logging.set_verbosity(verbosity)
+    assert "should be kept in float32" not in captured.out  # diffusers' warning naming no module is dropped
     assert reused.transformer is pipe.transformer and reused.id2label == pipe.id2label
     assert dict(reused.config) == dict(pipe.config)
     assert torch.equal(_latents(reused, 3), _latents(pipe, 3))

@@ -2,6 +2,8 @@
 interface (load, fuse/unfuse, unload, set_adapters), wrong-model errors, model folders and `pixelgen generate`."""
 
 import json
+import re
+import warnings
 
 import pytest
 import torch
@@ -153,7 +155,9 @@ def test_fuse_unfuse_unload_and_set_adapters_round_trips(tmp_path):
     pipeline.load_lora_weights(first / "pytorch_lora_weights.safetensors", adapter_name="first")  # a file
     only_first = _sample(pipeline, labels)
     assert (only_first - base).abs().max() > 1e-2
-    pipeline.load_lora_weights(second, adapter_name="second")  # a folder
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # peft's "Already found a `peft_config`" on the second adapter is filtered
+        pipeline.load_lora_weights(second, adapter_name="second")  # a folder
     assert pipeline.get_list_adapters() == {"transformer": ["first", "second"]}
     pipeline.set_adapters(["first", "second"], [1.0, 0.0])
     assert torch.equal(_sample(pipeline, labels), only_first)
@@ -259,3 +263,26 @@ def test_load_lora_weights_from_a_hub_id_downloads_the_file(tmp_path):
     assert download.call_args.args[0] == "owner/a-lora"
     assert download.call_args.kwargs["filename"] == "pytorch_lora_weights.safetensors"
     assert pipeline.get_list_adapters() == {"transformer": ["default_0"]}
+
+
+@pytest.mark.parametrize("kind", ["c2i", "t2i"])
+@pytest.mark.parametrize("path", ["/nonexistent/lora", "./no-such-lora", "~/no-such-lora.safetensors"])
+def test_a_missing_local_lora_path_is_named_not_sent_to_the_hub(kind, path):
+    pipe = tiny_c2i_pipeline() if kind == "c2i" else tiny_t2i_pipeline()
+    with pytest.raises(ValueError, match=f"LoRA file or folder not found: {re.escape(path)}"):
+        pipe.load_lora_weights(path)
+
+
+def test_generate_cli_names_a_missing_lora_and_a_non_numeric_scale(tmp_path, capsys):
+    from pixelgen_diffusers.cli import main
+    from pixelgen_diffusers.generate import parse_lora
+
+    folder = export_pipeline(tiny_c2i_pipeline(), tmp_path / "model")
+    arguments = ["generate", "--model", str(folder), "--class", "0", "--steps", "1", "--out", str(tmp_path / "out")]
+    assert main(arguments + ["--lora", "/nonexistent"]) == 2
+    assert "LoRA file or folder not found: /nonexistent" in capsys.readouterr().err
+    assert main(arguments + ["--lora", "path:abc"]) == 2
+    assert "the scale after ':' must be a number" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    assert parse_lora("owner/repo:0.5") == ("owner/repo", 0.5)
+    assert parse_lora(r"C:\loras\style") == (r"C:\loras\style", 1.0)  # a drive letter is part of the path

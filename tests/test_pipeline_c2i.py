@@ -173,7 +173,7 @@ def test_id2label_survives_save_and_load(tmp_path):
         ),
         (dict(class_labels=10), r"Class id 10 is out of range: ids must be in \[0, 10\)"),
         (dict(class_labels=-1), r"Class id -1 is out of range"),
-        (dict(class_labels=1, height=64), "height and width must both equal the model's sample_size \\(32\\)"),
+        (dict(class_labels=1, height=64), "height must equal the model's sample_size \\(32\\), got 64"),
         (dict(class_labels=1, sampling_method="ddim"), "Unknown sampling_method 'ddim'; accepted: heun, euler"),
         (dict(class_labels=1, num_inference_steps=0), "num_inference_steps must be a positive integer"),
         (dict(class_labels=[1, 2], latents=torch.zeros(1, 3, 32, 32)), r"latents must have shape \(2, 3, 32, 32\)"),

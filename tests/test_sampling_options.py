@@ -72,6 +72,14 @@ def test_generate_option_errors_are_one_line(tmp_path, capsys, options, fragment
     assert fragment in error and error.count("\n") == 1
 
 
+def test_faster_cache_error_names_the_cli_remedy_and_the_remedy_works(tmp_path, capsys):
+    assert cli_main(["generate", "--class", "circle", "--out", str(tmp_path / "bad"), "--cache", "faster"]) == 2
+    assert "`--guidance-interval -1 1`" in capsys.readouterr().err
+    arguments = ["generate", "--class", "circle", "--steps", "2", "--out", str(tmp_path / "good"), "--cache", "faster"]
+    assert cli_main([*arguments, "--guidance-interval", "-1", "1"]) == 0
+    assert len(list((tmp_path / "good").glob("*.png"))) == 1
+
+
 def test_sample_records_the_scheduler_and_cache(tmp_path, capsys):
     folder = tmp_path / "samples"
     arguments = ["sample", "--model", str(model_dir()), "--out", str(folder), "--num-samples", "2", "--no-npz"]

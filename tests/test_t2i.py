@@ -523,7 +523,7 @@ BAD_INPUTS = [
     (dict(prompt="a", negative_prompt="b", negative_prompt_embeds=torch.zeros(1, *TEXT_SHAPE)), "negative_prompt"),
     (dict(prompt=["a", "b"], negative_prompt=["c", "d", "e"]), "negative_prompt"),
     (dict(prompt="a cat", height=64), "height"),
-    (dict(prompt="a cat", width=16), "height and width"),
+    (dict(prompt="a cat", width=16), "width must equal the model.s sample_size"),
     (dict(prompt=["a", "b"], generator=[torch.Generator()]), "generator"),
     (dict(prompt="a cat", latents=torch.zeros(2, *IMAGE_SHAPE)), "latents"),
     (dict(prompt="a cat", num_inference_steps=0), "num_inference_steps"),

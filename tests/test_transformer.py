@@ -253,16 +253,17 @@ def test_bfloat16_forward_is_finite_and_close():
     assert low_precision.dtype == torch.bfloat16 and torch.isfinite(low_precision).all()
     assert (low_precision.float() - reference).abs().mean() < 0.02 * reference.abs().mean()
     # The RoPE table is not a buffer: it stays float32 (and out of the state dict) when the model is cast.
-    assert model.rotary_emb(x.device).dtype == torch.float32
+    assert {table.dtype for table in model.rotary_emb(x.device)} == {torch.float32}
     assert not any("rotary" in name for name in model.state_dict())
 
 
 def test_rotary_table_is_built_once_per_device_and_matches_the_rope_module():
     model = tiny_transformer()
-    table = model.rotary_emb(torch.device("cpu"))
-    assert model.rotary_emb(torch.device("cpu")) is table
+    image_table, table = model.rotary_emb(torch.device("cpu"))
+    assert model.rotary_emb(torch.device("cpu"))[1] is table
     cos, sin = model.rope(TINY_C2I["sample_size"] // TINY_C2I["patch_size"], TINY_C2I["in_context_len"], "cpu")
     assert torch.equal(table[..., 0], cos[:, 0::2]) and torch.equal(table[..., 1], sin[:, 0::2])
+    assert torch.equal(image_table, table[TINY_C2I["in_context_len"] :])
     assert torch.equal(cos[:, 0::2], cos[:, 1::2])  # one angle per channel pair
 
 

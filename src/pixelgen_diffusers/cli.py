@@ -6,9 +6,14 @@ Each subcommand lives in its feature module, which exposes `add_parser(subparser
 the command being run is imported, and feature modules import torch and diffusers only when they run, so `--help` and
 argument errors answer at once. A module that fails to import (a missing optional dependency, a broken install)
 disables only its own command, which then reports the import error as one line.
+
+Every failure of every command is one line on stderr and a non-zero exit status: 2 for bad input (arguments, files,
+folders: ValueError), 1 for anything else (out of memory, a full disk, a library error), 130 for Ctrl-C. A
+traceback is printed only with `--debug` (or `PIXELGEN_DEBUG=1`).
 """
 
 import argparse
+import errno
 import importlib
 import os
 import sys
@@ -41,17 +46,25 @@ COMMANDS = {
 }
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, with a usage error on one line (which option is wrong and where to read more), exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(commands=None) -> argparse.ArgumentParser:
     """The `pixelgen` parser. The modules of `commands` (default: every command) register their full parsers; the
     other commands are listed by name and help only, without importing anything."""
     from . import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="pixelgen",
         description="PixelGen pixel-space diffusion models in diffusers: generate, convert and export.",
-        epilog="Set PIXELGEN_DEBUG=1 to see full tracebacks.",
+        epilog="Errors are one line; --debug (or PIXELGEN_DEBUG=1) shows the full traceback.",
     )
     parser.add_argument("--version", action="version", version=f"pixelgen-diffusers {__version__}")
+    parser.add_argument("--debug", action="store_true", help="print the full traceback of an error")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command, (module_name, help_text) in COMMANDS.items():
         if commands is not None and command not in commands:
@@ -63,6 +76,10 @@ def build_parser(commands=None) -> argparse.ArgumentParser:
             _add_unavailable_command(subparsers, command, module_name, error)
             continue
         module.add_parser(subparsers)
+    for subparser in subparsers.choices.values():  # `--debug` also after the command name
+        if "--debug" not in subparser._option_string_actions:
+            subparser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    parser.command_parsers = subparsers.choices
     return parser
 
 
@@ -82,9 +99,14 @@ def main(argv: list[str] | None = None) -> int:
     # The command is the first argument that is not an option (`pixelgen --version` and `--help` have none).
     command = next((argument for argument in argv if not argument.startswith("-")), None)
     parser = build_parser(commands=[command] if command in COMMANDS else [])
-    args, unrecognized = parser.parse_known_args(argv)
-    if unrecognized and not getattr(args, "accepts_any_arguments", False):
-        parser.error(f"unrecognized arguments: {' '.join(unrecognized)}")  # as parse_args would
+    try:
+        args, unrecognized = parser.parse_known_args(argv)
+        if unrecognized and not getattr(args, "accepts_any_arguments", False):
+            command_parser = parser.command_parsers[args.command]
+            command_parser.error(f"unrecognized arguments: {' '.join(unrecognized)}")  # as parse_args would
+    except SystemExit as exit_request:  # a usage error (one line, status 2), --help or --version (status 0)
+        return exit_request.code if isinstance(exit_request.code, int) else 2
+    debug = getattr(args, "debug", False) or os.environ.get("PIXELGEN_DEBUG", "") not in ("", "0")
     try:
         if not getattr(args, "standard_library_only", False):
             _quiet_libraries()
@@ -92,12 +114,25 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"pixelgen {args.command}: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, OSError, ImportError) as error:
-        # User errors (bad arguments, files, names) are ValueErrors or OSErrors; print one line, no traceback.
-        if os.environ.get("PIXELGEN_DEBUG"):
+    except Exception as error:  # every failure is one line; the traceback only on request
+        if debug:
             raise
-        print(f"pixelgen {args.command}: error: {one_line(error, max_length=None)}", file=sys.stderr)
-        return 2
+        print(f"pixelgen {args.command}: error: {describe_error(error)}", file=sys.stderr)
+        return 2 if isinstance(error, (ValueError, ImportError)) else 1
+
+
+def describe_error(error: BaseException) -> str:
+    """One line saying what went wrong and, where we know it, what to do."""
+    torch = sys.modules.get("torch")  # only if a command loaded it
+    out_of_memory = (MemoryError, torch.OutOfMemoryError) if torch is not None else (MemoryError,)
+    message = one_line(error, max_length=None)
+    if isinstance(error, out_of_memory):
+        return f"out of memory ({message}); try a smaller --batch-size, --dtype bfloat16, or another --device"
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"{message}; free some disk space (finished files are kept: rerun to resume where it stopped)"
+    if isinstance(error, (ValueError, ImportError, OSError, FloatingPointError)):
+        return message
+    return f"{type(error).__name__}: {message} (run with --debug for the traceback)"
 
 
 def _quiet_libraries() -> None:

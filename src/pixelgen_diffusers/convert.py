@@ -34,7 +34,15 @@ from .export import (
     render_model_card,
     write_model_folder,
 )
-from .utils import DTYPE_NAMES, one_line, torch_dtype
+from .utils import (
+    DTYPE_NAMES,
+    check_number,
+    check_output_folder,
+    check_shard_size,
+    cli_shard_size,
+    one_line,
+    torch_dtype,
+)
 
 
 if TYPE_CHECKING:
@@ -170,6 +178,23 @@ class SamplingDefaults:
     timeshift: float
     noise_scale: float = 1.0
     solver_order: int = 2
+
+    def check(self) -> "SamplingDefaults":
+        """A recipe that would make the written folder fail or draw black images is refused before any folder is
+        written: the pipeline's and the scheduler's own checks, run on these values (here, not at construction, so
+        that importing this module needs no torch)."""
+        from .pipeline_pixelgen_c2i import PixelGenC2IPipeline
+        from .scheduling_pixelgen import PixelGenScheduler
+
+        PixelGenScheduler.check_options(self.sampling_method, self.timeshift, self.solver_order)
+        PixelGenC2IPipeline.check_sampling_defaults(
+            self.num_inference_steps,
+            self.guidance_scale,
+            self.guidance_interval_min,
+            self.guidance_interval_max,
+            self.noise_scale,
+        )
+        return self
 
     def scheduler_config(self) -> dict:
         return dict(sampling_method=self.sampling_method, timeshift=self.timeshift, solver_order=self.solver_order)
@@ -397,6 +422,18 @@ def load_checkpoint(path: str | Path, allow_pickle: bool = False) -> Any:
     if path.stat().st_size == 0:
         raise ConversionError(f"source checkpoint {path} is empty (0 bytes): the file is truncated or corrupt")
     try:
+        with open(path, "rb") as file:
+            head = file.read(512)
+    except OSError as error:
+        raise ConversionError(f"cannot read source checkpoint {path}: {error.strerror or error}") from None
+    if not head.startswith((b"PK\x03\x04", b"\x80")):  # neither torch.save format (a zip archive, a pickle)
+        hint = ""
+        if _looks_like_yaml_config(path, head):
+            hint = "; it is a YAML file (an upstream YAML config goes to --config, with the checkpoint as SOURCE)"
+        raise ConversionError(
+            f"{path.name} is not a PyTorch checkpoint (neither a torch.save zip archive nor a pickle){hint}"
+        )
+    try:
         # mmap keeps multi-GB Lightning files (two weight copies, optimizer state) out of memory.
         return torch.load(path, map_location="cpu", weights_only=not allow_pickle, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as error:
@@ -413,6 +450,19 @@ def load_checkpoint(path: str | Path, allow_pickle: bool = False) -> Any:
         raise ConversionError(f"{path.name} needs the Python module {error.name!r} to unpickle") from None
     except OSError as error:  # unreadable (permissions, I/O error)
         raise ConversionError(f"cannot read source checkpoint {path}: {error.strerror or error}") from None
+
+
+def _looks_like_yaml_config(path: Path, head: bytes) -> bool:
+    """Whether a (small, text) file parses as a YAML mapping, e.g. an upstream config given as the checkpoint."""
+    import yaml
+
+    try:
+        head.decode("utf-8")
+        if path.stat().st_size > 1 << 20:
+            return False
+        return isinstance(yaml.safe_load(path.read_text()), dict)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
 
 
 def _is_state_dict(value: Any) -> bool:
@@ -509,7 +559,8 @@ def read_upstream_config(path: str | Path) -> dict:
         config = yaml.safe_load(path.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         raise ConversionError(f"cannot read --config {path}: {one_line(error)}") from None
-    denoiser = config.get("model", {}).get("denoiser") if isinstance(config, dict) else None
+    model = config.get("model") if isinstance(config, dict) else None
+    denoiser = model.get("denoiser") if isinstance(model, dict) else None
     if not isinstance(denoiser, dict) or "class_path" not in denoiser:
         raise ConversionError(f"--config {path.name} is not a PixelGen config: it has no model.denoiser.class_path")
     return config
@@ -753,18 +804,37 @@ def sampling_from_config(upstream_config: dict, config_name: str = "--config") -
     for dataset in ("pred_dataset", "eval_dataset"):
         dataset_args = (upstream_config.get("data", {}).get(dataset) or {}).get("init_args") or {}
         if "noise_scale" in dataset_args:
-            noise_scale = float(dataset_args["noise_scale"])
+            noise_scale = dataset_args["noise_scale"]
+            if isinstance(noise_scale, bool) or not isinstance(noise_scale, (int, float)):
+                raise ConversionError(f"{config_name} data.{dataset}.init_args.noise_scale must be a number")
+            noise_scale = float(noise_scale)
             break
-    defaults = SamplingDefaults(
-        sampling_method=UPSTREAM_SAMPLERS[class_name],
-        num_inference_steps=int(args.get("num_steps", 250)),  # upstream BaseSampler's default
-        guidance_scale=float(guidance),
-        guidance_interval_min=float(args.get("guidance_interval_min", 0.0)),
-        guidance_interval_max=float(args.get("guidance_interval_max", 1.0)),
-        timeshift=float(args.get("timeshift", 1.0)),
-        noise_scale=noise_scale,
-        solver_order=int(args.get("order", 2)),
-    )
+    values = {
+        "num_steps": args.get("num_steps", 250),  # upstream BaseSampler's default
+        "guidance": guidance,
+        "guidance_interval_min": args.get("guidance_interval_min", 0.0),
+        "guidance_interval_max": args.get("guidance_interval_max", 1.0),
+        "timeshift": args.get("timeshift", 1.0),
+        "order": args.get("order", 2),
+    }
+    for key, value in values.items():
+        integer = key in ("num_steps", "order")
+        if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+            kind = "an integer" if integer else "a number"
+            raise ConversionError(f"{config_name} diffusion_sampler {key} must be {kind}, got {value!r}")
+    try:
+        defaults = SamplingDefaults(
+            sampling_method=UPSTREAM_SAMPLERS[class_name],
+            num_inference_steps=values["num_steps"],
+            guidance_scale=float(guidance),
+            guidance_interval_min=float(values["guidance_interval_min"]),
+            guidance_interval_max=float(values["guidance_interval_max"]),
+            timeshift=float(values["timeshift"]),
+            noise_scale=noise_scale,
+            solver_order=values["order"],
+        ).check()
+    except ValueError as error:  # NaN, infinite or out-of-range values would make the folder draw black images
+        raise ConversionError(f"{config_name} model.diffusion_sampler: {error}") from None
     return defaults, notes
 
 
@@ -859,11 +929,20 @@ def convert_checkpoint(
     """
     from . import __version__
 
+    for name, value in (("source", source), ("output_dir", output_dir)):
+        if not isinstance(value, (str, Path)) or not str(value):
+            raise ConversionError(f"{name} must be a file or folder path, got {type(value).__name__}: {value!r}")
     source, output_dir = Path(source), Path(output_dir)
+    if in_context_start is not None:
+        check_number("in_context_start (--in-context-start)", in_context_start, integer=True, minimum=0)
     if dtype not in DTYPE_NAMES:
         raise ConversionError(f"--dtype must be one of {', '.join(DTYPE_NAMES)}, got {dtype!r}")
     if weights not in WEIGHT_CHOICES:
         raise ConversionError(f"--weights must be one of {', '.join(WEIGHT_CHOICES)}, got {weights!r}")
+    try:
+        check_shard_size(max_shard_size)
+    except ValueError as error:
+        raise ConversionError(str(error)) from None
     check_output_dir(output_dir, overwrite, source)
     upstream_config = read_upstream_config(config) if config is not None else None
     config_name = f"--config {Path(config).name}" if config is not None else "--config"
@@ -901,6 +980,10 @@ def convert_checkpoint(
             defaults, taken = defaults_from_jit_args(defaults, selected.jit_args)
             if taken:
                 defaults_source += f"; {', '.join(taken)} from checkpoint args"
+    try:
+        defaults.check()
+    except ValueError as error:
+        raise ConversionError(f"the sampling recipe ({defaults_source}): {error}") from None
 
     from .scheduling_pixelgen import PixelGenScheduler
 
@@ -1075,7 +1158,12 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--text-encoder", help="text-to-image: text encoder folder or Hub id to include")
     parser.add_argument("--tokenizer", help="text-to-image: tokenizer folder or Hub id (default: the text encoder's)")
     parser.add_argument("--in-context-start", type=int, help="only for architectures no preset or YAML describes")
-    parser.add_argument("--max-shard-size", default="10GB", help="shard safetensors above this size (default 10GB)")
+    parser.add_argument(
+        "--max-shard-size",
+        type=cli_shard_size,
+        default="10GB",
+        help="shard safetensors above this size, e.g. 500MB (units TB, GB, MB, KB; default 10GB)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT_DIR once the new folder is complete")
     parser.add_argument(
         "--allow-pickle",
@@ -1088,7 +1176,7 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     convert_checkpoint(
         args.source,
-        args.output_dir,
+        check_output_folder(args.output_dir, "OUTPUT_DIR"),
         config=args.config,
         weights=args.weights,
         dtype=args.dtype,

@@ -28,7 +28,7 @@ import torch
 
 from .generate import add_trust_remote_code_argument, class_ids, demo_model_dir, plan_images
 from .scheduling_pixelgen import SAMPLING_METHODS
-from .utils import DTYPE_NAMES, is_text_to_image, one_line, torch_dtype
+from .utils import DTYPE_NAMES, default_dtype, is_text_to_image, one_line
 
 
 INSTALL_HINT = 'the demo needs Gradio: pip install "pixelgen-diffusers[demo]"'
@@ -193,8 +193,7 @@ class PixelGenDemo:
             "--guidance-interval", f"{settings.guidance_interval_min:g}", f"{settings.guidance_interval_max:g}",
             "--timeshift", f"{settings.timeshift:g}",
         ]  # fmt: skip
-        if self.dtype != "float32":
-            arguments += ["--dtype", self.dtype]
+        arguments += ["--dtype", self.dtype]  # always: generate's default depends on the device
         return shlex.join(arguments)
 
     # ---------------------------------------------------------------------------------------------------- sampling
@@ -495,7 +494,9 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    parser.add_argument("--dtype", choices=DTYPE_NAMES, default="float32", help="model dtype (default float32)")
+    parser.add_argument(
+        "--dtype", choices=DTYPE_NAMES, help="model dtype (default: bfloat16 on CUDA, float32 elsewhere)"
+    )
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     add_trust_remote_code_argument(parser)
     parser.set_defaults(func=run)
@@ -518,9 +519,10 @@ def run(args: argparse.Namespace) -> int:
             " (a --model folder's own kind decides its tab)"
         )
     model = args.model if args.model is not None else demo_model_dir(text_to_image=args.text_to_image)
-    pipeline = load_pipeline(model, dtype=torch_dtype(args.dtype), trust_remote_code=args.trust_remote_code).to(device)
+    dtype = default_dtype(args.dtype, device)
+    pipeline = load_pipeline(model, dtype=dtype, trust_remote_code=args.trust_remote_code).to(device)
     pipeline.set_progress_bar_config(disable=True)
-    app = build_app(pipeline, model=args.model, dtype=args.dtype)
+    app = build_app(pipeline, model=args.model, dtype=str(dtype).removeprefix("torch."))
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"pixelgen demo: serving on {args.host}: anyone who can reach it can use this app")
     launch_app(app, host=args.host, port=args.port)

@@ -25,7 +25,16 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .utils import DTYPE_NAMES, is_text_to_image, torch_dtype
+from .utils import (
+    DTYPE_NAMES,
+    check_output_folder,
+    check_shard_size,
+    cli_shard_size,
+    is_text_to_image,
+    one_line,
+    replace_directory,
+    torch_dtype,
+)
 
 
 if TYPE_CHECKING:
@@ -75,19 +84,9 @@ def _commit(temporary: Path, output_dir: Path, overwrite: bool) -> None:
     """Moves the finished folder into place; an existing folder is replaced only now, and only with `overwrite`."""
     if output_dir.is_dir() and not any(output_dir.iterdir()):
         output_dir.rmdir()
-    if not output_dir.exists():
-        temporary.rename(output_dir)
-        return
-    check_output_dir(output_dir, overwrite)
-    backup = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.old-", dir=output_dir.parent))
-    backup.rmdir()
-    output_dir.rename(backup)
-    try:
-        temporary.rename(output_dir)
-    except BaseException:
-        backup.rename(output_dir)
-        raise
-    shutil.rmtree(backup)
+    if output_dir.exists() or output_dir.is_symlink():
+        check_output_dir(output_dir, overwrite)
+    replace_directory(temporary, output_dir)
 
 
 def _apply_umask(folder: Path) -> None:
@@ -550,8 +549,14 @@ def export_pipeline(
 
     from .hub import load_package_pipeline
 
+    if not isinstance(source, (str, Path, DiffusionPipeline)):
+        raise ModelFolderError(f"source must be a folder or a pipeline, got {type(source).__name__}: {source!r}")
     if dtype is not None and dtype not in DTYPE_NAMES:
         raise ModelFolderError(f"--dtype must be one of {', '.join(DTYPE_NAMES)}, got {dtype!r}")
+    try:
+        check_shard_size(max_shard_size)
+    except ValueError as error:
+        raise ModelFolderError(str(error)) from None
     if ema_index and isinstance(source, DiffusionPipeline):
         raise ModelFolderError("--ema picks an EMA of a training checkpoint folder, not of a pipeline object")
     metadata = {}
@@ -565,6 +570,8 @@ def export_pipeline(
             pipeline.transformer = copy.deepcopy(source.transformer).to(torch_dtype(dtype))
     else:
         source_path = Path(source)
+        if not source_path.exists():
+            raise ModelFolderError(f"source folder {source_path} does not exist")
         if not (source_path / "model_index.json").is_file():
             raise ModelFolderError(f"{source_path} is not a saved pipeline folder (no model_index.json)")
         check_output_dir(Path(output_dir), overwrite, source_path)
@@ -572,18 +579,30 @@ def export_pipeline(
             ema_file, metadata["ema_decay"] = checkpoint_ema_file(source_path, ema_index)
         # Each component loads in the dtype it is stored in (diffusers would load all of them in one), except the
         # transformer when `dtype` is given.
-        component_dtypes = {
-            name: stored_dtype(source_path / name) or torch.float32
-            for name in ("transformer", "text_encoder")
-            if (source_path / name).is_dir()
-        }
+        try:
+            component_dtypes = {
+                name: stored_dtype(source_path / name) or torch.float32
+                for name in ("transformer", "text_encoder")
+                if (source_path / name).is_dir()
+            }
+        except Exception as error:  # safetensors reports a damaged file with its own exception type
+            raise ModelFolderError(
+                f"cannot read the weights in {source_path}: {type(error).__name__}: {one_line(error)} (the folder is"
+                " incomplete or corrupt)"
+            ) from None
         if dtype is not None:
             component_dtypes["transformer"] = torch_dtype(dtype)
         pipeline = load_package_pipeline(source_path, dtype={**component_dtypes, "default": torch.float32})
         if ema_index:
             load_ema_weights(pipeline, ema_file)
         if (source_path / "conversion_metadata.json").is_file():
-            metadata = {**json.loads((source_path / "conversion_metadata.json").read_text()), **metadata}
+            try:
+                recorded = json.loads((source_path / "conversion_metadata.json").read_text())
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+                raise ModelFolderError(f"cannot read {source_path / 'conversion_metadata.json'}: {error}") from None
+            if not isinstance(recorded, dict):
+                raise ModelFolderError(f"{source_path / 'conversion_metadata.json'} must hold a JSON object")
+            metadata = {**recorded, **metadata}
     metadata = {
         **metadata,
         "exported_with": f"pixelgen-diffusers {_version()}",
@@ -643,7 +662,12 @@ def add_parser(subparsers) -> None:
     parser.add_argument("pipeline_dir", help="a folder written by save_pretrained (or a model folder)")
     parser.add_argument("output_dir", help="folder to create")
     parser.add_argument("--dtype", choices=DTYPE_NAMES, help="transformer storage dtype (default: as saved)")
-    parser.add_argument("--max-shard-size", default="10GB", help="shard safetensors above this size (default 10GB)")
+    parser.add_argument(
+        "--max-shard-size",
+        type=cli_shard_size,
+        default="10GB",
+        help="shard safetensors above this size, e.g. 500MB (units TB, GB, MB, KB; default 10GB)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT_DIR once the new folder is complete")
     parser.add_argument(
         "--ema",
@@ -658,7 +682,7 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     export_pipeline(
         args.pipeline_dir,
-        args.output_dir,
+        check_output_folder(args.output_dir, "OUTPUT_DIR"),
         dtype=args.dtype,
         max_shard_size=args.max_shard_size,
         overwrite=args.overwrite,

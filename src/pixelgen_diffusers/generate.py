@@ -2,12 +2,14 @@
 """`pixelgen generate`: images from a model folder or Hub id, written as PNGs named by class (or prompt) and seed.
 
 Every image has its own generator seeded with `seed + index` (index counts the images of one class or prompt), so an
-image depends only on its class, its seed and the sampling settings, never on the batch it was drawn in.
+image depends only on its class, its seed and the sampling settings, never on the batch it was drawn in (up to one
+uint8 level: matrix products round differently for other batch shapes; bitwise for the same --batch-size).
 torch and the pipelines are imported when the command runs, after its arguments are checked.
 """
 
 import argparse
 import difflib
+import hashlib
 import inspect
 import math
 import os
@@ -15,13 +17,38 @@ import re
 from pathlib import Path
 
 from . import sampling_options
-from .utils import DTYPE_NAMES, SAMPLING_METHODS, is_text_to_image, one_line, torch_dtype
+from .utils import (
+    SAMPLING_METHODS,
+    add_sampling_speed_arguments,
+    atomic_save_image,
+    check_number,
+    check_output_folder,
+    cli_number,
+    compile_transformer,
+    default_dtype,
+    is_text_to_image,
+    one_line,
+    resolve_device,
+)
 
 
 # Label sets up to this size are listed in full in `--class` errors; larger ones point to `pixelgen labels`.
 LISTED_CLASSES = 30
 # Below this many transformer parameters, CPU sampling defaults to one thread (see `set_threads`).
 SMALL_MODEL_PARAMETERS = 50_000_000
+# One `generate` call writes at most this many images; evaluation-scale sets are `pixelgen sample`'s job.
+MAX_IMAGES = 100_000
+POSITIVE_INTEGER = cli_number(integer=True, minimum=1)
+
+
+def check_request_size(num_conditions: int, num_images: int) -> None:
+    """Refuses a request too large for `generate` before any job is planned (it would build the whole list)."""
+    total = num_conditions * num_images
+    if total > MAX_IMAGES:
+        raise ValueError(
+            f"--num-images {num_images} for {num_conditions} class(es)/prompt(s) asks for {total:,} images; one "
+            f"`pixelgen generate` writes at most {MAX_IMAGES:,} (use `pixelgen sample` for evaluation-scale sets)"
+        )
 
 
 def demo_model_dir(text_to_image: bool = False) -> Path:
@@ -40,7 +67,15 @@ def demo_model_dir(text_to_image: bool = False) -> Path:
 
 
 def slugify(text: str, max_length: int = 48) -> str:
-    return re.sub(r"[^0-9a-z]+", "_", text.lower()).strip("_")[:max_length].rstrip("_") or "image"
+    """A file-name part for `text`: its lowercased word characters (any script) joined by `_`. When that loses the
+    text's identity (nothing left, as for "" or "   ", or cut at `max_length`), a short stable hash of the full text
+    is added, so different prompts never share a file name."""
+    words = re.sub(r"[\W_]+", "_", text.lower()).strip("_")
+    slug = words[:max_length].rstrip("_")
+    if slug and slug == words:
+        return slug
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{slug or 'image'}_{digest}"
 
 
 def class_ids(pipeline, classes: list[str]) -> list[int]:
@@ -133,16 +168,21 @@ def add_parser(subparsers) -> None:
         help="folder, owner/repo or owner/repo/subfolder (default: the bundled demo model, text-to-image with"
         " --prompt, class-to-image with --class)",
     )
-    parser.add_argument(
+    condition = parser.add_mutually_exclusive_group()  # a model takes class labels or prompts, never both
+    condition.add_argument(
         "--class", dest="classes", action="append", metavar="CLASS", help="class name or id; repeat for several"
     )
-    parser.add_argument("--prompt", dest="prompts", action="append", help="text-to-image prompt; repeat for several")
+    condition.add_argument(
+        "--prompt", dest="prompts", action="append", help="text-to-image prompt; repeat for several"
+    )
     parser.add_argument("--negative-prompt", help="text-to-image negative prompt")
-    parser.add_argument("--num-images", type=int, default=1, help="images per class or prompt (default 1)")
-    parser.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
+    parser.add_argument(
+        "--num-images", type=POSITIVE_INTEGER, default=1, help="images per class or prompt (default 1)"
+    )
+    parser.add_argument("--steps", type=POSITIVE_INTEGER, help="sampling steps (default: the model's)")
     parser.add_argument(
         "--guidance-scale",
-        type=float,
+        type=cli_number(),
         help="classifier-free guidance scale: > 1 guides, <= 1 samples the conditional model alone (default: the "
         "model's)",
     )
@@ -151,14 +191,23 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--guidance-interval",
         nargs=2,
-        type=float,
+        type=cli_number(),
         metavar=("MIN", "MAX"),
         help="guide only while MIN < t <= MAX, t from 0 (noise) to 1 (image) (default: the model's)",
     )
-    parser.add_argument("--timeshift", type=float, help="time-grid shift, > 0 (default: the model's)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the first image; image i uses seed + i")
-    parser.add_argument("--batch-size", type=int, default=4, help="images per forward batch (default 4)")
-    parser.add_argument("--dtype", choices=DTYPE_NAMES, default="float32", help="model dtype (default float32)")
+    parser.add_argument(
+        "--timeshift",
+        type=cli_number(minimum=0, exclusive_minimum=True),
+        help="time-grid shift, > 0 (default: the model's)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=cli_number(integer=True, minimum=0),
+        default=0,
+        help="seed of the first image; image i uses seed + i",
+    )
+    parser.add_argument("--batch-size", type=POSITIVE_INTEGER, default=4, help="images per forward batch (default 4)")
+    add_sampling_speed_arguments(parser)
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--out", default="outputs", help="output folder (default ./outputs; created on success)")
     parser.add_argument(
@@ -176,13 +225,18 @@ def add_parser(subparsers) -> None:
 
 
 def parse_lora(spec: str) -> tuple[str, float]:
-    """`PATH[:SCALE]` -> (path, scale); a suffix that is not a number belongs to the path."""
+    """`PATH[:SCALE]` -> (path, scale). A suffix that is not a number belongs to the path when it holds a path
+    separator (`C:\\loras\\x`) or the whole spec exists; otherwise it was meant as a scale and is refused."""
     path, separator, scale = spec.rpartition(":")
     if separator:
         try:
             value = float(scale)
         except ValueError:
-            return spec, 1.0
+            if "/" in scale or "\\" in scale or Path(spec).expanduser().exists():
+                return spec, 1.0
+            raise ValueError(
+                f"--lora {spec!r}: the scale after ':' must be a number (PATH[:SCALE], e.g. {path}:0.8), got {scale!r}"
+            ) from None
         if not math.isfinite(value):
             raise ValueError(f"--lora {spec!r}: the scale must be a finite number, got {scale!r}")
         return path, value
@@ -220,7 +274,7 @@ def add_text_encoder_argument(parser: argparse.ArgumentParser) -> None:
 def add_threads_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads",
-        type=int,
+        type=POSITIVE_INTEGER,
         help="CPU threads for torch (default: OMP_NUM_THREADS if set; else 1 for small models such as the demo, "
         "whose work is too small to share, and torch's default for large ones)",
     )
@@ -259,29 +313,28 @@ def run(args: argparse.Namespace) -> int:
         ("--steps", args.steps),
         ("--threads", args.threads),
     ):
-        if value is not None and value < 1:
-            raise ValueError(f"{option} must be a positive integer, got {value}")
+        if value is not None:
+            check_number(option, value, integer=True, minimum=1)
     for option, value in (
         ("--guidance-scale", args.guidance_scale),
         ("--timeshift", args.timeshift),
         *(("--guidance-interval", bound) for bound in args.guidance_interval or ()),
     ):
-        if value is not None and not math.isfinite(value):
-            raise ValueError(f"{option} must be a finite number, got {value}")
+        if value is not None:
+            check_number(option, value)
+    check_request_size(len(args.prompts or []) + len(args.classes or []) or 1, args.num_images)
     sampling_options.check_arguments(args)
     loras = [parse_lora(spec) for spec in args.loras or []]
+    out = check_output_folder(args.out, "--out")
     import torch
 
     from .hub import load_pipeline
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(device)
-    except RuntimeError:
-        raise ValueError(f"--device {args.device!r} is not a torch device (e.g. cpu, cuda, cuda:1, mps)") from None
+    device = resolve_device(args.device)
 
     model = args.model if args.model is not None else demo_model_dir(text_to_image=bool(args.prompts))
-    pipeline = load_pipeline(model, dtype=torch_dtype(args.dtype), trust_remote_code=args.trust_remote_code)
+    dtype = default_dtype(args.dtype, device)
+    pipeline = load_pipeline(model, dtype=dtype, trust_remote_code=args.trust_remote_code)
     pipeline = pipeline.to(device)
     set_threads(args.threads, pipeline)
     if loras:
@@ -305,10 +358,14 @@ def run(args: argparse.Namespace) -> int:
     if unsupported:
         raise ValueError(f"this model's pipeline does not take {', '.join(unsupported)}")
     key = "prompt" if text_to_image else "class_labels"
-    calibration = {key: [jobs[0]["condition"]], "generator": torch.Generator("cpu").manual_seed(jobs[0]["seed"])}
+    condition = jobs[0]["condition"]  # None: an unconditional model, which takes no labels
+    calibration = {
+        key: [condition] if condition is not None else None,
+        "generator": torch.Generator("cpu").manual_seed(jobs[0]["seed"]),
+    }
     sampling_options.apply_arguments(pipeline, args, options, calibration)
 
-    out = Path(args.out)
+    compile_transformer(pipeline, args.compile)
     written = []
     num_batches = (len(jobs) + args.batch_size - 1) // args.batch_size
     for batch_index in range(num_batches):
@@ -326,7 +383,7 @@ def run(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)  # only once there is something to write: a failed run leaves none
         for job, image in zip(batch, images):
             path = out / job["file_name"]
-            image.save(path)
+            atomic_save_image(image, path)
             written.append(path)
     print(f"Wrote {len(written)} image{'s' * (len(written) != 1)} to {out}/: " + ", ".join(p.name for p in written))
     return 0

@@ -8,6 +8,7 @@ that subfolder (`snapshot_download(..., allow_patterns=["subfolder/*"])`) and lo
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import re
@@ -46,9 +47,12 @@ def read_model_index(folder: Path) -> dict:
     if not path.is_file():
         raise ModelFolderError(f"{folder} is not a diffusers model folder (no model_index.json)")
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ModelFolderError(f"cannot read {path}: {error}") from None
+        model_index = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ModelFolderError(f"cannot read {path}: {one_line(error)}") from None
+    if not isinstance(model_index, dict):
+        raise ModelFolderError(f"{path} must hold a JSON object, got a {type(model_index).__name__}")
+    return model_index
 
 
 def pipeline_class_name(model_index: dict) -> str | None:
@@ -65,6 +69,11 @@ def looks_like_a_local_path(id_or_path: str | Path) -> bool:
 
 def resolve_model_folder(id_or_path: str | Path, **hub_kwargs) -> Path:
     """A local folder as is; `owner/repo/subfolder` or `owner/repo` downloaded with huggingface_hub."""
+    if not isinstance(id_or_path, (str, Path)) or not str(id_or_path).strip():
+        raise ModelFolderError(
+            f"the model must be a folder, owner/repo or owner/repo/subfolder, got {type(id_or_path).__name__}:"
+            f" {id_or_path!r}"
+        )
     path = Path(id_or_path).expanduser()
     if path.exists():
         if not path.is_dir():
@@ -126,7 +135,8 @@ def load_package_pipeline(folder: str | Path, **kwargs) -> DiffusionPipeline:
     pipeline_class = package_pipeline_class(class_name)
     if pipeline_class is None:
         raise ModelFolderError(f"{folder} holds a {class_name}, which is not a pixelgen-diffusers pipeline")
-    return pipeline_class.from_pretrained(folder, **kwargs)
+    load = functools.partial(pipeline_class.from_pretrained, folder, **kwargs)
+    return checked_load(folder, load, check_weights="device_map" not in kwargs)
 
 
 def load_pipeline(id_or_path: str | Path, *, trust_remote_code: bool = False, **kwargs) -> DiffusionPipeline:
@@ -144,10 +154,42 @@ def load_pipeline(id_or_path: str | Path, *, trust_remote_code: bool = False, **
         kwargs: `revision`, `cache_dir`, `token`, `local_files_only`, `force_download` go to the download; the rest
             (e.g. `torch_dtype`) to `from_pretrained`.
     """
-    from diffusers import DiffusionPipeline
-
     hub_kwargs = {key: kwargs.pop(key) for key in HUB_KWARGS if key in kwargs}
     folder = resolve_model_folder(id_or_path, **hub_kwargs)
+    load = functools.partial(_load_folder, id_or_path, folder, trust_remote_code, **kwargs)
+    return checked_load(id_or_path, load, check_weights="device_map" not in kwargs)
+
+
+def checked_load(name, load, check_weights: bool = True) -> DiffusionPipeline:
+    """Runs `load()`; a config or weights file that does not load, or weights that leave a tensor unset (diffusers
+    then keeps it on the `meta` device, which fails much later), become one ModelFolderError naming the folder.
+    `check_weights=False` skips the second check (a `device_map` may legitimately leave offloaded tensors on meta)."""
+    try:
+        pipeline = load()
+    except (ModelFolderError, MemoryError):
+        raise
+    except Exception as error:
+        raise ModelFolderError(
+            f"cannot load {name}: {type(error).__name__}: {one_line(error)} (its configs or weights are invalid,"
+            " incomplete or corrupt; re-download, re-convert or re-export it)"
+        ) from error
+    import torch
+
+    for component_name, component in pipeline.components.items() if check_weights else ():
+        if isinstance(component, torch.nn.Module):
+            unset = [key for key, tensor in component.state_dict().items() if tensor.device.type == "meta"]
+            if unset:
+                shown = ", ".join(unset[:3]) + (", ..." if len(unset) > 3 else "")
+                raise ModelFolderError(
+                    f"cannot load {name}: its {component_name} weights lack {len(unset)} tensor(s) ({shown}); the"
+                    " weights file is incomplete: re-download or re-convert it"
+                )
+    return pipeline
+
+
+def _load_folder(id_or_path, folder: Path, trust_remote_code: bool, **kwargs) -> DiffusionPipeline:
+    from diffusers import DiffusionPipeline
+
     model_index = read_model_index(folder)
     class_entry = model_index.get("_class_name")
     pipeline_class = package_pipeline_class(pipeline_class_name(model_index))

@@ -2,9 +2,11 @@
 """`pixelgen sample`: many images for evaluation (FID, IS, GenEval), resumable and data-parallel.
 
 Sample i is fully determined by i: class `i % num_classes` (so every prefix of the set is class-balanced) or prompt
-`i // images_per_prompt`, and its own CPU generator seeded with `seed + i`. The result is therefore independent of
-the batch size and of the number of processes, and a stopped run resumes where it stopped (finished PNGs are kept;
-each is written to a temporary name and renamed). With several processes (`accelerate launch` or `torchrun`),
+`i // images_per_prompt`, and its own CPU generator seeded with `seed + i`. The result is therefore bitwise the same
+for the same batch size and number of processes, and within one uint8 level for any others (matrix products round
+differently for other batch shapes). A stopped run resumes where it stopped: finished PNGs are kept (each is written
+atomically; a file cut short otherwise is detected and drawn again), and the output folder is locked against a
+second run. With several processes (`accelerate launch` or `torchrun`),
 process r takes the samples i with i % world_size == r. At the end the first process packs every PNG into
 `samples.npz` (`arr_0`: uint8 NHWC, `arr_1`: class ids), the layout of the ADM evaluation suite.
 
@@ -23,6 +25,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +41,21 @@ from .generate import (
     prepare_text_encoder,
     set_threads,
 )
-from .utils import DTYPE_NAMES, SAMPLING_METHODS, is_text_to_image, torch_dtype
+from .utils import (
+    SAMPLING_METHODS,
+    add_sampling_speed_arguments,
+    atomic_save_image,
+    atomic_write,
+    atomic_write_json,
+    check_number,
+    check_output_folder,
+    cli_number,
+    compile_transformer,
+    default_dtype,
+    is_text_to_image,
+    locked_folder,
+    one_line,
+)
 
 
 CONFIG_FILE = "sampling_config.json"
@@ -48,17 +65,45 @@ GROWING_SETTINGS = ("num_samples",)
 PIPELINE_DEFAULTS = ("num_inference_steps", "guidance_scale", "guidance_interval_min", "guidance_interval_max")
 PIPELINE_DEFAULTS += ("noise_scale",)
 SCHEDULER_DEFAULTS = ("sampling_method", "timeshift", "solver_order")
+# Sample files are named by a six-digit index (000000.png ...), so one set holds at most a million samples.
+MAX_SAMPLES = 1_000_000
+PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the last chunk of every complete PNG file
 
 
-def check_sizes(num_samples: int, batch_size: int, images_per_prompt: int) -> None:
+def check_sizes(num_samples: int, batch_size: int, images_per_prompt: int, num_prompts: int | None = None) -> None:
+    """Refuses impossible or too large requests before any work (nothing is planned or loaded first)."""
     for name, value in (
         ("num_samples", num_samples),
         ("batch_size", batch_size),
         ("images_per_prompt", images_per_prompt),
     ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            option = "--" + name.replace("_", "-")
-            raise ValueError(f"{name} ({option}) must be a positive integer, got {value!r}")
+        option = "--" + name.replace("_", "-")
+        check_number(f"{name} ({option})", value, integer=True, minimum=1)
+    total = num_samples if num_prompts is None else num_prompts * images_per_prompt
+    if total > MAX_SAMPLES:
+        what = "--num-samples" if num_prompts is None else f"{num_prompts:,} prompts x --images-per-prompt"
+        raise ValueError(f"{what} asks for {total:,} samples; one sample set holds at most {MAX_SAMPLES:,}")
+
+
+def is_complete_png(path: Path) -> bool:
+    """Whether a sample file ends with PNG's final chunk (a file cut short by a crash or a full disk does not)."""
+    try:
+        with open(path, "rb") as file:
+            file.seek(0, os.SEEK_END)
+            if file.tell() < len(PNG_END):
+                return False
+            file.seek(-len(PNG_END), os.SEEK_END)
+            return file.read() == PNG_END
+    except OSError:
+        return False
+
+
+def remove_stale_temporaries(out_dir: Path) -> None:
+    """Temporary files of a run that was killed mid-write (only ours, under the lock; links are removed, never
+    followed)."""
+    for path in out_dir.glob(".*.tmp"):
+        if path.is_symlink() or path.is_file():
+            path.unlink(missing_ok=True)
 
 
 def sample_conditions(pipeline, num_samples: int, prompts: list[str] | None, images_per_prompt: int) -> list:
@@ -75,7 +120,19 @@ def sample_conditions(pipeline, num_samples: int, prompts: list[str] | None, ima
             "num_samples (--num-samples) class-balanced images"
         )
     num_classes = pipeline.transformer.config.num_classes
+    if num_classes == 0:  # an unconditional model (`train --unconditional`): every sample is of the null class
+        return [None] * num_samples
     return [i % num_classes for i in range(num_samples)]
+
+
+def check_call_options(pipeline, call_kwargs: dict) -> None:
+    """The pipeline's own checks of the sampling numbers and scheduler options, before anything is recorded."""
+    names = ("num_inference_steps", "guidance_scale", "guidance_interval_min", "guidance_interval_max", "noise_scale")
+    if hasattr(pipeline, "check_sampling_defaults"):
+        pipeline.check_sampling_defaults(*(call_kwargs.get(name, getattr(pipeline.config, name)) for name in names))
+    if hasattr(pipeline.scheduler, "check_options"):
+        options = ("sampling_method", "timeshift", "solver_order")
+        pipeline.scheduler.check_options(**{name: call_kwargs[name] for name in options if name in call_kwargs})
 
 
 def sampling_config(
@@ -128,7 +185,7 @@ def check_sampling_config(out_dir: Path, config: dict, state) -> None:
     write_error = None
     if state.is_main_process and not recorded_before:
         try:
-            _write_json(path, config)
+            atomic_write_json(path, config)
         except OSError as error:
             write_error = error
     state.wait_for_everyone()
@@ -151,24 +208,12 @@ def check_sampling_config(out_dir: Path, config: dict, state) -> None:
     grows = config.get("num_samples", 0) > recorded.get("num_samples", 0)
     state.wait_for_everyone()  # every process has read the record before it is replaced
     if grows and state.is_main_process:
-        _write_json(path, {**recorded, "num_samples": config["num_samples"]})
+        atomic_write_json(path, {**recorded, "num_samples": config["num_samples"]})
     state.wait_for_everyone()
-
-
-def _write_json(path: Path, data: dict) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(temporary, path)
 
 
 def _describe(config: dict, key: str) -> str:
     return repr(config[key]) if key in config else "unset"
-
-
-def write_png(image: PIL.Image.Image, path: Path) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    image.save(temporary, format="PNG")
-    os.replace(temporary, path)
 
 
 def pack_npz(folder: Path, conditions: list, output: Path) -> np.ndarray:
@@ -179,12 +224,18 @@ def pack_npz(folder: Path, conditions: list, output: Path) -> np.ndarray:
     images = np.empty((len(conditions), height, width, 3), dtype=np.uint8)
     for i in range(len(conditions)):
         path = folder / f"{i:06d}.png"
-        with PIL.Image.open(path) as image:
-            if image.size != (width, height):
-                raise ValueError(f"{path} is {image.width}x{image.height}, but sample 0 is {width}x{height}")
-            images[i] = np.asarray(image.convert("RGB"))
+        try:
+            with PIL.Image.open(path) as image:
+                if image.size != (width, height):
+                    raise ValueError(f"{path} is {image.width}x{image.height}, but sample 0 is {width}x{height}")
+                images[i] = np.asarray(image.convert("RGB"))
+        except (OSError, SyntaxError) as error:  # PIL reports damaged files as either
+            raise ValueError(
+                f"cannot read sample {path} ({one_line(error)}); delete it and rerun to draw it again"
+            ) from None
     labels = np.array([c if isinstance(c, int) else -1 for c in conditions], dtype=np.int64)
-    np.savez(output, arr_0=images, arr_1=labels)
+    with atomic_write(output) as file:  # a killed or failed packing never leaves a partial samples.npz
+        np.savez(file, arr_0=images, arr_1=labels)
     return images
 
 
@@ -211,13 +262,14 @@ def sample_many(
     Returns:
         The output folder.
     """
-    import torch
     from accelerate import PartialState
 
-    check_sizes(num_samples, batch_size, images_per_prompt)
+    check_sizes(num_samples, batch_size, images_per_prompt, len(prompts) if prompts is not None else None)
+    check_number("seed (--seed)", seed, integer=True, minimum=0)
     conditions = sample_conditions(pipeline, num_samples, prompts, images_per_prompt)
     if seed_per_prompt and prompts is None:
         raise ValueError("seed_per_prompt (--seed-per-prompt) is for text-to-image models, which sample prompts")
+    check_call_options(pipeline, call_kwargs)
     model = model if model is not None else getattr(pipeline, "name_or_path", None)
     if model is not None and Path(model).exists():
         model = str(Path(model).resolve())
@@ -227,28 +279,50 @@ def sample_many(
 
     state = PartialState()
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    check_sampling_config(out_dir, config, state)
+    with locked_folder(out_dir, "sample", state):
+        if state.is_main_process:
+            remove_stale_temporaries(out_dir)
+        check_sampling_config(out_dir, config, state)
+        key = "prompt" if prompts is not None else "class_labels"
+        seeds = [seed + (i % images_per_prompt if seed_per_prompt else i) for i in range(len(conditions))]
+        draw_missing_samples(pipeline, out_dir, key, conditions, seeds, batch_size, state, call_kwargs)
+        state.wait_for_everyone()
+        if pack and state.is_main_process:
+            images = pack_npz(out_dir, conditions, out_dir / "samples.npz")
+            shape = f"{images.shape[1]}x{images.shape[2]}"
+            print(f"Packed {len(images)} samples of {shape} into {out_dir / 'samples.npz'}")
+    return out_dir
+
+
+def draw_missing_samples(
+    pipeline, out_dir: Path, key: str, conditions: list, seeds: list[int], batch_size: int, state, call_kwargs: dict
+) -> None:
+    """Draws this process's samples that are missing or incomplete in `out_dir`; sample i is the pipeline called with
+    `{key: conditions[i]}` and a generator seeded with `seeds[i]`."""
+    import torch
+
     mine = [i for i in range(len(conditions)) if i % state.num_processes == state.process_index]
-    todo = [i for i in mine if not (out_dir / f"{i:06d}.png").exists()]
-    key = "prompt" if prompts is not None else "class_labels"
+    existing = [i for i in mine if (out_dir / f"{i:06d}.png").exists()]
+    damaged = [i for i in existing if not is_complete_png(out_dir / f"{i:06d}.png")]
+    if damaged:
+        names = ", ".join(f"{i:06d}.png" for i in damaged[:5]) + (", ..." if len(damaged) > 5 else "")
+        print(f"Drawing again {len(damaged)} incomplete sample file(s) in {out_dir}: {names}", file=sys.stderr)
+    todo = sorted(set(mine) - set(existing) | set(damaged))
     pipeline.set_progress_bar_config(disable=True)
     with tqdm(
         total=len(mine), initial=len(mine) - len(todo), desc="sampling", disable=not state.is_main_process
     ) as bar:
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
-            seeds = [seed + (i % images_per_prompt if seed_per_prompt else i) for i in batch]
-            generators = [torch.Generator("cpu").manual_seed(sample_seed) for sample_seed in seeds]
-            images = pipeline(**{key: [conditions[i] for i in batch]}, generator=generators, **call_kwargs).images
+            generators = [torch.Generator("cpu").manual_seed(seeds[i]) for i in batch]
+            if conditions[batch[0]] is None:  # unconditional: the pipeline takes no labels, only a batch size
+                condition = {"num_images_per_prompt": len(batch)}
+            else:
+                condition = {key: [conditions[i] for i in batch]}
+            images = pipeline(**condition, generator=generators, **call_kwargs).images
             for i, image in zip(batch, images):
-                write_png(image, out_dir / f"{i:06d}.png")
+                atomic_save_image(image, out_dir / f"{i:06d}.png")
             bar.update(len(batch))
-    state.wait_for_everyone()
-    if pack and state.is_main_process:
-        images = pack_npz(out_dir, conditions, out_dir / "samples.npz")
-        print(f"Packed {len(images)} samples of {images.shape[1]}x{images.shape[2]} into {out_dir / 'samples.npz'}")
-    return out_dir
 
 
 def add_parser(subparsers) -> None:
@@ -263,29 +337,45 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--out", required=True, help="output folder (resumes if it holds samples already)")
     parser.add_argument(
         "--num-samples",
-        type=int,
-        default=50_000,
-        help="class-to-image set size (default 50000); a larger one extends a finished set",
+        type=cli_number(integer=True, minimum=1),
+        help="class-to-image set size (default 50000); a larger one extends a finished set. Not with --prompts: a"
+        " text-to-image set holds --images-per-prompt images per prompt",
     )
     parser.add_argument("--prompts", help="text-to-image: a file with one prompt per line")
-    parser.add_argument("--images-per-prompt", type=int, default=4, help="text-to-image: images per prompt")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per forward batch, per process")
-    parser.add_argument("--seed", type=int, default=0, help="sample i uses a generator seeded with seed + i")
+    parser.add_argument(
+        "--images-per-prompt",
+        type=cli_number(integer=True, minimum=1),
+        help="text-to-image (with --prompts): images per prompt (default 4)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=cli_number(integer=True, minimum=1),
+        default=32,
+        help="images per forward batch, per process",
+    )
+    parser.add_argument(
+        "--seed",
+        type=cli_number(integer=True, minimum=0),
+        default=0,
+        help="sample i uses a generator seeded with seed + i",
+    )
     parser.add_argument(
         "--seed-per-prompt",
         action="store_true",
         help="text-to-image: image k of every prompt uses seed + k (upstream GenEval's convention with seed 0)",
     )
-    parser.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
+    parser.add_argument(
+        "--steps", type=cli_number(integer=True, minimum=1), help="sampling steps (default: the model's)"
+    )
     parser.add_argument(
         "--guidance-scale",
-        type=float,
+        type=cli_number(),
         help="classifier-free guidance scale: > 1 guides, <= 1 samples the conditional model alone (default: the "
         "model's)",
     )
     parser.add_argument("--sampler", choices=SAMPLING_METHODS, help="ODE solver (default: the model's)")
     sampling_options.add_arguments(parser)
-    parser.add_argument("--dtype", choices=DTYPE_NAMES, default="float32", help="model dtype (default float32)")
+    add_sampling_speed_arguments(parser)
     parser.add_argument("--no-npz", action="store_true", help="write PNGs only")
     add_text_encoder_argument(parser)
     add_threads_argument(parser)
@@ -294,10 +384,18 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    check_sizes(args.num_samples, args.batch_size, args.images_per_prompt)
-    if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads must be a positive integer, got {args.threads}")
+    if args.threads is not None:
+        check_number("--threads", args.threads, integer=True, minimum=1)
     sampling_options.check_arguments(args)
+    if args.prompts and args.num_samples is not None:
+        raise ValueError(
+            "--num-samples sizes class-to-image sets; a --prompts set holds --images-per-prompt images per prompt"
+            " (default 4): drop --num-samples"
+        )
+    if not args.prompts and args.images_per_prompt is not None:
+        raise ValueError("--images-per-prompt needs --prompts (class-to-image sets are sized by --num-samples)")
+    args.num_samples = 50_000 if args.num_samples is None else args.num_samples
+    args.images_per_prompt = 4 if args.images_per_prompt is None else args.images_per_prompt
     import torch
     from accelerate import PartialState
 
@@ -305,13 +403,20 @@ def run(args: argparse.Namespace) -> int:
 
     prompts = None
     if args.prompts:
-        lines = Path(args.prompts).read_text(encoding="utf-8").splitlines()
+        try:
+            lines = Path(args.prompts).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as error:
+            raise ValueError(f"cannot read --prompts {args.prompts}: {one_line(error)}") from None
         prompts = [line.strip() for line in lines if line.strip()]
+    check_sizes(args.num_samples, args.batch_size, args.images_per_prompt, len(prompts) if prompts else None)
+    out = check_output_folder(args.out, "--out")
     model = args.model if args.model is not None else str(demo_model_dir(text_to_image=bool(args.prompts)))
-    pipeline = load_pipeline(model, dtype=torch_dtype(args.dtype), trust_remote_code=args.trust_remote_code)
-    pipeline = pipeline.to(PartialState().device)
+    device = PartialState().device
+    pipeline = load_pipeline(model, dtype=default_dtype(args.dtype, device), trust_remote_code=args.trust_remote_code)
+    pipeline = pipeline.to(device)
     set_threads(args.threads, pipeline)
     prepare_text_encoder(pipeline, args.text_encoder)
+    compile_transformer(pipeline, args.compile)
     options = {
         "num_inference_steps": args.steps,
         "guidance_scale": args.guidance_scale,
@@ -319,12 +424,14 @@ def run(args: argparse.Namespace) -> int:
     }
     options = {key: value for key, value in options.items() if value is not None}
     calibration = {"prompt": prompts[:1]} if prompts is not None else {"class_labels": [0]}
+    if prompts is None and getattr(pipeline.transformer.config, "num_classes", None) == 0:
+        calibration = {"class_labels": None}  # an unconditional model takes no labels
     sampling_options.apply_arguments(
         pipeline, args, options, {**calibration, "generator": torch.Generator().manual_seed(args.seed)}
     )
     sample_many(
         pipeline,
-        args.out,
+        out,
         num_samples=args.num_samples,
         seed=args.seed,
         batch_size=args.batch_size,

@@ -8,6 +8,8 @@ x_t = t * x + (1 - t) * noise, and the network predicts the clean image x. Every
 whatever the model dtype, exactly as the upstream samplers do.
 """
 
+import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -17,6 +19,33 @@ from diffusers.utils import BaseOutput
 
 
 SAMPLING_METHODS = ("heun", "euler", "adam_lm")
+
+
+# Copied from pixelgen_diffusers.utils.check_number
+def check_number(name, value, *, integer=False, minimum=None, maximum=None, exclusive_minimum=False):
+    """Returns `value` if it is a finite real number (an integer, not a bool, when `integer`) in
+    [`minimum`, `maximum`] (or (`minimum`, ...] with `exclusive_minimum`); otherwise raises a ValueError naming
+    `name`, the value and the accepted range. NaN and infinities are never accepted: they turn images black."""
+    kind = "an integer" if integer else "a finite number"
+    if integer and minimum == 1 and maximum is None:
+        accepted = "a positive integer"
+    elif minimum is not None and maximum is not None:
+        accepted = f"{kind} in {'(' if exclusive_minimum else '['}{minimum}, {maximum}]"
+    elif minimum is not None:
+        accepted = f"{kind} {'>' if exclusive_minimum else '>='} {minimum}"
+    elif maximum is not None:
+        accepted = f"{kind} <= {maximum}"
+    else:
+        accepted = kind
+    wanted = numbers.Integral if integer else numbers.Real
+    valid = isinstance(value, wanted) and not isinstance(value, bool) and math.isfinite(value)
+    if valid and minimum is not None:
+        valid = value > minimum if exclusive_minimum else value >= minimum
+    if valid and maximum is not None:
+        valid = value <= maximum
+    if not valid:
+        raise ValueError(f"{name} must be {accepted}, got {value!r}.")
+    return value
 
 
 def x_to_velocity(x_hat: torch.Tensor, sample: torch.Tensor, t: torch.Tensor, t_eps: float = 0.05) -> torch.Tensor:
@@ -103,7 +132,9 @@ class PixelGenScheduler(SchedulerMixin, ConfigMixin):
         t_eps: float = 0.05,
         num_train_timesteps: int = 1000,
     ):
-        self._check_solver(sampling_method, solver_order)
+        self.check_options(sampling_method, timeshift, solver_order)
+        check_number("t_eps", t_eps, minimum=0, maximum=1, exclusive_minimum=True)
+        check_number("num_train_timesteps", num_train_timesteps, integer=True, minimum=1)
         self.sampling_method = sampling_method
         self.solver_order = solver_order
         self.timesteps = None
@@ -112,11 +143,17 @@ class PixelGenScheduler(SchedulerMixin, ConfigMixin):
         self._begin_index = None
 
     @staticmethod
-    def _check_solver(sampling_method: str, solver_order: int) -> None:
-        if sampling_method not in SAMPLING_METHODS:
+    def check_options(
+        sampling_method: str | None = None, timeshift: float | None = None, solver_order: int | None = None
+    ) -> None:
+        """Raises a ValueError naming the first invalid option; None means "the config's" and is not checked. The
+        pipelines call it before any work."""
+        if sampling_method is not None and sampling_method not in SAMPLING_METHODS:
             raise ValueError(f"Unknown sampling_method {sampling_method!r}; accepted: {', '.join(SAMPLING_METHODS)}.")
-        if not (isinstance(solver_order, int) and 1 <= solver_order <= 4):
-            raise ValueError(f"solver_order must be an integer in [1, 4], got {solver_order!r}.")
+        if timeshift is not None:
+            check_number("timeshift", timeshift, minimum=0, exclusive_minimum=True)
+        if solver_order is not None:
+            check_number("solver_order", solver_order, integer=True, minimum=1, maximum=4)
 
     @property
     def order(self) -> int:
@@ -152,14 +189,11 @@ class PixelGenScheduler(SchedulerMixin, ConfigMixin):
         solver_order: int | None = None,
     ) -> None:
         """Builds the evaluation schedule; the optional arguments override the config for this run only."""
-        if not (isinstance(num_inference_steps, int) and num_inference_steps > 0):
-            raise ValueError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}.")
-        sampling_method = sampling_method or self.config.sampling_method
+        check_number("num_inference_steps", num_inference_steps, integer=True, minimum=1)
+        self.check_options(sampling_method, timeshift, solver_order)
+        sampling_method = sampling_method if sampling_method is not None else self.config.sampling_method
         solver_order = solver_order if solver_order is not None else self.config.solver_order
-        self._check_solver(sampling_method, solver_order)
-        timeshift = self.config.timeshift if timeshift is None else timeshift
-        if timeshift <= 0:
-            raise ValueError(f"timeshift must be positive, got {timeshift!r}.")
+        timeshift = timeshift if timeshift is not None else self.config.timeshift
 
         self.sampling_method, self.solver_order = sampling_method, solver_order
         self.num_inference_steps = num_inference_steps
@@ -197,6 +231,8 @@ class PixelGenScheduler(SchedulerMixin, ConfigMixin):
     def guidance_mask(self, interval_min: float, interval_max: float) -> list[bool]:
         """Per evaluation: whether guidance applies. Heun/Euler guide when min < t <= max, adam_lm when
         min < t < max; compared in float32 as upstream does (float32(0.1) > 0.1 is False)."""
+        check_number("guidance_interval_min", interval_min)
+        check_number("guidance_interval_max", interval_max)
         t = self.interval_timesteps
         low = torch.tensor(interval_min, dtype=torch.float32)
         high = torch.tensor(interval_max, dtype=torch.float32)

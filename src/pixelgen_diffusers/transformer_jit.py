@@ -10,6 +10,8 @@ queries and keys, adaLN-Zero blocks with SwiGLU, and in-context class tokens ins
 """
 
 import dataclasses
+import math
+import numbers
 
 import torch
 import torch.nn as nn
@@ -47,6 +49,33 @@ PIXELGEN_PRESETS = {
     "JiT-H/32": dict(patch_size=32, hidden_size=1280, depth=32, num_heads=16, bottleneck_dim=256,
                      in_context_len=32, in_context_start=10),
 }  # fmt: skip
+
+
+# Copied from pixelgen_diffusers.utils.check_number
+def check_number(name, value, *, integer=False, minimum=None, maximum=None, exclusive_minimum=False):
+    """Returns `value` if it is a finite real number (an integer, not a bool, when `integer`) in
+    [`minimum`, `maximum`] (or (`minimum`, ...] with `exclusive_minimum`); otherwise raises a ValueError naming
+    `name`, the value and the accepted range. NaN and infinities are never accepted: they turn images black."""
+    kind = "an integer" if integer else "a finite number"
+    if integer and minimum == 1 and maximum is None:
+        accepted = "a positive integer"
+    elif minimum is not None and maximum is not None:
+        accepted = f"{kind} in {'(' if exclusive_minimum else '['}{minimum}, {maximum}]"
+    elif minimum is not None:
+        accepted = f"{kind} {'>' if exclusive_minimum else '>='} {minimum}"
+    elif maximum is not None:
+        accepted = f"{kind} <= {maximum}"
+    else:
+        accepted = kind
+    wanted = numbers.Integral if integer else numbers.Real
+    valid = isinstance(value, wanted) and not isinstance(value, bool) and math.isfinite(value)
+    if valid and minimum is not None:
+        valid = value > minimum if exclusive_minimum else value >= minimum
+    if valid and maximum is not None:
+        valid = value <= maximum
+    if not valid:
+        raise ValueError(f"{name} must be {accepted}, got {value!r}.")
+    return value
 
 
 def get_2d_sincos_pos_embed(embed_dim: int, grid_size: int) -> torch.Tensor:
@@ -109,6 +138,19 @@ def apply_rotary_emb(hidden_states: torch.Tensor, rotary_emb: torch.Tensor) -> t
     return rotated.flatten(-2).type_as(hidden_states)
 
 
+def mark_dynamic_shapes(tensor: torch.Tensor, batch_dim: int | None = 0, sequence_dim: int | None = None) -> None:
+    """Marks the dims that change between calls so that torch.compile traces them symbolically once instead of
+    recompiling: the batch (guided steps run 2B rows, unguided ones B; "unbacked" because B may be 1, a size compile
+    would otherwise specialise on) and, for the blocks, the sequence (it grows when the in-context tokens enter).
+    Costs nothing eagerly; a no-op inside a compiled region."""
+    if torch.compiler.is_compiling():
+        return
+    if batch_dim is not None:
+        torch._dynamo.decorators.mark_unbacked(tensor, batch_dim)
+    if sequence_dim is not None:
+        torch._dynamo.mark_dynamic(tensor, sequence_dim)
+
+
 class PixelGenPatchEmbed(nn.Module):
     """Non-overlapping patches to tokens: one biased conv (PixelGen-XL), or a bias-free conv to `bottleneck_dim`
     followed by a biased 1x1 conv (JiT). Tokens come out row-major over the patch grid."""
@@ -123,10 +165,15 @@ class PixelGenPatchEmbed(nn.Module):
             self.proj_out = nn.Conv2d(bottleneck_dim, hidden_size, kernel_size=1, bias=True)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        hidden_states = self.proj_in(pixels)
+        # A conv whose stride is its kernel is a linear map of each unfolded patch. Written that way the tokens come
+        # out token-major (not as a strided transpose of channel-major maps), and torch.compile traces a plain
+        # matmul: Inductor mispredicts a convolution's output layout when the batch size is symbolic.
+        patch_size = self.proj_in.kernel_size
+        patches = F.unfold(pixels, kernel_size=patch_size, stride=patch_size).transpose(1, 2)  # (B, h*w, C*p*p)
+        hidden_states = F.linear(patches, self.proj_in.weight.flatten(1), self.proj_in.bias)
         if self.proj_out is not None:
-            hidden_states = self.proj_out(hidden_states)
-        return hidden_states.flatten(2).transpose(1, 2)
+            hidden_states = F.linear(hidden_states, self.proj_out.weight.flatten(1), self.proj_out.bias)
+        return hidden_states
 
 
 class PixelGenAttnProcessor:
@@ -343,12 +390,32 @@ class PixelGenTransformer2DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Atte
         dropout: float = 0.0,
     ):
         super().__init__()
+        for name, value in (
+            ("sample_size", sample_size),
+            ("patch_size", patch_size),
+            ("in_channels", in_channels),
+            ("hidden_size", hidden_size),
+            ("depth", depth),
+            ("num_heads", num_heads),
+        ):
+            check_number(name, value, integer=True, minimum=1)
+        check_number("num_classes", num_classes, integer=True, minimum=0)  # 0: an unconditional model
+        check_number("mlp_ratio", mlp_ratio, minimum=0, exclusive_minimum=True)
+        check_number("in_context_len", in_context_len, integer=True, minimum=0)
+        check_number("in_context_start", in_context_start, integer=True, minimum=0)
+        if bottleneck_dim is not None:
+            check_number("bottleneck_dim", bottleneck_dim, integer=True, minimum=1)
+        check_number("attention_dropout", attention_dropout, minimum=0, maximum=1)
+        check_number("dropout", dropout, minimum=0, maximum=1)
         if sample_size % patch_size:
             raise ValueError(f"sample_size ({sample_size}) must be a multiple of patch_size ({patch_size}).")
         if hidden_size % num_heads or (hidden_size // num_heads) % 4:
             raise ValueError(f"hidden_size ({hidden_size}) / num_heads ({num_heads}) must be a multiple of 4.")
         if in_context_len > 0 and not 0 <= in_context_start < depth:
-            raise ValueError(f"in_context_start ({in_context_start}) must be in [0, depth={depth}).")
+            raise ValueError(
+                f"in_context_start ({in_context_start}) must be in [0, depth={depth}): set in_context_start (the"
+                " presets use about depth / 3), or in_context_len=0 for no in-context tokens."
+            )
 
         self.gradient_checkpointing = False
         grid_size = sample_size // patch_size
@@ -374,7 +441,7 @@ class PixelGenTransformer2DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Atte
             ]
         )
         self.final_layer = PixelGenFinalLayer(hidden_size, patch_size, in_channels)
-        self._rotary_emb_cache: torch.Tensor | None = None
+        self._rotary_emb_cache: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "PixelGenTransformer2DModel":
@@ -401,15 +468,16 @@ class PixelGenTransformer2DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Atte
     def null_class_id(self) -> int:
         return self.config.num_classes
 
-    def rotary_emb(self, device: torch.device) -> torch.Tensor:
-        """RoPE (cos, sin) pairs of [in-context tokens, image tokens], float32 (in_context_len + grid**2, head_dim / 2,
-        2); the image tokens' table is its tail. Built once per device and kept outside the state dict, so that it
-        neither reaches the checkpoint nor follows the model to bf16."""
+    def rotary_emb(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """RoPE (cos, sin) pairs, float32 (S, head_dim / 2, 2), for the image tokens alone (S = grid**2) and for
+        [in-context tokens, image tokens] (the former unrotated). Built once per device, each in its own storage, and
+        kept outside the state dict, so that they neither reach the checkpoint nor follow the model to bf16."""
         cache = self._rotary_emb_cache
-        if cache is None or cache.device != device or torch.compiler.is_compiling():
-            grid_size = self.config.sample_size // self.config.patch_size
-            cos, sin = self.rope(grid_size, self.config.in_context_len, device)
-            cache = torch.stack([cos[:, 0::2], sin[:, 0::2]], dim=-1)  # each angle is repeated for its pair
+        if cache is None or cache[0].device != device or torch.compiler.is_compiling():
+            grid_size, in_context_len = self.config.sample_size // self.config.patch_size, self.config.in_context_len
+            cos, sin = self.rope(grid_size, in_context_len, device)
+            with_in_context = torch.stack([cos[:, 0::2], sin[:, 0::2]], dim=-1)  # each angle is repeated for its pair
+            cache = (with_in_context[in_context_len:].clone(), with_in_context)
             if not torch.compiler.is_compiling():
                 self._rotary_emb_cache = cache
         return cache
@@ -453,12 +521,15 @@ class PixelGenTransformer2DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Atte
         in_context_tokens = class_emb[:, None, :] + self.in_context_pos_embed
         hidden_states = torch.cat([in_context_tokens, hidden_states], dim=1)
         num_passive_tokens = in_context_len
-        rotary_emb = self.rotary_emb(hidden_states.device)
-        image_rotary_emb = rotary_emb[in_context_len:]
+        image_rotary_emb, in_context_rotary_emb = self.rotary_emb(hidden_states.device)
+        # A compiled block keeps one graph for any row count (guided 2B rows, unguided B).
+        mark_dynamic_shapes(hidden_states)
+        mark_dynamic_shapes(temb)
         for index, block in enumerate(self.transformer_blocks):
             if in_context_len > 0 and index == self.config.in_context_start:
                 num_passive_tokens = 0
-                image_rotary_emb = rotary_emb
+                image_rotary_emb = in_context_rotary_emb
+                mark_dynamic_shapes(hidden_states)  # the first input of the second graph
             if torch.is_grad_enabled() and self.gradient_checkpointing:
                 hidden_states = self._gradient_checkpointing_func(
                     block, hidden_states, temb, image_rotary_emb, num_passive_tokens

@@ -5,12 +5,12 @@ of generated and of real held-out images (do they look like the data?)."""
 
 import contextlib
 import itertools
-import json
 import time
 
 import torch
 
 from ..sampling_options import CACHES, SCHEDULERS, calibrate_mag_ratios, make_cache_config, make_scheduler, parse_cache
+from ..utils import atomic_write_json, cli_number
 from .classifier import load_classifier
 from .shapes import CLASS_NAMES, EVAL_SEED, make_shapes
 
@@ -286,16 +286,28 @@ def add_parser(subparsers) -> None:
         metavar="NAME[:VALUE]",
         help=f"also run every row under each cache ({', '.join(CACHES)}), with its uncached share of compute",
     )
-    parser.add_argument("--steps", nargs="+", type=int, help="step counts (default: 10 25)")
-    parser.add_argument("--guidance", nargs="+", type=float, help="guidance scales (default: 1 2 3; --t2i: 2 4)")
-    parser.add_argument("--num-samples", type=int, help="generated images per row (default 200; not with --t2i)")
     parser.add_argument(
-        "--num-real", type=int, help="real held-out images for the reference (default 1000; not with --t2i)"
+        "--steps", nargs="+", type=cli_number(integer=True, minimum=1), help="step counts (default: 10 25)"
     )
     parser.add_argument(
-        "--images-per-prompt", type=int, help="--t2i: images per evaluation prompt (default 1; 8x for single object)"
+        "--guidance", nargs="+", type=cli_number(), help="guidance scales (default: 1 2 3; --t2i: 2 4)"
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--num-samples",
+        type=cli_number(integer=True, minimum=1, maximum=100_000),
+        help="generated images per row (default 200; not with --t2i)",
+    )
+    parser.add_argument(
+        "--num-real",
+        type=cli_number(integer=True, minimum=2, maximum=100_000),
+        help="real held-out images for the reference (default 1000; not with --t2i)",
+    )
+    parser.add_argument(
+        "--images-per-prompt",
+        type=cli_number(integer=True, minimum=1, maximum=1000),
+        help="--t2i: images per evaluation prompt (default 1; 8x for single object)",
+    )
+    parser.add_argument("--seed", type=cli_number(integer=True, minimum=0), default=0)
     parser.add_argument("--json", help="also write the rows to this JSON file")
     parser.set_defaults(func=run_from_args)
 
@@ -349,6 +361,5 @@ def run_from_args(args) -> int:
     print(format_table([]))
     rows = evaluate(pipeline, table, num_samples, num_real, args.seed, progress=True)
     if args.json:
-        with open(args.json, "w") as file:
-            json.dump(rows, file, indent=2)
+        atomic_write_json(args.json, rows)
     return 0

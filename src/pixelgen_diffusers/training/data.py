@@ -120,7 +120,16 @@ class ImageClassDataset(torch.utils.data.Dataset):
         if not labels_file.is_file():
             raise ValueError(f"labels_file {str(labels_file)!r} does not exist.")
         if labels_file.suffix == ".json":
-            pairs = [(str(name), str(label)) for name, label in json.loads(labels_file.read_text()).items()]
+            try:
+                mapping = json.loads(labels_file.read_text())
+            except (UnicodeDecodeError, json.JSONDecodeError) as error:
+                raise ValueError(f"labels_file {str(labels_file)!r} is not valid JSON: {error}") from None
+            if not isinstance(mapping, dict):
+                raise ValueError(
+                    f"labels_file {str(labels_file)!r} holds a JSON {type(mapping).__name__}; expected an object"
+                    ' {"relative/path.png": label}.'
+                )
+            pairs = [(str(name), str(label)) for name, label in mapping.items()]
         else:
             pairs = []
             for line_number, line in enumerate(labels_file.read_text().splitlines(), 1):

@@ -2,14 +2,16 @@
 """The PixelGen trainer: one loop for one device or many (`accelerate launch`), for class-to-image and text-to-image
 models, with EMA, sample grids, atomic checkpoints that are loadable pipeline folders, and bit-for-bit `--resume`."""
 
+import argparse
 import dataclasses
 import difflib
+import inspect
 import json
 import logging
 import math
-import os
 import re
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +25,7 @@ from ..pipeline_pixelgen_t2i import PixelGenT2IPipeline
 from ..scheduling_pixelgen import PixelGenScheduler
 from ..transformer_jit import PIXELGEN_PRESETS, PixelGenTransformer2DModel
 from ..transformer_jit_t2i import PixelGenT2ITransformer2DModel
+from ..utils import atomic_save_image, check_number, check_output_folder, locked_folder, one_line, replace_directory
 from .captions import CaptionEmbeddingCache, EmbeddedCaptionDataset, load_embedding, load_text_encoder
 from .data import ImageCaptionDataset, ImageClassDataset, StepBatchSampler, is_caption_folder
 from .losses import EMA, PixelGenLoss, load_dino, load_lpips
@@ -48,6 +51,13 @@ DEFAULT_SAMPLING = {
 SAMPLING_FIELDS = tuple(DEFAULT_SAMPLING["c2i"])
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 STATE_DIR = "training_state"
+# Fields that may be None (off / keep all / unset / the pretrained folder's recipe).
+OPTIONAL_FIELDS = ("checkpoints_total_limit", "adaptive_weight_start", "repa_layer", "lora_rank", "lora_alpha")
+OPTIONAL_FIELDS += ("sampling_timeshift", "solver_order", "num_inference_steps", "guidance_scale")
+OPTIONAL_FIELDS += ("guidance_interval_min", "guidance_interval_max")
+# Fields a resume keeps (stored in every checkpoint, so a resume needs none of them): the architecture, and the seed
+# (it decides the initial weights, the data order and the noise streams of the whole run).
+ARCHITECTURE_FIELDS = ("pretrained", "preset", "model_config", "sample_size", "repa_layer", "model_type", "seed")
 
 
 @dataclass
@@ -132,15 +142,45 @@ class TrainingConfig:
     guidance_interval_max: float | None = None
 
     def __post_init__(self):
-        positive = ("max_steps", "batch_size", "log_every", "sample_every", "checkpoint_every")
-        for name in positive:
+        """Every value is checked before any work, so a bad flag is one clear error, not NaN weights hours later.
+        Errors name the field and its `pixelgen train` flag."""
+
+        def check(name, **bounds):
             value = getattr(self, name)
-            if not (isinstance(value, int) and value > 0):
-                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-        if self.num_inference_steps is not None and not (
-            isinstance(self.num_inference_steps, int) and self.num_inference_steps > 0
-        ):
-            raise ValueError(f"num_inference_steps must be a positive integer, got {self.num_inference_steps!r}.")
+            if value is not None or name not in OPTIONAL_FIELDS:
+                check_number(f"{name} (--{name.replace('_', '-')})", value, **bounds)
+
+        for name in ("max_steps", "batch_size", "log_every", "sample_every", "checkpoint_every"):
+            check(name, integer=True, minimum=1)
+        for name in ("num_inference_steps", "sample_size", "checkpoints_total_limit", "lora_rank"):
+            check(name, integer=True, minimum=1)
+        for name in ("seed", "num_workers", "adaptive_weight_start", "repa_layer"):
+            check(name, integer=True, minimum=0)
+        check("dino_layer", integer=True)
+        check("solver_order", integer=True, minimum=1, maximum=4)
+        check("learning_rate", minimum=0, exclusive_minimum=True)
+        for name in ("weight_decay", "max_grad_norm", "lpips_weight", "dino_weight", "repa_weight"):
+            check(name, minimum=0)
+        for name in ("adam_beta1", "adam_beta2", "label_dropout", "percept_t_threshold"):
+            check(name, minimum=0, maximum=1)
+        if self.adam_beta1 == 1 or self.adam_beta2 == 1:
+            raise ValueError("adam_beta1 and adam_beta2 must be below 1 (Adam divides by 1 - beta**step).")
+        check("p_mean")
+        for name in ("p_std", "timeshift", "noise_scale", "sampling_timeshift", "lora_alpha"):
+            check(name, minimum=0, exclusive_minimum=True)
+        check("t_eps", minimum=0, maximum=1, exclusive_minimum=True)
+        # The saved pipelines' recipe (unset values keep the pretrained folder's): what would make a checkpoint
+        # folder draw black images is refused now; the resolved recipe is checked again when a pipeline is built.
+        check("guidance_scale")
+        check("guidance_interval_min")
+        check("guidance_interval_max")
+        interval = (self.guidance_interval_min, self.guidance_interval_max)
+        if None not in interval and interval[0] > interval[1]:
+            raise ValueError(
+                f"guidance_interval_min ({interval[0]}) must not exceed guidance_interval_max ({interval[1]})."
+            )
+        if self.sampling_method is not None:
+            PixelGenScheduler.check_options(self.sampling_method)
         if self.model_type is not None and self.model_type not in MODEL_TYPES:
             raise ValueError(f"model_type is {self.model_type!r}; accepted: {', '.join(MODEL_TYPES)}.")
         if not 0 <= self.caption_dropout < 1:
@@ -174,8 +214,12 @@ class TrainingConfig:
             raise ValueError("model_config must not set num_classes: it is the number of classes in the data.")
         if self.repa_layer is not None and self.dino is None:
             raise ValueError("repa_layer is set but dino is not: REPA aligns to DINOv2 features, pass --dino.")
-        if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}.")
+        if not isinstance(self.model_config, dict):
+            raise ValueError(f"model_config must be a dict, got {type(self.model_config).__name__}.")
+        if self.pretrained is None and self.model_type != "t2i":
+            check_architecture(self)
+        if self.resume is not None and not isinstance(self.resume, str):
+            raise ValueError(f"resume must be 'latest' or a checkpoint folder, got {self.resume!r}.")
 
     @property
     def ema_decays(self) -> tuple[float, ...]:
@@ -245,6 +289,31 @@ def resolve_sampling(config: TrainingConfig, model_type: str) -> dict:
         recipe["guidance_scale"] = 1.0  # the condition is the null class: nothing to guide towards
     recipe.update({name: getattr(config, name) for name in SAMPLING_FIELDS if getattr(config, name) is not None})
     return recipe
+
+
+def check_architecture(config: TrainingConfig) -> None:
+    """Builds the new model on the `meta` device (no memory, no time): unknown or invalid model_config entries are
+    a ValueError before any data is read."""
+    accepted = [name for name in inspect.signature(PixelGenTransformer2DModel.__init__).parameters if name != "self"]
+    text_to_image = inspect.signature(PixelGenT2ITransformer2DModel.__init__).parameters
+    if config.model_type is None and any(
+        name not in accepted and name in text_to_image for name in config.model_config
+    ):
+        return  # a text-to-image architecture; the model type comes from the data
+    unknown = [name for name in config.model_config if name not in accepted]
+    if unknown:
+        matches = difflib.get_close_matches(unknown[0], accepted, n=1)
+        hint = f" (did you mean {matches[0]!r}?)" if matches else ""
+        raise ValueError(
+            f"model_config has {unknown[0]!r}{hint}, which is not a PixelGenTransformer2DModel argument; accepted: "
+            f"{', '.join(name for name in accepted if name != 'num_classes')}."
+        )
+    try:
+        with torch.device("meta"):
+            arguments = dict(PIXELGEN_PRESETS[config.preset]) if config.preset else {}
+            PixelGenTransformer2DModel(**{**arguments, "sample_size": config.sample_size, **config.model_config})
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"model_config (with preset {config.preset} and sample_size): {error}") from None
 
 
 def build_transformer(config: TrainingConfig, model_type: str, id2label: dict[int, str] | None = None):
@@ -404,6 +473,58 @@ def resolve_resume(resume: str, output_dir: Path) -> Path | None:
     return path
 
 
+def read_training_state(checkpoint: Path) -> dict:
+    """A checkpoint's `training_state/state.json` (step, process count, dataset size, the run's config)."""
+    path = checkpoint / STATE_DIR / "state.json"
+    try:
+        state = json.loads(path.read_text())
+        if not isinstance(state, dict) or not isinstance(state.get("step"), int) or "config" not in state:
+            raise ValueError("it lacks the step or the config")
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise ValueError(
+            f"cannot resume from {checkpoint}: {path} is unreadable ({one_line(error)}); resume from an earlier"
+            " checkpoint (--resume path/to/checkpoint-N)"
+        ) from None
+    return state
+
+
+def config_for_resume(config: TrainingConfig, recorded: dict, explicit: set[str] | None = None) -> TrainingConfig:
+    """The config a resumed run uses: the checkpoint's architecture (a field left at its default, or not given on
+    the command line, takes the recorded value; a different one is refused) and everything else as given now.
+    `explicit`: the fields the user set (the CLI knows); fields not in it are taken from the checkpoint."""
+    defaults = TrainingConfig(data_dir="", output_dir="")
+    values = {}
+    for config_field in dataclasses.fields(TrainingConfig):
+        name = config_field.name
+        given = getattr(config, name)
+        if name not in recorded or name in ("resume", "output_dir"):
+            values[name] = given
+        elif explicit is not None:
+            values[name] = given if name in explicit else recorded[name]
+        elif name in ARCHITECTURE_FIELDS and given == getattr(defaults, name):
+            values[name] = recorded[name]
+        else:
+            values[name] = given
+        if name in ARCHITECTURE_FIELDS and values[name] != recorded[name]:
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(
+                f"{name} ({flag}) is {values[name]!r}, but the checkpoint's run has {recorded[name]!r}; a resume keeps"
+                f" the architecture and the seed (omit {flag}), or start a new run in another --output-dir"
+            )
+    return dataclasses.replace(config, **values)
+
+
+def changed_settings(config: TrainingConfig, recorded: dict) -> dict[str, tuple]:
+    """Fields whose value differs from the checkpoint's run: name -> (recorded, now)."""
+    current = config.to_json_dict()
+    ignored = ("resume", "output_dir")
+    return {
+        name: (recorded[name], current[name])
+        for name in current
+        if name in recorded and name not in ignored and recorded[name] != current[name]
+    }
+
+
 def _rng_state(generator: torch.Generator) -> dict[str, torch.Tensor]:
     state = {"torch": torch.get_rng_state(), "generator": generator.get_state()}
     if torch.cuda.is_available():
@@ -424,6 +545,13 @@ class Trainer:
     def __init__(self, config: TrainingConfig):
         from accelerate import Accelerator
 
+        self.resume_from, self.resumed_changes = None, {}
+        if config.resume is not None:
+            self.resume_from = resolve_resume(config.resume, Path(config.output_dir))
+            if self.resume_from is not None:
+                recorded = read_training_state(self.resume_from)["config"]
+                config = config_for_resume(config, recorded)
+                self.resumed_changes = changed_settings(config, recorded)
         self.config = config
         mixed_precision = config.mixed_precision
         if mixed_precision == "auto":
@@ -634,7 +762,7 @@ class Trainer:
             images = pipeline(class_ids, num_images_per_prompt=4, generator=generator).images
             rows = len(class_ids)
         path.parent.mkdir(parents=True, exist_ok=True)
-        image_grid(images, rows=rows).save(path)
+        atomic_save_image(image_grid(images, rows=rows), path)
 
     @property
     def unwrapped(self) -> PixelGenLoss:
@@ -654,53 +782,85 @@ class Trainer:
         }
 
     def save_checkpoint(self) -> Path:
-        """Writes everything into a temporary folder, then renames it: a run killed mid-save leaves the previous
-        checkpoints intact and only a temporary folder behind."""
+        """Writes everything into a new, uniquely named temporary folder (created exclusively, so a planted file or
+        link is never written through), then renames it to `checkpoint-<step>`, replacing a folder of that name (an
+        older run's, when a run is resumed from an earlier checkpoint into the same folder). A run killed or failing
+        mid-save leaves the previous checkpoints intact."""
         accelerator = self.accelerator
         final = self.output_dir / f"checkpoint-{self.step}"
-        if final.exists():  # the same step saved before (e.g. the last step of a resumed run): identical content
-            return final
-        temporary = self.output_dir / f".tmp-checkpoint-{self.step}"
+        if not all(torch.isfinite(parameter).all() for parameter in self.ema.model.parameters()):
+            raise FloatingPointError(
+                f"training diverged: the weights hold NaN or infinite values at step {self.step}, so no checkpoint is"
+                " written; resume from the last checkpoint with a lower --learning-rate (or --max-grad-norm)"
+            )
+        temporary = None
         if accelerator.is_main_process:
-            shutil.rmtree(temporary, ignore_errors=True)
-            (temporary / STATE_DIR).mkdir(parents=True)
-        accelerator.wait_for_everyone()
-        rank = accelerator.process_index
-        torch.save(_rng_state(self.generator), temporary / STATE_DIR / f"rng_state_{rank}.pt")
-        if accelerator.is_main_process:
-            if self.config.is_lora:  # only the adapter: the base model is the pretrained folder
-                self._save_lora(self.ema.model, temporary)
-            else:
-                self.make_pipeline(self.ema.model).save_pretrained(temporary)
-            save_file(self._trainable_state_dict(), temporary / STATE_DIR / "model.safetensors")
-            for index, ema in enumerate(self.emas):
-                if index > 0 or self.config.is_lora:  # float32, for resuming and `pixelgen export --ema INDEX`
-                    save_file(ema.state_dict(), temporary / STATE_DIR / f"ema_{index}.safetensors")
-            torch.save(self.optimizer.state_dict(), temporary / STATE_DIR / "optimizer.pt")
-            state = {
-                "step": self.step,
-                "num_processes": accelerator.num_processes,
-                "dataset_size": len(self.dataset),
-                "ema_decays": list(self.config.ema_decays),
-                "config": self.config.to_json_dict(),
-            }
-            (temporary / STATE_DIR / "state.json").write_text(json.dumps(state, indent=2))
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            os.replace(temporary, final)
-            self._prune_checkpoints()
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            temporary = tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=self.output_dir)
+        if accelerator.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            temporary = broadcast_object_list([temporary])[0]
+        temporary = Path(temporary)
+        try:
+            if accelerator.is_main_process:
+                (temporary / STATE_DIR).mkdir()
+            accelerator.wait_for_everyone()
+            rank = accelerator.process_index
+            torch.save(_rng_state(self.generator), temporary / STATE_DIR / f"rng_state_{rank}.pt")
+            if accelerator.is_main_process:
+                if self.config.is_lora:  # only the adapter: the base model is the pretrained folder
+                    self._save_lora(self.ema.model, temporary)
+                else:
+                    self.make_pipeline(self.ema.model).save_pretrained(temporary)
+                save_file(self._trainable_state_dict(), temporary / STATE_DIR / "model.safetensors")
+                for index, ema in enumerate(self.emas):
+                    if index > 0 or self.config.is_lora:  # float32, for resuming and `pixelgen export --ema INDEX`
+                        save_file(ema.state_dict(), temporary / STATE_DIR / f"ema_{index}.safetensors")
+                torch.save(self.optimizer.state_dict(), temporary / STATE_DIR / "optimizer.pt")
+                state = {
+                    "step": self.step,
+                    "num_processes": accelerator.num_processes,
+                    "dataset_size": len(self.dataset),
+                    "ema_decays": list(self.config.ema_decays),
+                    "config": self.config.to_json_dict(),
+                }
+                (temporary / STATE_DIR / "state.json").write_text(json.dumps(state, indent=2, allow_nan=False))
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                replace_directory(temporary, final)
+                self._prune_checkpoints(keep=final)
+        except BaseException:
+            if accelerator.is_main_process:
+                shutil.rmtree(temporary, ignore_errors=True)
+            raise
         accelerator.wait_for_everyone()
         return final
 
-    def _prune_checkpoints(self) -> None:
+    def _prune_checkpoints(self, keep: Path) -> None:
+        """Keeps `keep` (the checkpoint just saved) and the newest others, `checkpoints_total_limit` in all."""
         limit = self.config.checkpoints_total_limit
         if limit is not None:
-            for old in list_checkpoints(self.output_dir)[:-limit]:
+            others = [path for path in list_checkpoints(self.output_dir) if path.name != keep.name]
+            for old in others[: max(0, len(others) - (limit - 1))]:
                 shutil.rmtree(old)
 
     def load_checkpoint(self, checkpoint: Path) -> None:
+        """Restores the online and EMA weights, the optimiser, the random states and the step; a file that cannot be
+        read (truncated, missing) is a ValueError naming it. Changed settings then apply (see `train`)."""
+        try:
+            self._load_checkpoint(checkpoint)
+        except ValueError:
+            raise
+        except Exception as error:  # torch/safetensors report damaged files with many exception types
+            raise ValueError(
+                f"cannot resume from {checkpoint}: {type(error).__name__}: {one_line(error)} (a file is missing,"
+                " truncated or corrupt); resume from an earlier checkpoint (--resume path/to/checkpoint-N)"
+            ) from None
+
+    def _load_checkpoint(self, checkpoint: Path) -> None:
         state_dir = checkpoint / STATE_DIR
-        state = json.loads((state_dir / "state.json").read_text())
+        state = read_training_state(checkpoint)
         if state["num_processes"] != self.accelerator.num_processes or state["dataset_size"] != len(self.dataset):
             logger.warning(
                 f"Resuming with {self.accelerator.num_processes} processes and {len(self.dataset)} images, saved"
@@ -728,6 +888,12 @@ class Trainer:
             else:
                 ema.load_state_dict(load_file(state_dir / f"ema_{index}.safetensors"))
         self.optimizer.load_state_dict(torch.load(state_dir / "optimizer.pt", map_location="cpu", weights_only=True))
+        for group in self.optimizer.param_groups:  # the run's settings, not the ones saved with the optimiser
+            group.update(
+                lr=self.config.learning_rate,
+                betas=(self.config.adam_beta1, self.config.adam_beta2),
+                weight_decay=self.config.weight_decay,
+            )
         rng_file = state_dir / f"rng_state_{self.accelerator.process_index}.pt"
         if rng_file.is_file():
             _set_rng_state(torch.load(rng_file, weights_only=True), self.generator)
@@ -736,15 +902,41 @@ class Trainer:
     # --------------------------------------------------------------------------------------------- training
     def train(self) -> Path:
         """Runs until `max_steps` and returns the last checkpoint folder."""
+        with locked_folder(self.output_dir, "train", self.accelerator):
+            try:
+                return self._train()
+            finally:
+                if getattr(self, "_progress", None) is not None:
+                    self._progress.close()  # ends the bar's line, so an error message starts on a line of its own
+
+    def _train(self) -> Path:
         config, accelerator = self.config, self.accelerator
+        if accelerator.is_main_process:  # temporary folders of a run that was killed mid-save (we hold the lock)
+            for stale in self.output_dir.glob(".checkpoint-*.tmp"):
+                if stale.is_dir() and not stale.is_symlink():
+                    shutil.rmtree(stale)
+                else:
+                    stale.unlink()
         if config.resume is not None:
-            checkpoint = resolve_resume(config.resume, self.output_dir)
+            checkpoint = self.resume_from
             if checkpoint is None:
                 logger.warning(f"No checkpoint in {self.output_dir} to resume from; starting a new run.")
             else:
                 self.load_checkpoint(checkpoint)
+                if self.step > config.max_steps:
+                    raise ValueError(
+                        f"{checkpoint} is at step {self.step}, beyond max_steps (--max-steps) {config.max_steps}; "
+                        "raise --max-steps, or resume from an earlier checkpoint"
+                    )
                 if accelerator.is_main_process:
                     logger.warning(f"Resumed from {checkpoint} at step {self.step}.")
+                    record = {"step": self.step, "resumed_from": str(checkpoint), "changed": self.resumed_changes}
+                    with open(self.output_dir / "train_log.jsonl", "a") as log_file:
+                        log_file.write(json.dumps(record) + "\n")
+                    for name, (before, now) in self.resumed_changes.items():
+                        logger.warning(
+                            f"Changed on resume and applied from step {self.step}: {name} {before!r} -> {now!r}."
+                        )
         if self.step >= config.max_steps:
             return self.save_checkpoint()
 
@@ -770,7 +962,7 @@ class Trainer:
         )
         from tqdm.auto import tqdm
 
-        progress = tqdm(
+        progress = self._progress = tqdm(
             total=config.max_steps,
             initial=self.step,
             unit="step",
@@ -811,6 +1003,11 @@ class Trainer:
                     with open(log_path, "a") as log_file:
                         log_file.write(json.dumps(record) + "\n")
                 window_start, window_steps, window_losses = time.perf_counter(), 0, {}
+                if not math.isfinite(means["loss"]):  # every process sees the same reduced mean, so all stop
+                    raise FloatingPointError(
+                        f"training diverged: the loss is {means['loss']} at step {self.step}; resume from the last"
+                        " checkpoint with a lower --learning-rate (or --max-grad-norm)"
+                    )
             if self.step % config.sample_every == 0 and accelerator.is_main_process:
                 grid_path = self.output_dir / "samples" / f"step-{self.step:07d}.png"
                 self.save_sample_grid(grid_path)
@@ -829,48 +1026,62 @@ def train(config: TrainingConfig) -> Path:
 
 # ------------------------------------------------------------------------------------------------------------ CLI
 def _json_object(text: str) -> dict:
-    """A JSON object given inline or as a path to a .json file."""
-    source = Path(text).read_text() if text.endswith(".json") and Path(text).is_file() else text
+    """A JSON object given inline or as a path to a .json file. Errors are `ArgumentTypeError`s, whose message
+    argparse prints as is (a ValueError would become "invalid _json_object value")."""
+    import argparse
+
+    if text.endswith(".json") and not Path(text).is_file():
+        raise argparse.ArgumentTypeError(f"JSON file {text} not found")
     try:
+        source = Path(text).read_text() if text.endswith(".json") else text
         value = json.loads(source)
+    except (OSError, UnicodeDecodeError) as error:
+        raise argparse.ArgumentTypeError(f"cannot read {text}: {error}") from None
     except json.JSONDecodeError as error:
-        raise ValueError(f"--model-config must be a JSON object or a .json file, got {text!r}: {error}") from error
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not valid JSON ({error}); expected an object such as"
+            " '{\"hidden_size\": 128}' or a .json file"
+        ) from None
     if not isinstance(value, dict):
-        raise ValueError(f"--model-config must be a JSON object, got {text!r}.")
+        raise argparse.ArgumentTypeError(f"must be a JSON object ({{...}}), got {type(value).__name__}: {text!r}")
     return value
 
 
 def add_parser(subparsers) -> None:
     """Registers `pixelgen train`."""
-    defaults = TrainingConfig(data_dir="", output_dir="")
     parser = subparsers.add_parser(
         "train",
         help="train or fine-tune a class-to-image or text-to-image model on a folder of images",
         description="Train a PixelGen model with upstream's recipe (x-prediction flow matching, EMA, optional LPIPS /"
         " P-DINO / REPA): class-to-image on class folders, text-to-image on captioned images (metadata.jsonl or"
-        " .txt files). Multi-GPU: `accelerate launch -m pixelgen_diffusers.cli train ...`.",
+        " .txt files). Multi-GPU: `accelerate launch -m pixelgen_diffusers.cli train ...`. Options not given take"
+        " TrainingConfig's defaults, or on --resume the checkpoint's values.",
+        argument_default=argparse.SUPPRESS,  # only the options given are passed on (see run_from_args)
     )
     arg = parser.add_argument
-    arg("--data-dir", required=True, help="class sub-folders (or see --labels-file), or captioned images")
+    arg(
+        "--data-dir",
+        help="class sub-folders (or see --labels-file), or captioned images; on --resume, the checkpoint's",
+    )
     arg("--output-dir", required=True, help="checkpoints, sample grids and train_log.jsonl go here")
     arg("--labels-file", help="JSON {path: label} or `path,label` lines, paths relative to --data-dir")
     arg("--unconditional", action="store_true", help="train on the null class only: any image layout, no labels")
     arg("--model-type", choices=MODEL_TYPES, help="default: the pretrained model's, else t2i for captioned data")
-    arg("--caption-column", default=defaults.caption_column, help="caption column of metadata.jsonl")
-    arg("--caption-dropout", type=float, default=defaults.caption_dropout, help="rate of empty-prompt captions")
+    arg("--caption-column", help="caption column of metadata.jsonl")
+    arg("--caption-dropout", type=float, help="rate of empty-prompt captions")
     arg("--text-encoder", help="Qwen3 folder or Hub id with its tokenizer (default: the pretrained model's)")
     arg("--caption-cache-dir", help="caption embedding cache (default: OUTPUT_DIR/caption_embeddings)")
     arg("--pretrained", help="pipeline or transformer folder (or Hub id) to fine-tune")
     arg("--preset", choices=sorted(PIXELGEN_PRESETS), help="architecture of a new model")
-    arg("--model-config", type=_json_object, default={}, help="constructor overrides, e.g. '{\"hidden_size\": 128}'")
-    arg("--sample-size", type=int, default=defaults.sample_size, help="image size of a new model")
-    arg("--max-steps", type=int, default=defaults.max_steps)
-    arg("--batch-size", type=int, default=defaults.batch_size, help="per process")
-    arg("--learning-rate", type=float, default=defaults.learning_rate)
-    arg("--weight-decay", type=float, default=defaults.weight_decay)
-    arg("--adam-beta1", type=float, default=defaults.adam_beta1)
-    arg("--adam-beta2", type=float, default=defaults.adam_beta2)
-    arg("--max-grad-norm", type=float, default=defaults.max_grad_norm, help="0 disables clipping")
+    arg("--model-config", type=_json_object, help="constructor overrides, e.g. '{\"hidden_size\": 128}'")
+    arg("--sample-size", type=int, help="image size of a new model")
+    arg("--max-steps", type=int)
+    arg("--batch-size", type=int, help="per process")
+    arg("--learning-rate", type=float)
+    arg("--weight-decay", type=float)
+    arg("--adam-beta1", type=float)
+    arg("--adam-beta2", type=float)
+    arg("--max-grad-norm", type=float, help="0 disables clipping")
     arg(
         "--ema-decay",
         type=float,
@@ -880,27 +1091,27 @@ def add_parser(subparsers) -> None:
     arg("--lora-rank", type=int, help="train a LoRA of this rank on --pretrained instead of all weights")
     arg("--lora-alpha", type=float, help="LoRA alpha (default: the rank, i.e. scale 1)")
     arg("--lora-target-modules", nargs="+", help="linear layers to adapt (default: attention and feed-forward)")
-    arg("--label-dropout", type=float, default=defaults.label_dropout)
-    arg("--p-mean", type=float, default=defaults.p_mean)
-    arg("--p-std", type=float, default=defaults.p_std)
-    arg("--timeshift", type=float, default=defaults.timeshift, help="training time shift")
-    arg("--noise-scale", type=float, default=defaults.noise_scale)
+    arg("--label-dropout", type=float)
+    arg("--p-mean", type=float)
+    arg("--p-std", type=float)
+    arg("--timeshift", type=float, help="training time shift")
+    arg("--noise-scale", type=float)
     arg("--lpips", help="LPIPS weights: file, folder or Hub id (lpips' VGG state dict, or VGG-16 + vgg.pth)")
-    arg("--lpips-weight", type=float, default=defaults.lpips_weight)
+    arg("--lpips-weight", type=float)
     arg("--dino", help="DINOv2 (transformers Dinov2Model) folder or Hub id, e.g. facebook/dinov2-base")
-    arg("--dino-weight", type=float, default=defaults.dino_weight, help="P-DINO weight")
-    arg("--dino-layer", type=int, default=defaults.dino_layer)
-    arg("--percept-t-threshold", type=float, default=defaults.percept_t_threshold, help="noise gate")
+    arg("--dino-weight", type=float, help="P-DINO weight")
+    arg("--dino-layer", type=int)
+    arg("--percept-t-threshold", type=float, help="noise gate")
     arg("--repa-layer", type=int, help="enable REPA on this block's input tokens (upstream: 8); needs --dino")
-    arg("--repa-weight", type=float, default=defaults.repa_weight)
-    arg("--adaptive-weight-start", type=int, default=defaults.adaptive_weight_start)
-    arg("--mixed-precision", choices=MIXED_PRECISION, default=defaults.mixed_precision)
+    arg("--repa-weight", type=float)
+    arg("--adaptive-weight-start", type=int)
+    arg("--mixed-precision", choices=MIXED_PRECISION)
     arg("--gradient-checkpointing", action="store_true")
-    arg("--seed", type=int, default=defaults.seed)
-    arg("--num-workers", type=int, default=defaults.num_workers)
-    arg("--log-every", type=int, default=defaults.log_every)
-    arg("--sample-every", type=int, default=defaults.sample_every)
-    arg("--checkpoint-every", type=int, default=defaults.checkpoint_every)
+    arg("--seed", type=int)
+    arg("--num-workers", type=int)
+    arg("--log-every", type=int)
+    arg("--sample-every", type=int)
+    arg("--checkpoint-every", type=int)
     arg("--checkpoints-total-limit", type=int)
     arg("--resume", help="'latest' (in --output-dir) or a checkpoint folder")
     # The saved pipelines' sampling recipe; unset values keep the pretrained folder's (or the model kind's default).
@@ -915,8 +1126,23 @@ def add_parser(subparsers) -> None:
 
 
 def run_from_args(args) -> int:
+    """Options given on the command line override; the others are TrainingConfig's defaults, or, when resuming,
+    the values recorded in the checkpoint (so `--resume latest` needs only --output-dir)."""
     names = {config_field.name for config_field in dataclasses.fields(TrainingConfig)}
-    config = TrainingConfig(**{name: value for name, value in vars(args).items() if name in names})
-    checkpoint = train(config)
+    given = {name: value for name, value in vars(args).items() if name in names}
+    given["output_dir"] = str(check_output_folder(given["output_dir"], "--output-dir"))
+    if given.get("resume") is not None:
+        checkpoint = resolve_resume(given["resume"], Path(given["output_dir"]))
+        if checkpoint is not None:
+            recorded = read_training_state(checkpoint)["config"]
+            kept = {
+                name: value
+                for name, value in recorded.items()
+                if name in names and name not in ("resume", "output_dir")
+            }
+            given = {**kept, **given}
+    if not given.get("data_dir"):
+        raise ValueError("--data-dir is required (a resumed run takes the one recorded in its checkpoint)")
+    checkpoint = train(TrainingConfig(**given))
     print(f"Final checkpoint: {checkpoint}")
     return 0

@@ -9,10 +9,15 @@ import difflib
 import importlib
 import inspect
 import json
+import logging
+import math
+import numbers
 import os
 import shutil
 import tempfile
+import warnings
 from collections import defaultdict
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -39,6 +44,59 @@ X_PREDICTION_T_EPS = 0.05
 UNCONDITIONAL_LABEL = "unconditional"
 
 
+# Copied from pixelgen_diffusers.utils.check_number
+def check_number(name, value, *, integer=False, minimum=None, maximum=None, exclusive_minimum=False):
+    """Returns `value` if it is a finite real number (an integer, not a bool, when `integer`) in
+    [`minimum`, `maximum`] (or (`minimum`, ...] with `exclusive_minimum`); otherwise raises a ValueError naming
+    `name`, the value and the accepted range. NaN and infinities are never accepted: they turn images black."""
+    kind = "an integer" if integer else "a finite number"
+    if integer and minimum == 1 and maximum is None:
+        accepted = "a positive integer"
+    elif minimum is not None and maximum is not None:
+        accepted = f"{kind} in {'(' if exclusive_minimum else '['}{minimum}, {maximum}]"
+    elif minimum is not None:
+        accepted = f"{kind} {'>' if exclusive_minimum else '>='} {minimum}"
+    elif maximum is not None:
+        accepted = f"{kind} <= {maximum}"
+    else:
+        accepted = kind
+    wanted = numbers.Integral if integer else numbers.Real
+    valid = isinstance(value, wanted) and not isinstance(value, bool) and math.isfinite(value)
+    if valid and minimum is not None:
+        valid = value > minimum if exclusive_minimum else value >= minimum
+    if valid and maximum is not None:
+        valid = value <= maximum
+    if not valid:
+        raise ValueError(f"{name} must be {accepted}, got {value!r}.")
+    return value
+
+
+# Copied from pixelgen_diffusers.transformer_jit.mark_dynamic_shapes
+def mark_dynamic_shapes(tensor: torch.Tensor, batch_dim: int | None = 0, sequence_dim: int | None = None) -> None:
+    """Marks the dims that change between calls so that torch.compile traces them symbolically once instead of
+    recompiling: the batch (guided steps run 2B rows, unguided ones B; "unbacked" because B may be 1, a size compile
+    would otherwise specialise on) and, for the blocks, the sequence (it grows when the in-context tokens enter).
+    Costs nothing eagerly; a no-op inside a compiled region."""
+    if torch.compiler.is_compiling():
+        return
+    if batch_dim is not None:
+        torch._dynamo.decorators.mark_unbacked(tensor, batch_dim)
+    if sequence_dim is not None:
+        torch._dynamo.mark_dynamic(tensor, sequence_dim)
+
+
+def _drop_empty_float32_warning(record: logging.LogRecord) -> bool:
+    """A logging filter: False for diffusers' "should be kept in float32: []" warning, which names no module."""
+    return "should be kept in float32: []" not in record.getMessage()
+
+
+# Copied from pixelgen_diffusers.hub.looks_like_a_local_path
+def looks_like_a_local_path(id_or_path: str | Path) -> bool:
+    """Absolute, home-relative (`~`) or explicitly relative (`./`, `../`) paths name folders, never Hub repos."""
+    text = str(id_or_path)
+    return isinstance(id_or_path, Path) or Path(text).is_absolute() or text.startswith(("~", "./", "../", ".\\"))
+
+
 class PixelGenLoraLoaderMixin(LoraBaseMixin):
     r"""
     diffusers' LoRA interface for PixelGen pipelines, on diffusers' own machinery (`LoraBaseMixin`, the transformer's
@@ -57,6 +115,10 @@ class PixelGenLoraLoaderMixin(LoraBaseMixin):
         `return_lora_metadata=True`, also the adapter metadata (None for a dict)."""
         return_metadata = kwargs.pop("return_lora_metadata", False)
         source, weight_name = pretrained_model_name_or_path_or_dict, kwargs.pop("weight_name", None)
+        if isinstance(source, (str, os.PathLike)) and looks_like_a_local_path(source):
+            source = os.path.expanduser(os.fspath(source))
+            if not os.path.exists(source):
+                raise ValueError(f"LoRA file or folder not found: {pretrained_model_name_or_path_or_dict}")
         if isinstance(source, (str, os.PathLike)) and os.path.isfile(source):
             source, weight_name = os.path.split(os.fspath(source))
         state_dict, metadata = _fetch_state_dict(
@@ -132,15 +194,19 @@ class PixelGenLoraLoaderMixin(LoraBaseMixin):
                     f" has hidden_size {transformer.config.hidden_size}), or another kind (class-to-image vs"
                     " text-to-image)."
                 )
-        transformer.load_lora_adapter(
-            state_dict,
-            network_alphas=None,
-            adapter_name=adapter_name,
-            metadata=metadata,
-            _pipeline=_pipeline,
-            low_cpu_mem_usage=low_cpu_mem_usage,
-            hotswap=hotswap,
-        )
+        with warnings.catch_warnings():
+            # peft warns "Already found a `peft_config` attribute" whenever a second adapter is injected, which is
+            # exactly what diffusers' multi-adapter API (`set_adapters`) is for: that warning only is dropped.
+            warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute", category=UserWarning)
+            transformer.load_lora_adapter(
+                state_dict,
+                network_alphas=None,
+                adapter_name=adapter_name,
+                metadata=metadata,
+                _pipeline=_pipeline,
+                low_cpu_mem_usage=low_cpu_mem_usage,
+                hotswap=hotswap,
+            )
 
     @classmethod
     def save_lora_weights(
@@ -223,6 +289,9 @@ class PixelGenC2IPipeline(DiffusionPipeline, PixelGenLoraLoaderMixin):
         noise_scale: float = 1.0,
     ):
         super().__init__()
+        self.check_sampling_defaults(
+            num_inference_steps, guidance_scale, guidance_interval_min, guidance_interval_max, noise_scale
+        )
         self.register_modules(transformer=transformer, scheduler=scheduler)
         if id2label is None:
             id2label = {i: str(i) for i in range(transformer.config.num_classes)}
@@ -276,7 +345,15 @@ class PixelGenC2IPipeline(DiffusionPipeline, PixelGenLoraLoaderMixin):
         when its class is the exact annotated one, and our components' classes may come from a model folder's code."""
         accepted = inspect.signature(cls.__init__).parameters
         components = {name: module for name, module in pipeline.components.items() if name in accepted}
-        return super().from_pipe(pipeline, **{**components, **kwargs})
+        # diffusers' `from_pipe` always casts with `.to(dtype=...)`, and `ModelMixin.to` then warns about modules
+        # "that should be kept in float32: []" though there are none (it tests `[] is not None`): that empty warning
+        # only is dropped.
+        model_logger = logging.getLogger("diffusers.models.modeling_utils")
+        model_logger.addFilter(_drop_empty_float32_warning)
+        try:
+            return super().from_pipe(pipeline, **{**components, **kwargs})
+        finally:
+            model_logger.removeFilter(_drop_empty_float32_warning)
 
     def save_config(self, save_directory: str | os.PathLike, *args, **kwargs) -> None:
         """Writes `model_index.json` (the last step of `save_pretrained`), then this pipeline's code and its
@@ -410,43 +487,73 @@ class PixelGenC2IPipeline(DiffusionPipeline, PixelGenLoraLoaderMixin):
             raise ValueError("class_labels is empty: give at least one class id or name.")
         self.check_sampling_inputs(num_labels, *sampling_inputs)
 
+    @staticmethod
+    def check_sampling_defaults(
+        num_inference_steps, guidance_scale, guidance_interval_min, guidance_interval_max, noise_scale
+    ):
+        """The sampling numbers, whether stored in the config (checked when the pipeline is built or loaded, and
+        before `save_pretrained`) or given to a call: finite, and in range, so no setting draws black images."""
+        check_number("num_inference_steps", num_inference_steps, integer=True, minimum=1)
+        check_number("guidance_scale", guidance_scale)
+        check_number("guidance_interval_min", guidance_interval_min)
+        check_number("guidance_interval_max", guidance_interval_max)
+        if guidance_interval_min > guidance_interval_max:
+            raise ValueError(
+                f"guidance_interval_min ({guidance_interval_min}) must not exceed guidance_interval_max"
+                f" ({guidance_interval_max})."
+            )
+        check_number("noise_scale", noise_scale, minimum=0, exclusive_minimum=True)
+
     def check_sampling_inputs(
         self,
         num_conditions,
         num_images_per_prompt,
         height,
         width,
-        num_inference_steps,
-        guidance_interval,
+        sampling_numbers,
+        scheduler_options,
         generator,
         latents,
         output_type,
         callback,
     ):
-        """Checks that do not depend on the kind of condition: sizes, steps, interval, generators, latents, output."""
-        if not (isinstance(num_images_per_prompt, int) and num_images_per_prompt > 0):
-            raise ValueError(f"num_images_per_prompt must be a positive integer, got {num_images_per_prompt!r}.")
-        if guidance_interval[0] > guidance_interval[1]:
-            raise ValueError(
-                f"guidance_interval_min ({guidance_interval[0]}) must not exceed guidance_interval_max"
-                f" ({guidance_interval[1]})."
-            )
+        """Checks that do not depend on the kind of condition, before any work: sizes, the sampling numbers
+        (`check_sampling_defaults`' arguments, in order), the scheduler's options, generators, latents, output."""
+        check_number("num_images_per_prompt", num_images_per_prompt, integer=True, minimum=1)
+        self.check_sampling_defaults(*sampling_numbers)
+        if hasattr(self.scheduler, "check_options"):
+            self.scheduler.check_options(**scheduler_options)
         sample_size = self.transformer.config.sample_size
-        if height != sample_size or width != sample_size:
-            raise ValueError(
-                f"height and width must both equal the model's sample_size ({sample_size}), got {height}x{width}."
-            )
-        if not (isinstance(num_inference_steps, int) and num_inference_steps > 0):
-            raise ValueError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}.")
+        for name, value in (("height", height), ("width", width)):
+            if isinstance(value, bool) or not isinstance(value, int) or value != sample_size:
+                raise ValueError(f"{name} must equal the model's sample_size ({sample_size}), got {value!r}.")
         batch_size = num_conditions * num_images_per_prompt
+        generators = generator if isinstance(generator, list) else [] if generator is None else [generator]
+        for item in generators:
+            if not isinstance(item, torch.Generator):
+                raise ValueError(
+                    f"generator must be a torch.Generator or a list of them, got {type(item).__name__}: {item!r}."
+                )
         if isinstance(generator, list) and len(generator) != batch_size:
             raise ValueError(
                 f"Got a list of {len(generator)} generators for a batch of {batch_size} images: pass one generator"
                 f" or exactly {batch_size}."
             )
-        shape = (batch_size, self.transformer.config.in_channels, sample_size, sample_size)
-        if latents is not None and tuple(latents.shape) != shape:
-            raise ValueError(f"latents must have shape {shape}, got {tuple(latents.shape)}.")
+        if latents is not None:
+            if not isinstance(latents, torch.Tensor):
+                raise ValueError(
+                    f"latents must be a torch.Tensor, got {type(latents).__name__} (convert with torch.as_tensor)."
+                )
+            if latents.device.type == "meta" or not latents.is_floating_point():
+                raise ValueError(
+                    f"latents must be a floating-point tensor with data, got dtype {latents.dtype} on"
+                    f" {latents.device}."
+                )
+            shape = (batch_size, self.transformer.config.in_channels, sample_size, sample_size)
+            if tuple(latents.shape) != shape:
+                raise ValueError(f"latents must have shape {shape}, got {tuple(latents.shape)}.")
+            if not torch.isfinite(latents).all():
+                raise ValueError("latents holds NaN or infinite values.")
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"Unknown output_type {output_type!r}; accepted: {', '.join(OUTPUT_TYPES)}.")
         if callback is not None:
@@ -455,6 +562,18 @@ class PixelGenC2IPipeline(DiffusionPipeline, PixelGenLoraLoaderMixin):
                 raise ValueError(
                     f"callback_on_step_end_tensor_inputs has {unknown}; accepted: {self._callback_tensor_inputs}."
                 )
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`DiffusionPipeline.save_pretrained`, refusing a config that would make the saved folder unusable."""
+        config = self.config
+        self.check_sampling_defaults(
+            config.num_inference_steps,
+            config.guidance_scale,
+            config.guidance_interval_min,
+            config.guidance_interval_max,
+            config.noise_scale,
+        )
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
     def prepare_latents(self, batch_size, noise_scale, generator, device, latents=None):
         """Standard-normal noise in float32 (whatever the model dtype), times `noise_scale`."""
@@ -563,6 +682,8 @@ class PixelGenC2IPipeline(DiffusionPipeline, PixelGenLoraLoaderMixin):
 
         def predict(sample, pass_condition):
             sample, timestep = sample.to(transformer.dtype), t.expand(len(sample))
+            for tensor in (sample, timestep, pass_condition):  # a compiled transformer: one graph for B and 2B rows
+                mark_dynamic_shapes(tensor)
             if isinstance(cache_config, FasterCacheConfig):  # it splits the batched inputs it finds by name
                 inputs = {"hidden_states": sample, "timestep": timestep, self._condition_input_name: pass_condition}
                 return transformer(**inputs, return_dict=False)[0]
@@ -601,8 +722,9 @@ class PixelGenC2IPipeline(DiffusionPipeline, PixelGenLoraLoaderMixin):
             raise ValueError(
                 f"FasterCache needs the unconditional rows in every call, but {guided.count(False)} of {len(guided)}"
                 " evaluations run without them (guidance_scale == 1, or a guidance interval that excludes them)."
-                " Guide every step (guidance_interval_min < first t, guidance_interval_max >= 1), use"
-                " is_guidance_distilled=True for unguided runs, or choose another cache."
+                " Guide every step (guidance_interval_min < first t, guidance_interval_max >= 1; on the command"
+                " line `--guidance-interval -1 1`), use is_guidance_distilled=True for unguided runs, or choose"
+                " another cache."
             )
 
     def convert_to_velocity(self, prediction: torch.Tensor, t: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
@@ -674,8 +796,8 @@ class PixelGenC2IPipeline(DiffusionPipeline, PixelGenLoraLoaderMixin):
         interval_min = guidance_interval_min if guidance_interval_min is not None else config.guidance_interval_min
         interval_max = guidance_interval_max if guidance_interval_max is not None else config.guidance_interval_max
         noise_scale = noise_scale if noise_scale is not None else config.noise_scale
-        height = height or self.transformer.config.sample_size
-        width = width or self.transformer.config.sample_size
+        height = height if height is not None else self.transformer.config.sample_size
+        width = width if width is not None else self.transformer.config.sample_size
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
 
@@ -687,8 +809,8 @@ class PixelGenC2IPipeline(DiffusionPipeline, PixelGenLoraLoaderMixin):
             num_images_per_prompt,
             height,
             width,
-            num_inference_steps,
-            (interval_min, interval_max),
+            (num_inference_steps, guidance_scale, interval_min, interval_max, noise_scale),
+            dict(sampling_method=sampling_method, timeshift=timeshift, solver_order=solver_order),
             generator,
             latents,
             output_type,
@@ -745,6 +867,11 @@ class PixelGenC2IPipeline(DiffusionPipeline, PixelGenLoraLoaderMixin):
                     for name in callback_on_step_end_tensor_inputs:
                         callback_kwargs[name] = locals()[name]
                     callback_outputs = callback_on_step_end(self, i, t, callback_kwargs)
+                    if not isinstance(callback_outputs, dict):
+                        raise ValueError(
+                            "callback_on_step_end must return a dict (of the tensors it changes, or {}), got"
+                            f" {type(callback_outputs).__name__}."
+                        )
                     latents = callback_outputs.pop("latents", latents)
 
                 if i == len(timesteps) - 1 or ((i + 1) > num_warmup_steps and (i + 1) % self.scheduler.order == 0):

@@ -28,6 +28,8 @@ Upstream checkpoint key -> this module's key (the converter owns the actual mapp
 """
 
 import dataclasses
+import math
+import numbers
 
 import torch
 import torch.nn as nn
@@ -45,6 +47,33 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils.torch_utils import maybe_allow_in_graph
 
 
+# Copied from pixelgen_diffusers.utils.check_number
+def check_number(name, value, *, integer=False, minimum=None, maximum=None, exclusive_minimum=False):
+    """Returns `value` if it is a finite real number (an integer, not a bool, when `integer`) in
+    [`minimum`, `maximum`] (or (`minimum`, ...] with `exclusive_minimum`); otherwise raises a ValueError naming
+    `name`, the value and the accepted range. NaN and infinities are never accepted: they turn images black."""
+    kind = "an integer" if integer else "a finite number"
+    if integer and minimum == 1 and maximum is None:
+        accepted = "a positive integer"
+    elif minimum is not None and maximum is not None:
+        accepted = f"{kind} in {'(' if exclusive_minimum else '['}{minimum}, {maximum}]"
+    elif minimum is not None:
+        accepted = f"{kind} {'>' if exclusive_minimum else '>='} {minimum}"
+    elif maximum is not None:
+        accepted = f"{kind} <= {maximum}"
+    else:
+        accepted = kind
+    wanted = numbers.Integral if integer else numbers.Real
+    valid = isinstance(value, wanted) and not isinstance(value, bool) and math.isfinite(value)
+    if valid and minimum is not None:
+        valid = value > minimum if exclusive_minimum else value >= minimum
+    if valid and maximum is not None:
+        valid = value <= maximum
+    if not valid:
+        raise ValueError(f"{name} must be {accepted}, got {value!r}.")
+    return value
+
+
 # Copied from pixelgen_diffusers.transformer_jit.get_2d_sincos_pos_embed
 def get_2d_sincos_pos_embed(embed_dim: int, grid_size: int) -> torch.Tensor:
     """MAE/DiT fixed table, (grid_size**2, embed_dim): first half encodes the column, second half the row."""
@@ -58,6 +87,20 @@ def get_2d_sincos_pos_embed(embed_dim: int, grid_size: int) -> torch.Tensor:
         angles = coordinate[:, None] * omega[None, :]
         halves.append(torch.cat([angles.sin(), angles.cos()], dim=1))
     return torch.cat(halves, dim=1).float()
+
+
+# Copied from pixelgen_diffusers.transformer_jit.mark_dynamic_shapes
+def mark_dynamic_shapes(tensor: torch.Tensor, batch_dim: int | None = 0, sequence_dim: int | None = None) -> None:
+    """Marks the dims that change between calls so that torch.compile traces them symbolically once instead of
+    recompiling: the batch (guided steps run 2B rows, unguided ones B; "unbacked" because B may be 1, a size compile
+    would otherwise specialise on) and, for the blocks, the sequence (it grows when the in-context tokens enter).
+    Costs nothing eagerly; a no-op inside a compiled region."""
+    if torch.compiler.is_compiling():
+        return
+    if batch_dim is not None:
+        torch._dynamo.decorators.mark_unbacked(tensor, batch_dim)
+    if sequence_dim is not None:
+        torch._dynamo.mark_dynamic(tensor, sequence_dim)
 
 
 class PixelGenT2IPatchEmbed(nn.Module):
@@ -367,6 +410,19 @@ class PixelGenT2ITransformer2DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, A
         bottleneck_dim: int = 256,
     ):
         super().__init__()
+        for name, value in (
+            ("sample_size", sample_size),
+            ("patch_size", patch_size),
+            ("in_channels", in_channels),
+            ("hidden_size", hidden_size),
+            ("depth", depth),
+            ("num_heads", num_heads),
+            ("txt_embed_dim", txt_embed_dim),
+            ("txt_max_length", txt_max_length),
+            ("bottleneck_dim", bottleneck_dim),
+        ):
+            check_number(name, value, integer=True, minimum=1)
+        check_number("num_text_blocks", num_text_blocks, integer=True, minimum=0)
         if sample_size % patch_size:
             raise ValueError(f"sample_size ({sample_size}) must be a multiple of patch_size ({patch_size}).")
         if hidden_size % num_heads or (hidden_size // num_heads) % 4:
@@ -452,6 +508,9 @@ class PixelGenT2ITransformer2DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, A
         temb = F.silu(self.time_embedder(time_features.to(text.dtype)))
 
         text = text + self.text_pos_embed.to(text.dtype)
+        # A compiled block keeps one graph for any row count (guided steps run 2B rows, unguided ones B).
+        mark_dynamic_shapes(text)
+        mark_dynamic_shapes(temb)
         for block in self.text_refiner_blocks:
             if torch.is_grad_enabled() and self.gradient_checkpointing:
                 text = self._gradient_checkpointing_func(block, text, temb)
@@ -462,6 +521,8 @@ class PixelGenT2ITransformer2DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, A
         patches = F.unfold(hidden_states, kernel_size=patch_size, stride=patch_size).transpose(1, 2)
         hidden_states = self.patch_embedder(patches.to(text.dtype)) + self.pos_embed.to(text.dtype)
         image_rotary_emb = self.rotary_emb(hidden_states.device)
+        mark_dynamic_shapes(hidden_states)
+        mark_dynamic_shapes(text)  # a new tensor: the refiners' output
         for block in self.transformer_blocks:
             if torch.is_grad_enabled() and self.gradient_checkpointing:
                 hidden_states = self._gradient_checkpointing_func(block, hidden_states, text, temb, image_rotary_emb)

@@ -245,3 +245,21 @@ def test_t2i_training_with_perceptual_terms_repa_checkpointing_and_a_pipeline_fo
     pipeline.set_progress_bar_config(disable=True)
     images = pipeline("a red square", num_inference_steps=2, output_type="np").images  # loads the encoder
     assert images.shape == (1, 32, 32, 3) and pipeline.text_encoder is not None
+
+
+def test_fine_tuning_the_bundled_t2i_demo_keeps_its_shipped_encoder_reachable(tmp_path):
+    """The demo ships its encoder and records no `text_encoder_id`; a fine-tune of it must still draw from a prompt
+    with no extra arguments (it records the pretrained folder as where the encoder loads from)."""
+    from pixelgen_diffusers.demo import t2i_model_dir
+
+    demo = t2i_model_dir()
+    assert json.loads((demo / "model_index.json").read_text())["text_encoder_id"] is None
+    config = _config(
+        tmp_path, "run", max_steps=1, pretrained=str(demo), model_config={}, text_encoder=None, tokenizer=None
+    )
+    checkpoint = train(config)
+    pipeline = PixelGenT2IPipeline.from_pretrained(checkpoint)
+    assert pipeline.config.text_encoder_id == str(demo.resolve())
+    pipeline.set_progress_bar_config(disable=True)
+    images = pipeline("a red star on a blue background", num_inference_steps=2, output_type="np").images
+    assert images.shape == (1, 32, 32, 3) and pipeline.text_encoder is not None

@@ -672,7 +672,8 @@ class Trainer:
             source = str(config.text_encoder)
             return *load_text_encoder(source), source
         if config.pretrained is not None and (Path(config.pretrained) / "text_encoder").is_dir():
-            return *load_text_encoder(config.pretrained), default_id
+            # A folder that ships its encoder and names no other (the bundled demo): checkpoints load it from there.
+            return *load_text_encoder(config.pretrained), default_id or str(Path(config.pretrained).resolve())
         return *load_text_encoder(default_id), default_id
 
     def _cache_caption_embeddings(self, transformer, text_encoder, tokenizer, captions: list[str]) -> dict[str, Path]:

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import PIL.Image
@@ -51,7 +52,52 @@ def _is_readable(path: Path) -> bool:
         return False
 
 
-class ImageClassDataset(torch.utils.data.Dataset):
+class ImageFileDataset(torch.utils.data.Dataset):
+    """Images listed as `(path, target)` pairs in `samples`, center-cropped to `sample_size` and scaled to [-1, 1];
+    items are `(image, item_target(index))`. Files whose header cannot be read are skipped and counted
+    (`num_skipped`, `skipped`); one whose data turns out broken later is replaced by the next image."""
+
+    def __init__(self, root: str | os.PathLike, sample_size: int):
+        self.root = Path(root)
+        self.sample_size = sample_size
+        if not self.root.is_dir():
+            raise ValueError(f"data_dir {str(root)!r} is not a folder.")
+
+    def _keep_readable(self, entries: list[tuple[Path, Any]]) -> None:
+        self.samples, self.skipped = [], []
+        for path, target in entries:
+            (self.samples if _is_readable(path) else self.skipped).append((path, target))
+        if self.skipped:
+            logger.warning(
+                f"Skipped {len(self.skipped)} unreadable image(s) in {self.root}, e.g. {self.skipped[0][0]}."
+            )
+        if not self.samples:
+            raise ValueError(f"None of the {len(entries)} images in data_dir {str(self.root)!r} could be read.")
+
+    @property
+    def num_skipped(self) -> int:
+        return len(self.skipped)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def load(self, index: int) -> torch.Tensor:
+        return load_image(self.samples[index][0], self.sample_size)
+
+    def item_target(self, index: int) -> int:
+        return self.samples[index][1]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        try:
+            image = self.load(index)
+        except (OSError, ValueError) as error:
+            # The header was fine but the data is not (e.g. a truncated file): use the next image, not a crash.
+            logger.warning(f"Could not decode {self.samples[index][0]} ({error}); using the next image instead.")
+            return self[(index + 1) % len(self)]
+        return image, self.item_target(index)
+
+
+class ImageClassDataset(ImageFileDataset):
     r"""
     Labelled images, center-cropped to `sample_size` and scaled to [-1, 1]; items are `(image, class_id)`.
 
@@ -73,10 +119,7 @@ class ImageClassDataset(torch.utils.data.Dataset):
         labels_file: str | os.PathLike | None = None,
         unconditional: bool = False,
     ):
-        self.root = Path(root)
-        self.sample_size = sample_size
-        if not self.root.is_dir():
-            raise ValueError(f"data_dir {str(root)!r} is not a folder.")
+        super().__init__(root, sample_size)
         if unconditional:
             self.classes = []
             files = self.root.rglob("*")
@@ -91,17 +134,7 @@ class ImageClassDataset(torch.utils.data.Dataset):
                 + ("" if labels_file or unconditional else "; expected one sub-folder of images per class")
                 + ("." if unconditional else " (or train unconditionally on any layout: --unconditional).")
             )
-        self.samples, self.skipped = [], []
-        for path, label in entries:
-            (self.samples if _is_readable(path) else self.skipped).append((path, label))
-        if self.skipped:
-            logger.warning(f"Skipped {len(self.skipped)} unreadable image(s) in {root}, e.g. {self.skipped[0][0]}.")
-        if not self.samples:
-            raise ValueError(f"None of the {len(entries)} images in data_dir {str(root)!r} could be read.")
-
-    @property
-    def num_skipped(self) -> int:
-        return len(self.skipped)
+        self._keep_readable(entries)
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -157,23 +190,8 @@ class ImageClassDataset(torch.utils.data.Dataset):
             entries.append((path, label_ids[label]))
         return entries
 
-    def __len__(self) -> int:
-        return len(self.samples)
 
-    def load(self, index: int) -> torch.Tensor:
-        return load_image(self.samples[index][0], self.sample_size)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        try:
-            image = self.load(index)
-        except (OSError, ValueError) as error:
-            # The header was fine but the data is not (e.g. a truncated file): use the next image, not a crash.
-            logger.warning(f"Could not decode {self.samples[index][0]} ({error}); using the next image instead.")
-            return self[(index + 1) % len(self)]
-        return image, self.samples[index][1]
-
-
-class ImageCaptionDataset(torch.utils.data.Dataset):
+class ImageCaptionDataset(ImageFileDataset):
     r"""
     Captioned images for text-to-image training, center-cropped to `sample_size` and scaled to [-1, 1]; items are
     `(image, caption_index)` into `captions` (the embeddings are looked up by index, see `CaptionEmbeddingCache`).
@@ -189,24 +207,11 @@ class ImageCaptionDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, root: str | os.PathLike, sample_size: int, caption_column: str = "text"):
-        self.root = Path(root)
-        self.sample_size = sample_size
-        if not self.root.is_dir():
-            raise ValueError(f"data_dir {str(root)!r} is not a folder.")
+        super().__init__(root, sample_size)
         metadata = self.root / "metadata.jsonl"
         entries = self._read_metadata(metadata, caption_column) if metadata.is_file() else self._read_text_files()
-        self.samples, self.skipped = [], []
-        for path, caption in entries:
-            (self.samples if _is_readable(path) else self.skipped).append((path, caption))
-        if self.skipped:
-            logger.warning(f"Skipped {len(self.skipped)} unreadable image(s) in {root}, e.g. {self.skipped[0][0]}.")
-        if not self.samples:
-            raise ValueError(f"None of the {len(entries)} images in data_dir {str(root)!r} could be read.")
+        self._keep_readable(entries)
         self.captions = [caption for _, caption in self.samples]
-
-    @property
-    def num_skipped(self) -> int:
-        return len(self.skipped)
 
     def _read_metadata(self, metadata: Path, caption_column: str) -> list[tuple[Path, str]]:
         rows = []
@@ -269,19 +274,9 @@ class ImageCaptionDataset(torch.utils.data.Dataset):
             raise ValueError(f"Every caption file in data_dir {str(self.root)!r} is empty.")
         return entries
 
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def load(self, index: int) -> torch.Tensor:
-        return load_image(self.samples[index][0], self.sample_size)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        try:
-            image = self.load(index)
-        except (OSError, ValueError) as error:
-            logger.warning(f"Could not decode {self.samples[index][0]} ({error}); using the next image instead.")
-            return self[(index + 1) % len(self)]
-        return image, index
+    def item_target(self, index: int) -> int:
+        """The caption index: the embeddings are looked up by it."""
+        return index
 
 
 def is_caption_folder(root: str | os.PathLike) -> bool:

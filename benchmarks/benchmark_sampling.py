@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch._dynamo.utils import counters
 
 from pixelgen_diffusers import PixelGenC2IPipeline, PixelGenScheduler, PixelGenTransformer2DModel
 
@@ -185,6 +186,25 @@ def compiled_pipeline(pipe: PixelGenC2IPipeline, mode: str, args) -> PixelGenC2I
     return recipe_pipeline(transformer, args)
 
 
+# The kernels whose work no rewrite of the model changes: the matrix products (with the bias copy inside `addmm`),
+# the patch convolution, and the attention kernel.
+FIXED_WORK_OPS = ("aten::addmm", "aten::mm", "aten::bmm", "aten::mkldnn_convolution",
+                  "aten::_scaled_dot_product_flash_attention_for_cpu")  # fmt: skip
+
+
+def fixed_work_seconds(forward, repeats: int = 3) -> tuple[float, float]:
+    """CPU seconds per forward spent in FIXED_WORK_OPS, and in the whole forward, from torch.profiler."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        for _ in range(repeats):
+            forward()
+    events = profiler.key_averages()
+    fixed = sum(event.cpu_time_total for event in events if event.key in FIXED_WORK_OPS)
+    total = sum(event.self_cpu_time_total for event in events)
+    return fixed / repeats / 1e6, total / repeats / 1e6
+
+
 def ratio_line(label: str, slow: dict, fast: dict) -> str:
     return f"{label:<44}: {slow['wall'] / fast['wall']:5.2f}x wall, {slow['cpu'] / fast['cpu']:5.2f}x CPU"
 
@@ -242,10 +262,28 @@ def main() -> None:
             print(f"  {name:<9}: {timing['wall'] * 1e3:9.1f} ms wall {timing['cpu'] * 1e3:9.1f} ms CPU")
         print("  " + ratio_line("ours vs upstream", forward_times["upstream"], forward_times["ours"]))
         print(f"  max |ours - upstream| of the forward: {forward_difference:.2e}")
+        if args.device == "cpu":
+            # A bound for any implementation that calls the same GEMM and attention kernels: upstream's forward time
+            # over the time those kernels take, as if all other work (norms, RoPE, modulation, copies) were free.
+            with torch.no_grad():
+                fixed, total = fixed_work_seconds(forwards["upstream"])
+                ours_fixed, ours_total = fixed_work_seconds(forwards["ours"])
+            print(
+                f"  GEMM + attention kernels (profiler): upstream {fixed * 1e3:.1f} of {total * 1e3:.1f} ms"
+                f" ({fixed / total:.0%}), ours {ours_fixed * 1e3:.1f} of {ours_total * 1e3:.1f} ms"
+                f" ({ours_fixed / ours_total:.0%})"
+            )
+            print(f"  ceiling with everything else free: {total / fixed:.2f}x per forward")
 
+    graphs = {}
     for mode in args.compile:
         name = f"ours compiled ({mode})"
         runners[name] = ours_runner(compiled_pipeline(pipe, mode, args), noise, labels)
+        # Compile now (the warm-up run, untimed) and count the graphs a whole run makes, with the Inductor backend.
+        counters.clear()
+        start = time.perf_counter()
+        runners[name]()
+        graphs[name] = (counters["stats"]["unique_graphs"], time.perf_counter() - start)
     seconds = measure(runners, args, args.repeats)
     for name in runners:
         if name.startswith("ours compiled"):
@@ -254,10 +292,12 @@ def main() -> None:
     for name, timing in seconds.items():
         line = f"  {name:<24}: {timing['wall']:8.2f} s wall {timing['cpu']:8.2f} s CPU"
         line += f" {args.batch / timing['wall']:7.3f} img/s"
-        if name.startswith("ours compiled"):
-            line += f"  (first run, compile included: {timing['warmup']:.1f} s)"
+        if name in graphs:
+            line += f"  (first run, compile included: {graphs[name][1]:.1f} s; {graphs[name][0]} graph(s))"
         print(line)
     print(f"  transformer rows per run: ours {rows}" + (f", upstream {upstream_rows}" if net is not None else ""))
+    if net is not None and args.device == "cpu":
+        print(f"  ceiling with everything but GEMM + attention free: {total / fixed * upstream_rows / rows:.2f}x")
     for name in runners:
         if name.startswith("ours compiled"):
             print("  " + ratio_line(f"{name} vs ours eager", seconds["ours"], seconds[name]))

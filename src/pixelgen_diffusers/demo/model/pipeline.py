@@ -72,17 +72,14 @@ def check_number(name, value, *, integer=False, minimum=None, maximum=None, excl
 
 
 # Copied from pixelgen_diffusers.transformer_jit.mark_dynamic_shapes
-def mark_dynamic_shapes(tensor: torch.Tensor, batch_dim: int | None = 0, sequence_dim: int | None = None) -> None:
-    """Marks the dims that change between calls so that torch.compile traces them symbolically once instead of
-    recompiling: the batch (guided steps run 2B rows, unguided ones B; "unbacked" because B may be 1, a size compile
-    would otherwise specialise on) and, for the blocks, the sequence (it grows when the in-context tokens enter).
-    Costs nothing eagerly; a no-op inside a compiled region."""
-    if torch.compiler.is_compiling():
-        return
-    if batch_dim is not None:
-        torch._dynamo.decorators.mark_unbacked(tensor, batch_dim)
-    if sequence_dim is not None:
-        torch._dynamo.mark_dynamic(tensor, sequence_dim)
+def mark_dynamic_shapes(tensor: torch.Tensor, dim: int = 0) -> None:
+    """Marks a size that changes between calls so that torch.compile traces it symbolically once instead of
+    recompiling: the batch (guided steps run 2B rows, unguided ones B) or the length of a RoPE table (a block attends
+    over as many tokens as its table covers, fewer before the in-context tokens enter). "Unbacked", so that compile
+    does not specialise sizes 0 and 1 (B = 1, or no passive tokens left). Costs nothing eagerly; a no-op inside a
+    compiled region."""
+    if not torch.compiler.is_compiling():
+        torch._dynamo.decorators.mark_unbacked(tensor, dim)
 
 
 def _drop_empty_float32_warning(record: logging.LogRecord) -> bool:

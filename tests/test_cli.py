@@ -134,10 +134,10 @@ def test_generate_compile_gives_the_eager_images_with_bounded_graphs(
     counters.clear()
     monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
     compile_arguments = ["--compile"] if mode == "blocks" else ["--compile", "model"]
-    with torch._dynamo.config.patch(error_on_recompile=mode == "model"):
+    with torch._dynamo.config.patch(error_on_recompile=True):
         assert run_cli(capsys, *arguments, *compile_arguments, "--out", tmp_path / "compiled")[0] == 0
-    # Guided and unguided steps, both images: one graph (regionally two: blocks before and after in_context_start).
-    assert counters["stats"]["unique_graphs"] == (1 if mode == "model" else 2)
+    # Guided and unguided steps, both images, blocks before and after in_context_start: one graph.
+    assert counters["stats"]["unique_graphs"] == 1
     torch._dynamo.reset()
     for name in ("7-shape_7-seed0.png", "2-shape_2-seed0.png"):
         assert_same_image(tmp_path / "compiled" / name, pixels(tmp_path / "eager" / name))

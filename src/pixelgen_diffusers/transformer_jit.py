@@ -226,7 +226,7 @@ class PixelGenAttention(nn.Module, AttentionModuleMixin):
     def norm_query_key(self, query_key: torch.Tensor) -> torch.Tensor:
         """Per-head RMSNorm of queries (`norm_q`) and keys (`norm_k`) side by side: (B, S, 2 * heads, head_dim)."""
         weight = torch.cat([self.norm_q.weight.expand(self.heads, -1), self.norm_k.weight.expand(self.heads, -1)])
-        return rms_normalize(query_key, self.norm_q.eps) * weight
+        return rms_normalize(query_key, self.norm_q.eps).mul_(weight)  # in place: no second allocation
 
     def forward(self, hidden_states: torch.Tensor, image_rotary_emb: torch.Tensor) -> torch.Tensor:
         return self.processor(self, hidden_states, image_rotary_emb)
@@ -243,7 +243,7 @@ class PixelGenSwiGLU(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         gate, up = self.proj_in(hidden_states).chunk(2, dim=-1)
-        return self.proj_out(self.dropout(F.silu(gate) * up))
+        return self.proj_out(self.dropout(F.silu(gate).mul_(up)))  # in place: no second allocation
 
 
 def rms_normalize(hidden_states: torch.Tensor, eps: float) -> torch.Tensor:

@@ -234,7 +234,7 @@ class PixelGenT2IAttention(nn.Module, AttentionModuleMixin):
     def norm_query_key(self, query_key: torch.Tensor) -> torch.Tensor:
         """Per-head RMSNorm of queries (`norm_q`) and keys (`norm_k`) side by side: (B, S, 2 * heads, head_dim)."""
         weight = torch.cat([self.norm_q.weight.expand(self.heads, -1), self.norm_k.weight.expand(self.heads, -1)])
-        return rms_normalize(query_key, self.norm_q.eps) * weight
+        return rms_normalize(query_key, self.norm_q.eps).mul_(weight)  # in place: no second allocation
 
     def forward(
         self,
@@ -255,7 +255,7 @@ class PixelGenT2IFeedForward(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         gate, up = self.proj_in(hidden_states).chunk(2, dim=-1)
-        return self.proj_out(F.silu(gate) * up)
+        return self.proj_out(F.silu(gate).mul_(up))  # in place: no second allocation
 
 
 # Copied from pixelgen_diffusers.transformer_jit.rms_normalize

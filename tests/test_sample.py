@@ -134,6 +134,22 @@ def test_a_larger_num_samples_extends_a_finished_set(tmp_path):
     assert np.load(tmp_path / "samples.npz")["arr_0"].shape[0] == 4
 
 
+def test_a_record_left_by_a_run_that_failed_before_its_first_sample_does_not_bind(tmp_path):
+    pipe = tiny_c2i_pipeline()
+
+    def interrupt(module, args):
+        raise RuntimeError("interrupted")
+
+    handle = pipe.transformer.register_forward_pre_hook(interrupt)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        sample_many(pipe, tmp_path, num_samples=2, seed=1, **SETTINGS)
+    handle.remove()
+    assert (tmp_path / "sampling_config.json").is_file() and not list(tmp_path.glob("*.png"))
+    sample_many(pipe, tmp_path, num_samples=2, seed=2, pack=False, **SETTINGS)  # other settings: nothing to mix
+    assert json.loads((tmp_path / "sampling_config.json").read_text())["seed"] == 2
+    assert len(list(tmp_path.glob("*.png"))) == 2
+
+
 def test_a_folder_with_samples_but_no_recorded_settings_is_refused(tmp_path):
     PIL.Image.new("RGB", (32, 32)).save(tmp_path / "000000.png")
     with pytest.raises(ValueError, match="holds samples but no sampling_config.json"):

@@ -64,6 +64,8 @@ def test_generate_with_scheduler_or_cache_writes_images(tmp_path, capsys, option
         (["--scheduler", "unipcc"], "Unknown scheduler 'unipcc'; accepted: pixelgen, flow-match-euler"),
         (["--cache", "faster"], "FasterCache needs the unconditional rows in every call"),
         (["--scheduler", "unipc", "--sampler", "heun"], "--sampler chooses PixelGenScheduler's solver"),
+        (["--cache", "first-block:0.1", "--compile"], "--cache and --compile cannot be combined"),
+        (["--cache", "taylorseer", "--compile", "model"], "drop --cache taylorseer or --compile"),
     ],
 )
 def test_generate_option_errors_are_one_line(tmp_path, capsys, options, fragment):
@@ -89,6 +91,14 @@ def test_sample_records_the_scheduler_and_cache(tmp_path, capsys):
     assert recorded["cache"] == {"class": "FirstBlockCacheConfig", "threshold": 0.1}
     # Resuming with another cache is refused: the samples would mix two settings.
     assert cli_main([*arguments, "--scheduler", "dpm-solver", "--cache", "first-block:0.2"]) == 2
+
+
+def test_sample_refuses_cache_with_compile_before_writing_anything(tmp_path, capsys):
+    folder = tmp_path / "samples"
+    arguments = ["sample", "--model", str(model_dir()), "--out", str(folder), "--num-samples", "2", "--no-npz"]
+    assert cli_main([*arguments, "--cache", "first-block:0.1", "--compile"]) == 2
+    assert "--cache and --compile cannot be combined" in capsys.readouterr().err
+    assert not folder.exists()
 
 
 def test_evaluate_scores_cache_rows_against_their_uncached_recipe(demo_pipeline):

@@ -172,8 +172,9 @@ def sampling_config(
 
 def check_sampling_config(out_dir: Path, config: dict, state) -> None:
     """Records `config` in a new output folder, or checks that it equals the one recorded there (a larger
-    `num_samples` is recorded instead: the set grows). Every process decides alike (the main process writes, between
-    barriers), so all of them fail together or none does."""
+    `num_samples` is recorded instead: the set grows). A record beside no samples (a run that failed before its first
+    sample) binds nothing and is replaced. Every process decides alike (the main process writes, between barriers),
+    so all of them fail together or none does."""
     path = out_dir / CONFIG_FILE
     recorded_before = path.is_file()
     has_samples = any(out_dir.glob("[0-9]*.png"))
@@ -183,7 +184,7 @@ def check_sampling_config(out_dir: Path, config: dict, state) -> None:
             f"{out_dir} holds samples but no {CONFIG_FILE}, so their settings are unknown; use a new --out folder"
         )
     write_error = None
-    if state.is_main_process and not recorded_before:
+    if state.is_main_process and not (recorded_before and has_samples):
         try:
             atomic_write_json(path, config)
         except OSError as error:

@@ -160,6 +160,12 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise ValueError("--sampler chooses PixelGenScheduler's solver; leave it out with --scheduler")
     if args.cache:
         parse_cache(args.cache)
+        if getattr(args, "compile", None):
+            raise ValueError(
+                f"--cache and --compile cannot be combined: diffusers' cache hooks run outside torch.compile"
+                f" (torch.compiler.disable), which --compile's full-graph compile refuses; drop --cache {args.cache}"
+                f" or --compile"
+            )
 
 
 def apply_arguments(pipeline, args: argparse.Namespace, call_kwargs: dict, calibration_kwargs: dict) -> None:

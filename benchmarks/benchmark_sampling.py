@@ -4,18 +4,22 @@ and noise.
 
 Reported, each as the median of `--repeats` rounds that alternate between the contenders (so drifting clock speed or
 background load hits all alike), in wall-clock and in process CPU time (the fairer measure on a shared machine):
-  * per forward: one transformer forward at the guided row count (2 x batch), ours vs upstream's;
-  * end to end: the whole sampling run, ours eager, ours compiled (`--compile blocks model`; compile time is reported
-    separately and not counted) and upstream's eager one, with the max abs difference of the samples.
+  * per forward: one transformer forward at the guided row count (2 x batch), ours vs upstream's, and on CPU the
+    share of upstream's forward spent in the GEMM and attention kernels (the same work in both implementations) with
+    the ceiling it sets;
+  * end to end: the whole sampling run, ours eager, ours compiled (`--compile blocks model`; the first run, which
+    compiles, is reported separately with the number of graphs and not counted) and upstream's eager one, with the
+    max abs difference of the samples.
 
 The XL recipe (Heun 50, CFG 2.25 on (0.1, 0.9], timeshift 2) on XL's 256 tokens, one CPU thread:
-    OMP_NUM_THREADS=1 python benchmarks/benchmark_sampling.py --preset small --batch 2 --compile blocks model \
+    OMP_NUM_THREADS=1 python benchmarks/benchmark_sampling.py --preset small --batch 1 --compile blocks model \\
         --upstream-repo /path/to/PixelGen
 A 64 px / patch 8 / width 256 / depth 8 model with 32 in-context tokens at batch 8:
-    OMP_NUM_THREADS=1 python benchmarks/benchmark_sampling.py --preset small-64px --batch 8 --compile blocks model \
+    OMP_NUM_THREADS=1 python benchmarks/benchmark_sampling.py --preset small-64px --batch 8 --compile blocks model \\
         --upstream-repo /path/to/PixelGen
 GPU, PixelGen-XL/16 at full size with random weights:
-    python benchmarks/benchmark_sampling.py --preset PixelGen-XL/16 --device cuda --dtype bfloat16 --batch 16 --compile
+    python benchmarks/benchmark_sampling.py --preset PixelGen-XL/16 --device cuda --dtype bfloat16 --batch 16 \\
+        --compile blocks model
 """
 
 import argparse
@@ -209,8 +213,12 @@ def ratio_line(label: str, slow: dict, fast: dict) -> str:
     return f"{label:<44}: {slow['wall'] / fast['wall']:5.2f}x wall, {slow['cpu'] / fast['cpu']:5.2f}x CPU"
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The description as written, and each option's default."""
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--preset", default="tiny", help=f"{', '.join(SMALL_PRESETS)} or a name like PixelGen-XL/16")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])

@@ -295,8 +295,8 @@ class PixelGenTransformerBlock(nn.Module):
         num_passive_tokens = hidden_states.shape[1] - num_active_tokens
         torch._check(num_active_tokens >= 1)  # facts a compiled block cannot see in the (symbolic) table length
         torch._check(num_passive_tokens >= 0)
-        # Compiled, the split is unconditional (an empty split costs nothing in a fused graph), so that one graph
-        # serves the blocks with passive tokens and those without; eagerly it is skipped when there are none.
+        # Compiled, the split is unconditional, so that one graph serves the blocks with passive tokens and those
+        # without; eagerly it is skipped when there are none.
         split = torch.compiler.is_compiling() or num_passive_tokens > 0
         if split:
             passive_tokens, hidden_states = hidden_states.split([num_passive_tokens, num_active_tokens], dim=1)

@@ -199,7 +199,7 @@ class PixelGenT2IAttnProcessor:
         if encoder_hidden_states is not None:
             encoder_key_value = attn.to_added_kv(encoder_hidden_states).unflatten(-1, (2 * attn.heads, -1))
             encoder_key, encoder_value = encoder_key_value.chunk(2, dim=2)
-            encoder_key = rms_normalize(encoder_key, attn.norm_k.eps) * attn.norm_k.weight
+            encoder_key = attn.norm_k(encoder_key)
             key = torch.cat([key, encoder_key], dim=1)
             value = torch.cat([value, encoder_value], dim=1)
 

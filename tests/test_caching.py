@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from components import tiny_c2i_pipeline, tiny_t2i_pipeline, tiny_transformer
+from components import LAYOUT_TOLERANCE, tiny_c2i_pipeline, tiny_t2i_pipeline, tiny_transformer
 from diffusers.hooks import (
     FasterCacheConfig,
     FirstBlockCacheConfig,
@@ -99,7 +99,7 @@ def test_threshold_zero_equals_uncached(model, cache):
     pipe.transformer.register_forward_pre_hook(lambda module, args: passes.append(1))
     cached = sample(pipe, inputs).images
     assert len(calls) == len(passes) * len(pipe.transformer.transformer_blocks)  # nothing skipped
-    torch.testing.assert_close(cached, uncached, rtol=0, atol=1e-6)
+    torch.testing.assert_close(cached, uncached, **LAYOUT_TOLERANCE)
 
 
 @pytest.mark.parametrize("model", PIPELINES)

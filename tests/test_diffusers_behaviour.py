@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from components import (
+    LAYOUT_TOLERANCE,
     TINY_T2I,
     tiny_c2i_pipeline,
     tiny_t2i_pipeline,
@@ -199,7 +200,7 @@ def test_two_stage_text_to_image_encodes_without_a_transformer(tmp_path):
         generator=torch.Generator().manual_seed(0),
         output_type="pt",
     ).images
-    torch.testing.assert_close(images, expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(images, expected, **LAYOUT_TOLERANCE)
 
 
 def test_fuse_qkv_projections_is_a_declared_no_op_on_pre_fused_attention():

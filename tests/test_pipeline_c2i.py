@@ -6,7 +6,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from components import tiny_c2i_pipeline, tiny_transformer
+from components import LAYOUT_TOLERANCE, tiny_c2i_pipeline, tiny_transformer
 
 from pixelgen_diffusers import PixelGenC2IPipeline, PixelGenScheduler, imagenet_id2label
 
@@ -161,7 +161,7 @@ def test_id2label_survives_save_and_load(tmp_path):
     generator = torch.Generator().manual_seed(0)
     before = pipe(2, num_inference_steps=3, generator=generator, output_type="latent").images
     after = reloaded(2, num_inference_steps=3, generator=generator.manual_seed(0), output_type="latent").images
-    torch.testing.assert_close(before, after, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(before, after, **LAYOUT_TOLERANCE)
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from components import (
+    FORWARD_TOLERANCE,
     TINY_T2I,
     tiny_qwen3,
     tiny_qwen_tokenizer,
@@ -211,7 +212,7 @@ def test_forward_matches_an_independent_float32_reference():
         expected = reference_forward(model, pixels, timestep, text)
         output = model(pixels, timestep, text).sample
     assert expected.abs().max() > 1.0  # the random weights make every path matter
-    torch.testing.assert_close(output, expected, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(output, expected, **FORWARD_TOLERANCE)
 
 
 def test_bfloat16_forward_is_close_to_float32_and_keeps_a_float32_rope_table():

@@ -284,13 +284,13 @@ def test_training_config_refuses_bad_values_naming_the_flag(tmp_path, field, val
         TrainingConfig(data_dir=str(tmp_path), output_dir=str(tmp_path / "run"), **{field: value})
 
 
-def test_the_readme_model_config_example_builds():
+def test_the_documented_model_config_examples_build():
     import re
     import shlex
     from pathlib import Path
 
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    examples = re.findall(r"pixelgen train [^\n]*(?:\\\n[^\n]*)*--model-config ('[^']*')", readme)
+    docs = "\n".join(page.read_text() for page in sorted((Path(__file__).parents[1] / "docs").rglob("*.md")))
+    examples = re.findall(r"pixelgen train [^\n]*(?:\\\n[^\n]*)*--model-config ('[^']*')", docs)
     assert examples
     for example in examples:
         model_config = json.loads(shlex.split(example)[0])

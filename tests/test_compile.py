@@ -4,7 +4,7 @@ in-context tokens enter part-way through the stack).
 
 Graphs are captured with the "eager" backend: graph capture and guards are Dynamo's whatever the backend, and the
 code path is the compiled one (`torch.compiler.is_compiling()` is true), while Inductor's C++ build would take
-minutes on a CPU. Inductor's numbers are in the README's Speed section (benchmarks/benchmark_sampling.py --compile).
+minutes on a CPU. Inductor's numbers are in docs/speed.md (benchmarks/benchmark_sampling.py --compile).
 """
 
 import pytest

@@ -295,7 +295,7 @@ def test_in_a_browser_a_person_picks_a_class_generates_downloads_and_sees_errors
     assert size == [10 * (FRAME_SIZE + 4) - 4, 4 * (FRAME_SIZE + 4) - 4]
     assert "pixelgen generate --class circle --num-images 4 --seed 0" in browser.find_element(By.ID, "command").text
 
-    # The README's screenshot (PIXELGEN_UPDATE_SCREENSHOT=1 refreshes docs/demo-app.png).
+    # The screenshot in docs/demo-models.md (PIXELGEN_UPDATE_SCREENSHOT=1 refreshes docs/demo-app.png).
     browser.execute_script("window.scrollTo(0, 0)")
     screenshot = tmp_path / "demo-app.png"
     browser.save_screenshot(str(screenshot))

@@ -23,11 +23,11 @@ import numpy as np
 import PIL.Image
 import torch
 
+from pixelgen_diffusers.conversion.hub import load_package_pipeline
 from pixelgen_diffusers.demo import model_dir, write_shapes_dataset
 from pixelgen_diffusers.demo.classifier import accuracy, load_classifier
-from pixelgen_diffusers.demo.evaluate import generate
 from pixelgen_diffusers.demo.shapes import CLASS_NAMES, EVAL_SEED, render_shape
-from pixelgen_diffusers.hub import load_package_pipeline
+from pixelgen_diffusers.evaluation.demo_c2i import generate
 from pixelgen_diffusers.training import TrainingConfig, train
 
 

@@ -22,11 +22,11 @@ from pathlib import Path
 import torch
 
 from pixelgen_diffusers import PixelGenC2IPipeline
+from pixelgen_diffusers.conversion.export import export_pipeline, refresh_code
 from pixelgen_diffusers.demo import model_dir, write_shapes_dataset
 from pixelgen_diffusers.demo.classifier import CLASSIFIER_PATH, train_classifier
-from pixelgen_diffusers.demo.evaluate import DEFAULT_TABLE, choose_default, evaluate, format_table
 from pixelgen_diffusers.demo.shapes import TRAIN_SEED
-from pixelgen_diffusers.export import export_pipeline, refresh_code
+from pixelgen_diffusers.evaluation.demo_c2i import DEFAULT_TABLE, choose_default, evaluate, format_table
 from pixelgen_diffusers.training import TrainingConfig, train
 
 

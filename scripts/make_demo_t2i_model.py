@@ -22,6 +22,7 @@ import PIL.Image
 import PIL.ImageDraw
 import torch
 
+from pixelgen_diffusers.conversion.export import export_pipeline, refresh_code
 from pixelgen_diffusers.demo import t2i_model_dir
 from pixelgen_diffusers.demo.attribute_classifier import (
     ATTRIBUTE_CLASSIFIER_PATH,
@@ -35,10 +36,14 @@ from pixelgen_diffusers.demo.captions import (
     make_captioned_shapes,
     write_captioned_dataset,
 )
-from pixelgen_diffusers.demo.evaluate_t2i import DEFAULT_T2I_TABLE, choose_t2i_default, evaluate_t2i, format_t2i_table
 from pixelgen_diffusers.demo.text_encoder import build_text_encoder, build_tokenizer
-from pixelgen_diffusers.export import export_pipeline, refresh_code
-from pixelgen_diffusers.pipeline_pixelgen_t2i import PixelGenT2IPipeline
+from pixelgen_diffusers.evaluation.demo_t2i import (
+    DEFAULT_T2I_TABLE,
+    choose_t2i_default,
+    evaluate_t2i,
+    format_t2i_table,
+)
+from pixelgen_diffusers.pipelines.pipeline_pixelgen_t2i import PixelGenT2IPipeline
 from pixelgen_diffusers.training import TrainingConfig, train
 
 

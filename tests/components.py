@@ -5,8 +5,8 @@ import torch
 from transformers import Qwen2Tokenizer, Qwen3Config, Qwen3Model
 
 from pixelgen_diffusers import PixelGenC2IPipeline, PixelGenScheduler, PixelGenTransformer2DModel
-from pixelgen_diffusers.pipeline_pixelgen_t2i import PixelGenT2IPipeline
-from pixelgen_diffusers.transformer_jit_t2i import PixelGenT2ITransformer2DModel
+from pixelgen_diffusers.models.transformer_jit_t2i import PixelGenT2ITransformer2DModel
+from pixelgen_diffusers.pipelines.pipeline_pixelgen_t2i import PixelGenT2IPipeline
 
 
 # Tolerances that follow from float32 arithmetic (eps = 1.2e-7), so the suite holds on any x86 CPU:

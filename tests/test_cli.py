@@ -321,7 +321,7 @@ def test_generate_with_a_text_to_image_model_takes_prompts_and_names_files_by_pr
 
 
 def test_prompt_file_names_are_unique_per_prompt_and_keep_ordinary_names():
-    from pixelgen_diffusers.generate import slugify
+    from pixelgen_diffusers.cli.generate import slugify
 
     assert slugify("A red square!") == "a_red_square" and slugify("golden retriever") == "golden_retriever"
     assert slugify("日本語 テスト") == "日本語_テスト"

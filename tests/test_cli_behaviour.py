@@ -23,11 +23,11 @@ from pixelgen_diffusers import (
     PixelGenScheduler,
     imagenet_id2label,
     load_pipeline,
-    scheduling_pixelgen,
     utils,
 )
-from pixelgen_diffusers.export import ModelFolderError
-from pixelgen_diffusers.generate import set_threads
+from pixelgen_diffusers.cli.generate import set_threads
+from pixelgen_diffusers.conversion.export import ModelFolderError
+from pixelgen_diffusers.schedulers import scheduling_pixelgen
 
 
 PARSE_ONLY = """

@@ -1,4 +1,4 @@
-"""Converting upstream PixelGen / JiT checkpoints into self-contained folders (`pixelgen_diffusers.convert`)."""
+"""Converting upstream PixelGen / JiT checkpoints into self-contained folders (`conversion/convert.py`)."""
 
 import argparse
 import hashlib
@@ -33,16 +33,16 @@ from pixelgen_diffusers import (
     convert_checkpoint,
     imagenet_id2label,
 )
-from pixelgen_diffusers.convert import (
+from pixelgen_diffusers.conversion.convert import (
     C2I,
     ConversionError,
     recommended_defaults,
     resolve_architecture,
     sampling_from_config,
 )
-from pixelgen_diffusers.export import ModelFolderError, read_safetensors_folder
-from pixelgen_diffusers.pipeline_pixelgen_t2i import PixelGenT2IPipeline
-from pixelgen_diffusers.transformer_jit_t2i import PixelGenT2ITransformer2DModel
+from pixelgen_diffusers.conversion.export import ModelFolderError, read_safetensors_folder
+from pixelgen_diffusers.models.transformer_jit_t2i import PixelGenT2ITransformer2DModel
+from pixelgen_diffusers.pipelines.pipeline_pixelgen_t2i import PixelGenT2IPipeline
 
 
 def write_lightning(tmp_path, name="tiny.ckpt", bottleneck_dim=None, **overrides):
@@ -197,8 +197,8 @@ def test_folder_has_the_self_contained_layout_with_stored_defaults(tmp_path):
     assert (index["guidance_interval_min"], index["guidance_interval_max"], index["noise_scale"]) == (0.1, 0.9, 1.0)
     scheduler = json.loads((folder / "scheduler/scheduler_config.json").read_text())
     assert (scheduler["sampling_method"], scheduler["timeshift"]) == ("heun", 2.0)
-    import pixelgen_diffusers.pipeline_pixelgen_c2i as pipeline_module
-    import pixelgen_diffusers.transformer_jit as transformer_module
+    import pixelgen_diffusers.models.transformer_jit as transformer_module
+    import pixelgen_diffusers.pipelines.pipeline_pixelgen_c2i as pipeline_module
 
     assert (folder / "pipeline.py").read_bytes() == open(pipeline_module.__file__, "rb").read()
     assert (folder / "transformer/transformer_jit.py").read_bytes() == open(transformer_module.__file__, "rb").read()

@@ -10,6 +10,7 @@ import torch
 
 import pixelgen_diffusers
 from pixelgen_diffusers.cli import main as cli_main
+from pixelgen_diffusers.conversion.hub import load_pipeline
 from pixelgen_diffusers.demo import (
     CLASS_NAMES,
     make_shapes,
@@ -19,9 +20,8 @@ from pixelgen_diffusers.demo import (
     write_shapes_dataset,
 )
 from pixelgen_diffusers.demo.classifier import accuracy, load_classifier
-from pixelgen_diffusers.demo.evaluate import choose_default, evaluate, frechet_distance
 from pixelgen_diffusers.demo.shapes import EVAL_SEED
-from pixelgen_diffusers.hub import load_pipeline
+from pixelgen_diffusers.evaluation.demo_c2i import choose_default, evaluate, frechet_distance
 from pixelgen_diffusers.training import ImageClassDataset
 
 
@@ -97,9 +97,9 @@ def test_demo_model_is_small_named_and_configured(demo_pipeline):
 def test_demo_model_ships_the_installed_code():
     package_dir = Path(pixelgen_diffusers.__file__).parent
     shipped = {
-        "pipeline.py": "pipeline_pixelgen_c2i.py",
-        "transformer/transformer_jit.py": "transformer_jit.py",
-        "scheduler/scheduling_pixelgen.py": "scheduling_pixelgen.py",
+        "pipeline.py": "pipelines/pipeline_pixelgen_c2i.py",
+        "transformer/transformer_jit.py": "models/transformer_jit.py",
+        "scheduler/scheduling_pixelgen.py": "schedulers/scheduling_pixelgen.py",
     }
     stale = [
         name

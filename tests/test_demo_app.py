@@ -21,10 +21,10 @@ from components import tiny_c2i_pipeline, tiny_qwen3, tiny_qwen_tokenizer, tiny_
 
 from pixelgen_diffusers import PixelGenC2IPipeline, PixelGenScheduler, imagenet_id2label
 from pixelgen_diffusers.cli import main as cli_main
+from pixelgen_diffusers.conversion.hub import load_pipeline
 from pixelgen_diffusers.demo import CLASS_NAMES, model_dir
+from pixelgen_diffusers.demo.app import FRAME_SIZE, PixelGenDemo, Result, SamplingSettings
 from pixelgen_diffusers.demo.classifier import load_classifier
-from pixelgen_diffusers.demo_app import FRAME_SIZE, PixelGenDemo, Result, SamplingSettings
-from pixelgen_diffusers.hub import load_pipeline
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -256,7 +256,7 @@ def served_demo(demo_pipeline):
         import gradio  # noqa: F401
     except ImportError:
         require(False, 'Gradio is not installed (pip install "pixelgen-diffusers[demo]")')
-    from pixelgen_diffusers.demo_app import build_app, launch_app
+    from pixelgen_diffusers.demo.app import build_app, launch_app
 
     app = build_app(demo_pipeline)
     port = free_port()
@@ -352,7 +352,7 @@ def test_text_to_image_app_takes_prompts(tmp_path):
     )
     from gradio_client import Client
 
-    from pixelgen_diffusers.demo_app import build_app, launch_app
+    from pixelgen_diffusers.demo.app import build_app, launch_app
 
     app = build_app(tiny_t2i_pipeline(sampling_method="euler", num_inference_steps=2), model="my/t2i")
     component_ids = {block.elem_id for block in app.blocks.values()}

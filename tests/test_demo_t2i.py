@@ -16,6 +16,7 @@ from transformers import __version__ as transformers_version
 
 import pixelgen_diffusers
 from pixelgen_diffusers.cli import main as cli_main
+from pixelgen_diffusers.conversion.export import export_pipeline
 from pixelgen_diffusers.demo import CLASS_NAMES, t2i_model_dir
 from pixelgen_diffusers.demo.attribute_classifier import attribute_accuracy, load_attribute_classifier
 from pixelgen_diffusers.demo.captions import (
@@ -30,7 +31,8 @@ from pixelgen_diffusers.demo.captions import (
     training_triples,
     write_captioned_dataset,
 )
-from pixelgen_diffusers.demo.evaluate_t2i import (
+from pixelgen_diffusers.demo.text_encoder import build_text_encoder, build_tokenizer, grammar_corpus
+from pixelgen_diffusers.evaluation.demo_t2i import (
     TASKS,
     choose_t2i_default,
     evaluate_t2i,
@@ -38,10 +40,8 @@ from pixelgen_diffusers.demo.evaluate_t2i import (
     real_images,
     score,
 )
-from pixelgen_diffusers.demo.text_encoder import build_text_encoder, build_tokenizer, grammar_corpus
-from pixelgen_diffusers.export import export_pipeline
-from pixelgen_diffusers.pipeline_pixelgen_t2i import PixelGenT2IPipeline
-from pixelgen_diffusers.transformer_jit_t2i import PixelGenT2ITransformer2DModel
+from pixelgen_diffusers.models.transformer_jit_t2i import PixelGenT2ITransformer2DModel
+from pixelgen_diffusers.pipelines.pipeline_pixelgen_t2i import PixelGenT2IPipeline
 
 
 @pytest.fixture(scope="module")
@@ -193,9 +193,9 @@ def test_exporting_the_used_t2i_demo_again_writes_the_same_configs(t2i_demo, tmp
 def test_t2i_demo_folder_ships_the_installed_code():
     package_dir = Path(pixelgen_diffusers.__file__).parent
     shipped = {
-        "pipeline.py": "pipeline_pixelgen_t2i.py",
-        "transformer/transformer_jit_t2i.py": "transformer_jit_t2i.py",
-        "scheduler/scheduling_pixelgen.py": "scheduling_pixelgen.py",
+        "pipeline.py": "pipelines/pipeline_pixelgen_t2i.py",
+        "transformer/transformer_jit_t2i.py": "models/transformer_jit_t2i.py",
+        "scheduler/scheduling_pixelgen.py": "schedulers/scheduling_pixelgen.py",
     }
     stale = [
         name

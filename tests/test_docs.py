@@ -38,7 +38,7 @@ def test_site_builds_strictly(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     # The API reference is rendered from the docstrings, not left as `:::` text.
     pipelines = (site / "api" / "pipelines" / "index.html").read_text()
-    assert 'id="pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.__call__"' in pipelines
+    assert 'id="pixelgen_diffusers.pipelines.pipeline_pixelgen_c2i.PixelGenC2IPipeline.__call__"' in pipelines
     assert ":::" not in pipelines
 
 

@@ -1,4 +1,4 @@
-"""Self-contained folders from saved pipelines (`pixelgen_diffusers.export`) and loading them (`load_pipeline`)."""
+"""Self-contained folders from saved pipelines (`conversion/export.py`) and loading them (`load_pipeline`)."""
 
 import inspect
 import json
@@ -25,7 +25,7 @@ from pixelgen_diffusers import (
     export_pipeline,
     load_pipeline,
 )
-from pixelgen_diffusers.export import (
+from pixelgen_diffusers.conversion.export import (
     ModelFolderError,
     make_self_contained,
     read_safetensors_folder,
@@ -178,9 +178,12 @@ def test_shipped_modules_must_not_import_the_package(tmp_path):
     pipe = tiny_c2i_pipeline()
     pipe.save_pretrained(tmp_path / "saved")
     module = tmp_path / "leaky.py"
-    for line in ("from pixelgen_diffusers.labels import imagenet_id2label", "from .transformer_jit import x"):
+    for line in (
+        "from pixelgen_diffusers.conversion.labels import imagenet_id2label",
+        "from .transformer_jit import x",
+    ):
         module.write_text(line + "\n")
-        from pixelgen_diffusers.export import _check_standalone
+        from pixelgen_diffusers.conversion.export import _check_standalone
 
         with pytest.raises(ModelFolderError, match="must be self-contained"):
             _check_standalone(module)

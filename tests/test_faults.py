@@ -18,7 +18,7 @@ from components import TINY_TRAIN_MODEL, tiny_c2i_pipeline, write_tiny_image_fol
 from safetensors.torch import load_file
 
 from pixelgen_diffusers import cli
-from pixelgen_diffusers.sample import sample_many
+from pixelgen_diffusers.cli.sample import sample_many
 from pixelgen_diffusers.training import TrainingConfig, train
 from pixelgen_diffusers.utils import FolderLock, atomic_write, atomic_write_bytes
 
@@ -165,7 +165,7 @@ def test_out_of_memory_and_a_full_disk_are_one_line_with_what_to_do(tmp_path, ca
 
 
 def test_a_traceback_only_with_debug_or_pixelgen_debug(tmp_path, capsys, monkeypatch):
-    from pixelgen_diffusers.export import ModelFolderError
+    from pixelgen_diffusers.conversion.export import ModelFolderError
 
     arguments = ["generate", "--model", str(tmp_path / "missing"), "--class", "1"]
     assert_one_line(
@@ -275,7 +275,7 @@ def test_train_never_writes_a_checkpoint_through_planted_links(tmp_path):
 def test_a_second_run_into_a_locked_folder_refuses_naming_the_other_process_and_a_crash_frees_it(
     tmp_path, model_dir, capsys
 ):
-    from pixelgen_diffusers.sample import is_complete_png
+    from pixelgen_diffusers.cli.sample import is_complete_png
 
     out = tmp_path / "samples"
     command = [sys.executable, "-m", "pixelgen_diffusers.cli", "sample", "--model", str(model_dir), "--out", str(out)]

@@ -23,8 +23,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from pixelgen_diffusers import PixelGenC2IPipeline
-from pixelgen_diffusers.export import export_pipeline
-from pixelgen_diffusers.pipeline_pixelgen_t2i import PixelGenT2IPipeline
+from pixelgen_diffusers.conversion.export import export_pipeline
+from pixelgen_diffusers.pipelines.pipeline_pixelgen_t2i import PixelGenT2IPipeline
 from pixelgen_diffusers.training import TrainingConfig, train
 from pixelgen_diffusers.training.trainer import Trainer
 
@@ -275,7 +275,7 @@ def test_a_missing_local_lora_path_is_named_not_sent_to_the_hub(kind, path):
 
 def test_generate_cli_names_a_missing_lora_and_a_non_numeric_scale(tmp_path, capsys):
     from pixelgen_diffusers.cli import main
-    from pixelgen_diffusers.generate import parse_lora
+    from pixelgen_diffusers.cli.generate import parse_lora
 
     folder = export_pipeline(tiny_c2i_pipeline(), tmp_path / "model")
     arguments = ["generate", "--model", str(folder), "--class", "0", "--steps", "1", "--out", str(tmp_path / "out")]

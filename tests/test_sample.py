@@ -12,7 +12,7 @@ import pytest
 import torch
 from components import tiny_c2i_pipeline, tiny_t2i_pipeline
 
-from pixelgen_diffusers.sample import pack_npz, sample_many
+from pixelgen_diffusers.cli.sample import pack_npz, sample_many
 
 
 SETTINGS = dict(num_inference_steps=2, guidance_scale=2.0)

@@ -6,10 +6,10 @@ import pytest
 from diffusers import UniPCMultistepScheduler
 
 from pixelgen_diffusers.cli import main as cli_main
+from pixelgen_diffusers.conversion.hub import load_pipeline
 from pixelgen_diffusers.demo import model_dir
-from pixelgen_diffusers.demo.evaluate import evaluate
-from pixelgen_diffusers.hub import load_pipeline
-from pixelgen_diffusers.sampling_options import calibrate_mag_ratios, make_scheduler, parse_cache
+from pixelgen_diffusers.evaluation.demo_c2i import evaluate
+from pixelgen_diffusers.utils.sampling_options import calibrate_mag_ratios, make_scheduler, parse_cache
 
 
 @pytest.fixture(scope="module")

@@ -19,8 +19,8 @@ from components import (
 from diffusers.models.attention_dispatch import attention_backend
 from transformers import AutoTokenizer, Qwen3Model
 
-from pixelgen_diffusers.pipeline_pixelgen_t2i import PixelGenT2IPipeline
-from pixelgen_diffusers.transformer_jit_t2i import PixelGenT2IRotaryPosEmbed, PixelGenT2ITransformer2DModel
+from pixelgen_diffusers.models.transformer_jit_t2i import PixelGenT2IRotaryPosEmbed, PixelGenT2ITransformer2DModel
+from pixelgen_diffusers.pipelines.pipeline_pixelgen_t2i import PixelGenT2IPipeline
 
 
 BATCH = 2

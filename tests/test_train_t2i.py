@@ -17,7 +17,7 @@ from components import (
 )
 from safetensors.torch import load_file
 
-from pixelgen_diffusers.pipeline_pixelgen_t2i import PixelGenT2IPipeline
+from pixelgen_diffusers.pipelines.pipeline_pixelgen_t2i import PixelGenT2IPipeline
 from pixelgen_diffusers.training import PixelGenLoss, TrainingConfig, train
 from pixelgen_diffusers.training.captions import CaptionEmbeddingCache, load_embedding
 from pixelgen_diffusers.training.data import ImageCaptionDataset

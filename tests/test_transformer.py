@@ -9,7 +9,7 @@ from components import FORWARD_TOLERANCE, TINY_C2I, tiny_transformer
 from diffusers.models.attention_dispatch import attention_backend
 
 from pixelgen_diffusers import PixelGenTransformer2DModel
-from pixelgen_diffusers.transformer_jit import PixelGenRotaryPosEmbed, get_2d_sincos_pos_embed
+from pixelgen_diffusers.models.transformer_jit import PixelGenRotaryPosEmbed, get_2d_sincos_pos_embed
 
 
 def reference_forward(model: PixelGenTransformer2DModel, x, t, y):

@@ -12,16 +12,16 @@ __version__ = "0.1.0"
 
 # Public name -> the module that defines it.
 _EXPORTS = {
-    "PIXELGEN_PRESETS": "transformer_jit",
-    "PixelGenC2IPipeline": "pipeline_pixelgen_c2i",
-    "PixelGenScheduler": "scheduling_pixelgen",
-    "PixelGenT2IPipeline": "pipeline_pixelgen_t2i",
-    "PixelGenT2ITransformer2DModel": "transformer_jit_t2i",
-    "PixelGenTransformer2DModel": "transformer_jit",
-    "convert_checkpoint": "convert",
-    "export_pipeline": "export",
-    "imagenet_id2label": "labels",
-    "load_pipeline": "hub",
+    "PIXELGEN_PRESETS": "models.transformer_jit",
+    "PixelGenC2IPipeline": "pipelines.pipeline_pixelgen_c2i",
+    "PixelGenScheduler": "schedulers.scheduling_pixelgen",
+    "PixelGenT2IPipeline": "pipelines.pipeline_pixelgen_t2i",
+    "PixelGenT2ITransformer2DModel": "models.transformer_jit_t2i",
+    "PixelGenTransformer2DModel": "models.transformer_jit",
+    "convert_checkpoint": "conversion.convert",
+    "export_pipeline": "conversion.export",
+    "imagenet_id2label": "conversion.labels",
+    "load_pipeline": "conversion.hub",
 }
 
 __all__ = [
@@ -38,15 +38,15 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .convert import convert_checkpoint
-    from .export import export_pipeline
-    from .hub import load_pipeline
-    from .labels import imagenet_id2label
-    from .pipeline_pixelgen_c2i import PixelGenC2IPipeline
-    from .pipeline_pixelgen_t2i import PixelGenT2IPipeline
-    from .scheduling_pixelgen import PixelGenScheduler
-    from .transformer_jit import PIXELGEN_PRESETS, PixelGenTransformer2DModel
-    from .transformer_jit_t2i import PixelGenT2ITransformer2DModel
+    from .conversion.convert import convert_checkpoint
+    from .conversion.export import export_pipeline
+    from .conversion.hub import load_pipeline
+    from .conversion.labels import imagenet_id2label
+    from .models.transformer_jit import PIXELGEN_PRESETS, PixelGenTransformer2DModel
+    from .models.transformer_jit_t2i import PixelGenT2ITransformer2DModel
+    from .pipelines.pipeline_pixelgen_c2i import PixelGenC2IPipeline
+    from .pipelines.pipeline_pixelgen_t2i import PixelGenT2IPipeline
+    from .schedulers.scheduling_pixelgen import PixelGenScheduler
 
 
 def __getattr__(name: str):

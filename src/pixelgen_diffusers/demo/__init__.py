@@ -8,13 +8,13 @@ from .shapes import CLASS_NAMES, make_shapes, render_shape, write_shapes_dataset
 
 def model_dir() -> Path:
     """The class-to-image demo pipeline's folder inside the package; load it with
-    `pixelgen_diffusers.hub.load_pipeline`."""
+    `pixelgen_diffusers.load_pipeline`."""
     return Path(__file__).parent / "model"
 
 
 def t2i_model_dir() -> Path:
     """The text-to-image demo pipeline's folder inside the package (transformer, scheduler, Qwen3 text encoder and
-    tokenizer); load it with `pixelgen_diffusers.hub.load_pipeline` or `PixelGenT2IPipeline.from_pretrained`."""
+    tokenizer); load it with `pixelgen_diffusers.load_pipeline` or `PixelGenT2IPipeline.from_pretrained`."""
     return Path(__file__).parent / "model_t2i"
 
 

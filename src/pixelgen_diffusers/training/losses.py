@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..scheduling_pixelgen import x_to_velocity as velocity  # the sampler's conversion, with its 0.05 clamp
+from ..schedulers.scheduling_pixelgen import x_to_velocity as velocity  # the sampler's conversion, with its 0.05 clamp
 
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -74,7 +74,7 @@ def check_number(name, value, *, integer=False, minimum=None, maximum=None, excl
     return value
 
 
-# Copied from pixelgen_diffusers.transformer_jit.get_2d_sincos_pos_embed
+# Copied from pixelgen_diffusers.models.transformer_jit.get_2d_sincos_pos_embed
 def get_2d_sincos_pos_embed(embed_dim: int, grid_size: int) -> torch.Tensor:
     """MAE/DiT fixed table, (grid_size**2, embed_dim): first half encodes the column, second half the row."""
     quarter = embed_dim // 4
@@ -89,7 +89,7 @@ def get_2d_sincos_pos_embed(embed_dim: int, grid_size: int) -> torch.Tensor:
     return torch.cat(halves, dim=1).float()
 
 
-# Copied from pixelgen_diffusers.transformer_jit.mark_dynamic_shapes
+# Copied from pixelgen_diffusers.models.transformer_jit.mark_dynamic_shapes
 def mark_dynamic_shapes(tensor: torch.Tensor, dim: int = 0) -> None:
     """Marks a size that changes between calls so that torch.compile traces it symbolically once instead of
     recompiling: the batch (guided steps run 2B rows, unguided ones B) or the length of a RoPE table (a block attends
@@ -150,7 +150,7 @@ class PixelGenT2IRotaryPosEmbed(nn.Module):
         return torch.view_as_real(torch.polar(torch.ones_like(angles), angles))
 
 
-# Copied from pixelgen_diffusers.transformer_jit.apply_rotary_emb
+# Copied from pixelgen_diffusers.models.transformer_jit.apply_rotary_emb
 def apply_rotary_emb(hidden_states: torch.Tensor, rotary_emb: torch.Tensor) -> torch.Tensor:
     """Rotates adjacent channel pairs (x0, x1) by their angle a: (x0 cos a - x1 sin a, x1 cos a + x0 sin a).
 
@@ -230,7 +230,7 @@ class PixelGenT2IAttention(nn.Module, AttentionModuleMixin):
         self.to_out = nn.Linear(dim, dim, bias=True)
         self.set_processor(processor if processor is not None else self._default_processor_cls())
 
-    # Copied from pixelgen_diffusers.transformer_jit.PixelGenAttention.norm_query_key
+    # Copied from pixelgen_diffusers.models.transformer_jit.PixelGenAttention.norm_query_key
     def norm_query_key(self, query_key: torch.Tensor) -> torch.Tensor:
         """Per-head RMSNorm of queries (`norm_q`) and keys (`norm_k`) side by side: (B, S, 2 * heads, head_dim)."""
         weight = torch.cat([self.norm_q.weight.expand(self.heads, -1), self.norm_k.weight.expand(self.heads, -1)])
@@ -258,7 +258,7 @@ class PixelGenT2IFeedForward(nn.Module):
         return self.proj_out(F.silu(gate).mul_(up))  # in place: no second allocation
 
 
-# Copied from pixelgen_diffusers.transformer_jit.rms_normalize
+# Copied from pixelgen_diffusers.models.transformer_jit.rms_normalize
 def rms_normalize(hidden_states: torch.Tensor, eps: float) -> torch.Tensor:
     """x / sqrt(mean(x**2, last dim) + eps) in float32, cast back to the input dtype: `F.rms_norm` without weight.
 
@@ -273,7 +273,7 @@ def rms_normalize(hidden_states: torch.Tensor, eps: float) -> torch.Tensor:
     return (hidden_states * inverse_rms).type_as(hidden_states)
 
 
-# Copied from pixelgen_diffusers.transformer_jit.modulate
+# Copied from pixelgen_diffusers.models.transformer_jit.modulate
 def modulate(hidden_states: torch.Tensor, norm: nn.RMSNorm, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """adaLN: norm(x) * (1 + scale) + shift, for x of shape (B, S, D) and shift, scale of shape (B, D).
 
@@ -344,7 +344,7 @@ TransformerBlockRegistry.register(
 )
 
 
-# Copied from pixelgen_diffusers.transformer_jit.adapt_cache_config
+# Copied from pixelgen_diffusers.models.transformer_jit.adapt_cache_config
 def adapt_cache_config(config, batched_inputs: tuple[str, ...]):
     """Completes a diffusers cache config for a PixelGen transformer, or raises a ValueError naming why it cannot
     work. FasterCache must split every batched input between its unconditional and conditional halves
@@ -370,7 +370,7 @@ def adapt_cache_config(config, batched_inputs: tuple[str, ...]):
     return config
 
 
-# Copied from pixelgen_diffusers.transformer_jit.noisy_image_as_video
+# Copied from pixelgen_diffusers.models.transformer_jit.noisy_image_as_video
 def noisy_image_as_video(module, args, kwargs) -> list[torch.Tensor]:
     """SeaCache's view of the model input: each noisy image (C, H, W) as a one-frame video (C, 1, H, W)."""
     hidden_states = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]

@@ -16,17 +16,15 @@ The colour and background prompts use the shape-colour and shape-background pair
 A first row scores real images drawn to the same prompts: the ceiling the classifier allows.
 """
 
-import itertools
-import json
 import time
 
 import numpy as np
 import torch
 
-from .attribute_classifier import ATTRIBUTES, load_attribute_classifier
-from .captions import COLOR_NAMES, FULL_TEMPLATES, caption, held_out_triples, render_triple
-from .evaluate import METHODS, quantize
-from .shapes import CLASS_NAMES
+from ..demo.attribute_classifier import ATTRIBUTES, load_attribute_classifier
+from ..demo.captions import COLOR_NAMES, FULL_TEMPLATES, caption, held_out_triples, render_triple
+from ..demo.shapes import CLASS_NAMES
+from .demo_c2i import METHODS, quantize
 
 
 TASKS = ("single object", "colors", "background", "color attribution")
@@ -179,23 +177,3 @@ def format_t2i_table(rows: list[dict], header: bool = True) -> str:
         scores = " | ".join(f"{row[column]:.3f}" for column in columns)
         lines.append(f"| {row['method']} | {steps} | {guidance} | {scores} | {row['seconds_per_image']:.4f} |")
     return "\n".join(lines)
-
-
-def run_from_args(args) -> int:
-    """`pixelgen eval-demo --t2i`."""
-    from ..hub import load_pipeline
-    from . import t2i_model_dir
-
-    pipeline = load_pipeline(args.model or t2i_model_dir())
-    pipeline.set_progress_bar_config(disable=True)
-    if args.methods or args.steps or args.guidance:
-        steps, guidance = args.steps or (10, 25), args.guidance or (2.0, 4.0)
-        table = list(itertools.product(args.methods or METHODS, steps, guidance))
-    else:
-        table = DEFAULT_T2I_TABLE
-    print(format_t2i_table([]))
-    rows = evaluate_t2i(pipeline, table, args.images_per_prompt, args.seed, progress=True)
-    if args.json:
-        with open(args.json, "w") as file:
-            json.dump(rows, file, indent=2)
-    return 0

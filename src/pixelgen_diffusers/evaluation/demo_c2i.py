@@ -4,15 +4,19 @@ generated images (is each image the requested class?) and the Frechet distance b
 of generated and of real held-out images (do they look like the data?)."""
 
 import contextlib
-import itertools
 import time
 
 import torch
 
-from ..sampling_options import CACHES, SCHEDULERS, calibrate_mag_ratios, make_cache_config, make_scheduler, parse_cache
-from ..utils import atomic_write_json, cli_number
-from .classifier import load_classifier
-from .shapes import CLASS_NAMES, EVAL_SEED, make_shapes
+from ..demo.classifier import load_classifier
+from ..demo.shapes import CLASS_NAMES, EVAL_SEED, make_shapes
+from ..utils.sampling_options import (
+    SCHEDULERS,
+    calibrate_mag_ratios,
+    make_cache_config,
+    make_scheduler,
+    parse_cache,
+)
 
 
 # Second real sample, disjoint from the reference: its row is the noise floor of the metrics at this sample size.
@@ -255,111 +259,3 @@ def format_table(rows: list[dict], header: bool = True) -> str:
 
 
 # ------------------------------------------------------------------------------------------------------------ CLI
-def add_parser(subparsers) -> None:
-    """Registers `pixelgen eval-demo`."""
-    parser = subparsers.add_parser(
-        "eval-demo",
-        help="score the bundled demo models with the demo classifiers (--t2i: GenEval-style, text-to-image)",
-        description="Class-to-image (default): accuracy of the demo classifier on generated images and Frechet"
-        " distance of its features to real held-out images, per sampler / steps / guidance (/ cache); without"
-        " --methods/--steps/--guidance/--caches it runs --table (the README's tables), with any of them their"
-        " product. Text-to-image (--t2i): a GenEval-style score on prompts naming colour/shape/background"
-        " combinations held out from training, per task and overall, per sampler / steps / guidance.",
-    )
-    parser.add_argument("--t2i", action="store_true", help="score the text-to-image demo (GenEval-style)")
-    parser.add_argument(
-        "--model",
-        help="a pipeline folder trained on the shapes (or captioned shapes) data (default: the bundled demo)",
-    )
-    parser.add_argument(
-        "--table", choices=tuple(TABLES), default="default", help="preset table: samplers, caches or stock solvers"
-    )
-    parser.add_argument(
-        "--methods",
-        nargs="+",
-        choices=METHODS + STOCK_SCHEDULERS,
-        help="PixelGenScheduler solvers and/or stock schedulers (default: PixelGen's; --t2i: PixelGen's only)",
-    )
-    parser.add_argument(
-        "--caches",
-        nargs="+",
-        metavar="NAME[:VALUE]",
-        help=f"also run every row under each cache ({', '.join(CACHES)}), with its uncached share of compute",
-    )
-    parser.add_argument(
-        "--steps", nargs="+", type=cli_number(integer=True, minimum=1), help="step counts (default: 10 25)"
-    )
-    parser.add_argument(
-        "--guidance", nargs="+", type=cli_number(), help="guidance scales (default: 1 2 3; --t2i: 2 4)"
-    )
-    parser.add_argument(
-        "--num-samples",
-        type=cli_number(integer=True, minimum=1, maximum=100_000),
-        help="generated images per row (default 200; not with --t2i)",
-    )
-    parser.add_argument(
-        "--num-real",
-        type=cli_number(integer=True, minimum=2, maximum=100_000),
-        help="real held-out images for the reference (default 1000; not with --t2i)",
-    )
-    parser.add_argument(
-        "--images-per-prompt",
-        type=cli_number(integer=True, minimum=1, maximum=1000),
-        help="--t2i: images per evaluation prompt (default 1; 8x for single object)",
-    )
-    parser.add_argument("--seed", type=cli_number(integer=True, minimum=0), default=0)
-    parser.add_argument("--json", help="also write the rows to this JSON file")
-    parser.set_defaults(func=run_from_args)
-
-
-def run_from_args(args) -> int:
-    from ..hub import load_pipeline
-    from . import model_dir
-
-    for option, value in (
-        ("--steps", min(args.steps or [1])),
-        ("--num-samples", args.num_samples),
-        ("--num-real", args.num_real),
-        ("--images-per-prompt", args.images_per_prompt),
-    ):
-        if value is not None and value < 1:
-            raise ValueError(f"{option} must be a positive integer, got {value}")
-    if args.t2i:
-        if args.num_samples is not None or args.num_real is not None:
-            raise ValueError(
-                "--num-samples and --num-real are for the class-to-image score; with --t2i use --images-per-prompt"
-            )
-        if args.caches or args.table != "default":
-            raise ValueError("--caches and --table are for the class-to-image score, not --t2i")
-        stock = [method for method in args.methods or () if method not in METHODS]
-        if stock:
-            raise ValueError(f"--t2i scores PixelGen's solvers ({', '.join(METHODS)}), got {', '.join(stock)}")
-        from .evaluate_t2i import run_from_args as run_t2i
-
-        args.images_per_prompt = args.images_per_prompt or 1
-        return run_t2i(args)
-    if args.images_per_prompt is not None:
-        raise ValueError("--images-per-prompt is for the text-to-image score (--t2i)")
-    num_samples = args.num_samples if args.num_samples is not None else 200
-    num_real = args.num_real if args.num_real is not None else 1000
-
-    pipeline = load_pipeline(args.model or model_dir())
-    pipeline.set_progress_bar_config(disable=True)
-    if args.methods or args.steps or args.guidance or args.caches:
-        for cache in args.caches or ():
-            parse_cache(cache)  # bad specs fail before any sampling
-        table = list(
-            itertools.product(
-                args.methods or METHODS,
-                args.steps or (10, 25),
-                args.guidance or (1.0, 2.0, 3.0),
-                (None, *(args.caches or ())),
-            )
-        )
-    else:
-        table = TABLES[args.table]
-    print(format_table([]))
-    rows = evaluate(pipeline, table, num_samples, num_real, args.seed, progress=True)
-    if args.json:
-        atomic_write_json(args.json, rows)
-    return 0

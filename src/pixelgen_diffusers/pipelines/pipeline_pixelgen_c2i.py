@@ -71,7 +71,7 @@ def check_number(name, value, *, integer=False, minimum=None, maximum=None, excl
     return value
 
 
-# Copied from pixelgen_diffusers.transformer_jit.mark_dynamic_shapes
+# Copied from pixelgen_diffusers.models.transformer_jit.mark_dynamic_shapes
 def mark_dynamic_shapes(tensor: torch.Tensor, dim: int = 0) -> None:
     """Marks a size that changes between calls so that torch.compile traces it symbolically once instead of
     recompiling: the batch (guided steps run 2B rows, unguided ones B) or the length of a RoPE table (a block attends
@@ -87,7 +87,7 @@ def _drop_empty_float32_warning(record: logging.LogRecord) -> bool:
     return "should be kept in float32: []" not in record.getMessage()
 
 
-# Copied from pixelgen_diffusers.hub.looks_like_a_local_path
+# Copied from pixelgen_diffusers.conversion.hub.looks_like_a_local_path
 def looks_like_a_local_path(id_or_path: str | Path) -> bool:
     """Absolute, home-relative (`~`) or explicitly relative (`./`, `../`) paths name folders, never Hub repos."""
     text = str(id_or_path)
@@ -314,7 +314,7 @@ class PixelGenC2IPipeline(DiffusionPipeline, PixelGenLoraLoaderMixin):
         returns the installed classes. Loading through `DiffusionPipeline` is unaffected."""
         outputs = super().load_config(*args, **kwargs)
         config = outputs[0] if isinstance(outputs, tuple) else outputs
-        package = cls.__module__.rpartition(".")[0]
+        package = cls.__module__.partition(".")[0] if "." in cls.__module__ else ""
         class_name = config.get("_class_name")
         class_name = class_name[-1] if isinstance(class_name, (list, tuple)) else class_name
         other_kinds = {"PixelGenC2IPipeline": "class-to-image", "PixelGenT2IPipeline": "text-to-image"}
@@ -328,12 +328,11 @@ class PixelGenC2IPipeline(DiffusionPipeline, PixelGenLoraLoaderMixin):
         config["_class_name"] = class_name
         for name, entry in config.items():
             if isinstance(entry, (list, tuple)) and len(entry) == 2 and isinstance(entry[0], str):
-                try:  # the package's module of that name (transformer_jit, scheduling_pixelgen), if it has one
-                    module = importlib.import_module(f"{package}.{entry[0].rpartition('.')[2]}")
-                except ImportError:
-                    continue
-                if hasattr(module, entry[1]):
-                    config[name] = [module.__name__, entry[1]]
+                # the package's public class of that name and module (transformer_jit, scheduling_pixelgen), if any
+                installed = getattr(importlib.import_module(package), entry[1], None)
+                module = getattr(installed, "__module__", "")
+                if module.startswith(f"{package}.") and module.rpartition(".")[2] == entry[0].rpartition(".")[2]:
+                    config[name] = [module, entry[1]]
         return outputs
 
     @classmethod

@@ -12,7 +12,6 @@ they are used, so that `pixelgen export --help` is instant.
 
 from __future__ import annotations
 
-import argparse
 import ast
 import copy
 import datetime
@@ -25,16 +24,15 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .utils import (
+from ..utils import (
     DTYPE_NAMES,
-    check_output_folder,
     check_shard_size,
-    cli_shard_size,
     is_text_to_image,
     one_line,
     replace_directory,
     torch_dtype,
 )
+from .model_folder import ModelFolderError
 
 
 if TYPE_CHECKING:
@@ -54,10 +52,6 @@ TOKENIZER_FILES = (
     "chat_template.jinja",
     "chat_template.json",
 )
-
-
-class ModelFolderError(ValueError):
-    """A problem with the user's input or output folder; the CLI prints it as one line."""
 
 
 # -------------------------------------------------------------------------------------------------- output folders
@@ -259,7 +253,7 @@ def refresh_code(folder: str | Path) -> list[Path]:
     if not index_path.is_file():
         raise ModelFolderError(f"{folder} is not a model folder (no model_index.json)")
     model_index = json.loads(index_path.read_text())
-    package = __name__.rpartition(".")[0]
+    package = __name__.partition(".")[0]
     written = []
     for name, entry in model_index.items():
         if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)):
@@ -650,43 +644,3 @@ def load_ema_weights(pipeline: DiffusionPipeline, path: Path) -> None:
 
 def _version() -> str:
     return sys.modules["pixelgen_diffusers"].__version__
-
-
-def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "export",
-        help="turn a saved PixelGen pipeline into a self-contained folder that loads with plain diffusers",
-        description="Copy a saved PixelGen pipeline (save_pretrained output) into a self-contained model folder: "
-        "weights, configs, and the code diffusers needs to load it without pixelgen-diffusers.",
-    )
-    parser.add_argument("pipeline_dir", help="a folder written by save_pretrained (or a model folder)")
-    parser.add_argument("output_dir", help="folder to create")
-    parser.add_argument("--dtype", choices=DTYPE_NAMES, help="transformer storage dtype (default: as saved)")
-    parser.add_argument(
-        "--max-shard-size",
-        type=cli_shard_size,
-        default="10GB",
-        help="shard safetensors above this size, e.g. 500MB (units TB, GB, MB, KB; default 10GB)",
-    )
-    parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT_DIR once the new folder is complete")
-    parser.add_argument(
-        "--ema",
-        type=int,
-        default=0,
-        metavar="INDEX",
-        help="training checkpoints: which tracked EMA to export (default 0)",
-    )
-    parser.set_defaults(func=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    export_pipeline(
-        args.pipeline_dir,
-        check_output_folder(args.output_dir, "OUTPUT_DIR"),
-        dtype=args.dtype,
-        max_shard_size=args.max_shard_size,
-        overwrite=args.overwrite,
-        verbose=True,
-        ema_index=args.ema,
-    )
-    return 0

@@ -18,31 +18,31 @@ import importlib
 import os
 import sys
 
-from .utils import one_line
+from ..utils import one_line
 
 
 # Command name -> (the module that registers it, its one-line help for `pixelgen --help`).
 COMMANDS = {
-    "generate": ("pixelgen_diffusers.generate", "generate images with a PixelGen model"),
-    "labels": ("pixelgen_diffusers.labels", "search class names (ImageNet's, or a model's) for --class"),
+    "generate": ("pixelgen_diffusers.cli.generate", "generate images with a PixelGen model"),
+    "labels": ("pixelgen_diffusers.cli.labels", "search class names (ImageNet's, or a model's) for --class"),
     "convert": (
-        "pixelgen_diffusers.convert",
+        "pixelgen_diffusers.cli.convert",
         "convert an upstream PixelGen/JiT checkpoint into a self-contained diffusers folder",
     ),
     "export": (
-        "pixelgen_diffusers.export",
+        "pixelgen_diffusers.cli.export",
         "turn a saved PixelGen pipeline into a self-contained folder that loads with plain diffusers",
     ),
-    "sample": ("pixelgen_diffusers.sample", "sample many images for evaluation (resumable, multi-process)"),
+    "sample": ("pixelgen_diffusers.cli.sample", "sample many images for evaluation (resumable, multi-process)"),
     "train": (
-        "pixelgen_diffusers.training.trainer",
+        "pixelgen_diffusers.cli.train",
         "train or fine-tune a class-to-image or text-to-image model on a folder of images",
     ),
     "eval-demo": (
-        "pixelgen_diffusers.demo.evaluate",
+        "pixelgen_diffusers.cli.eval_demo",
         "score the bundled demo models with the demo classifiers (--t2i: GenEval-style, text-to-image)",
     ),
-    "demo": ("pixelgen_diffusers.demo_app", "a web app to try a PixelGen model (needs the [demo] extra)"),
+    "demo": ("pixelgen_diffusers.cli.demo", "a web app to try a PixelGen model (needs the [demo] extra)"),
 }
 
 
@@ -56,7 +56,7 @@ class ArgumentParser(argparse.ArgumentParser):
 def build_parser(commands=None) -> argparse.ArgumentParser:
     """The `pixelgen` parser. The modules of `commands` (default: every command) register their full parsers; the
     other commands are listed by name and help only, without importing anything."""
-    from . import __version__
+    from .. import __version__
 
     parser = ArgumentParser(
         prog="pixelgen",
@@ -145,7 +145,3 @@ def _quiet_libraries() -> None:
     for library_logging in (diffusers_logging, transformers_logging):
         library_logging.disable_progress_bar()
         library_logging.set_verbosity_error()
-
-
-if __name__ == "__main__":
-    sys.exit(main())

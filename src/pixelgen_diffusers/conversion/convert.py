@@ -26,23 +26,21 @@ import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from ..utils import (
+    DTYPE_NAMES,
+    check_number,
+    check_shard_size,
+    one_line,
+    torch_dtype,
+)
 from .export import (
-    ModelFolderError,
     check_output_dir,
     folder_size,
     format_size,
     render_model_card,
     write_model_folder,
 )
-from .utils import (
-    DTYPE_NAMES,
-    check_number,
-    check_output_folder,
-    check_shard_size,
-    cli_shard_size,
-    one_line,
-    torch_dtype,
-)
+from .model_folder import ModelFolderError
 
 
 if TYPE_CHECKING:
@@ -183,8 +181,8 @@ class SamplingDefaults:
         """A recipe that would make the written folder fail or draw black images is refused before any folder is
         written: the pipeline's and the scheduler's own checks, run on these values (here, not at construction, so
         that importing this module needs no torch)."""
-        from .pipeline_pixelgen_c2i import PixelGenC2IPipeline
-        from .scheduling_pixelgen import PixelGenScheduler
+        from ..pipelines.pipeline_pixelgen_c2i import PixelGenC2IPipeline
+        from ..schedulers.scheduling_pixelgen import PixelGenScheduler
 
         PixelGenScheduler.check_options(self.sampling_method, self.timeshift, self.solver_order)
         PixelGenC2IPipeline.check_sampling_defaults(
@@ -366,9 +364,9 @@ C2I = ModelKind(
         "in_context_start": ("in_context_start", 8),
     },
     infer_architecture=_infer_c2i,
-    transformer_module="transformer_jit",
+    transformer_module="models.transformer_jit",
     transformer_class="PixelGenTransformer2DModel",
-    pipeline_module="pipeline_pixelgen_c2i",
+    pipeline_module="pipelines.pipeline_pixelgen_c2i",
     pipeline_class="PixelGenC2IPipeline",
 )
 
@@ -389,9 +387,9 @@ T2I = ModelKind(
         "bottleneck_dim": ("bottleneck_dim", 256),
     },
     infer_architecture=_infer_t2i,
-    transformer_module="transformer_jit_t2i",
+    transformer_module="models.transformer_jit_t2i",
     transformer_class="PixelGenT2ITransformer2DModel",
-    pipeline_module="pipeline_pixelgen_t2i",
+    pipeline_module="pipelines.pipeline_pixelgen_t2i",
     pipeline_class="PixelGenT2IPipeline",
 )
 
@@ -619,7 +617,7 @@ def _ffn_ratio(hidden_size: int, inner_dim: int, preferred: float = 4.0) -> floa
 
 def match_preset(config: dict, family: str) -> str | None:
     """The published architecture these numbers describe (PixelGen-L/16 and JiT-L/16 share one; `family` picks)."""
-    from .transformer_jit import PIXELGEN_PRESETS
+    from ..models.transformer_jit import PIXELGEN_PRESETS
 
     fields = ("patch_size", "hidden_size", "depth", "num_heads", "bottleneck_dim", "in_context_len")
     matches = [
@@ -645,7 +643,7 @@ def resolve_architecture(
 
     Shapes decide what they can; the YAML (or JiT's saved arguments) must agree with them and supplies the rest.
     """
-    from .transformer_jit import PIXELGEN_PRESETS
+    from ..models.transformer_jit import PIXELGEN_PRESETS
 
     inferred = kind.infer_architecture(state_dict)
     config = {field: value for field, (value, _) in inferred.items()}
@@ -927,7 +925,7 @@ def convert_checkpoint(
     Returns:
         The output folder.
     """
-    from . import __version__
+    from .. import __version__
 
     for name, value in (("source", source), ("output_dir", output_dir)):
         if not isinstance(value, (str, Path)) or not str(value):
@@ -985,7 +983,7 @@ def convert_checkpoint(
     except ValueError as error:
         raise ConversionError(f"the sampling recipe ({defaults_source}): {error}") from None
 
-    from .scheduling_pixelgen import PixelGenScheduler
+    from ..schedulers.scheduling_pixelgen import PixelGenScheduler
 
     scheduler = PixelGenScheduler(**defaults.scheduler_config())
     _, pipeline_class = kind.classes()
@@ -1139,54 +1137,3 @@ def _summarise_dropped(keys: list[str]) -> str:
         group = key.split(".", 1)[0] + ".*"
         groups[group] = groups.get(group, 0) + 1
     return ", ".join(f"{group} ({count} tensors)" for group, count in groups.items())
-
-
-# ------------------------------------------------------------------------------------------------------------- CLI
-def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "convert",
-        help="convert an upstream PixelGen/JiT checkpoint into a self-contained diffusers folder",
-        description="Convert an upstream PixelGen Lightning checkpoint (.ckpt) or original JiT checkpoint (.pth) "
-        "into a model folder that loads with plain diffusers.",
-    )
-    parser.add_argument("source", help="PixelGen .ckpt, JiT .pth, or a bare upstream state dict")
-    parser.add_argument("output_dir", help="folder to create")
-    parser.add_argument("--config", help="upstream YAML (e.g. configs_c2i/PixelGen_XL.yaml): architecture + sampling")
-    parser.add_argument("--weights", choices=WEIGHT_CHOICES, default="ema", help="which copy of the weights")
-    parser.add_argument("--dtype", choices=DTYPE_NAMES, default="float32", help="storage dtype")
-    parser.add_argument("--labels", help="class names: JSON list/object or one name per line (non-ImageNet models)")
-    parser.add_argument("--text-encoder", help="text-to-image: text encoder folder or Hub id to include")
-    parser.add_argument("--tokenizer", help="text-to-image: tokenizer folder or Hub id (default: the text encoder's)")
-    parser.add_argument("--in-context-start", type=int, help="only for architectures no preset or YAML describes")
-    parser.add_argument(
-        "--max-shard-size",
-        type=cli_shard_size,
-        default="10GB",
-        help="shard safetensors above this size, e.g. 500MB (units TB, GB, MB, KB; default 10GB)",
-    )
-    parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT_DIR once the new folder is complete")
-    parser.add_argument(
-        "--allow-pickle",
-        action="store_true",
-        help="unpickle the checkpoint fully (needed for JiT files with saved args). UNSAFE for untrusted files",
-    )
-    parser.set_defaults(func=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    convert_checkpoint(
-        args.source,
-        check_output_folder(args.output_dir, "OUTPUT_DIR"),
-        config=args.config,
-        weights=args.weights,
-        dtype=args.dtype,
-        labels=args.labels,
-        text_encoder=args.text_encoder,
-        tokenizer=args.tokenizer,
-        in_context_start=args.in_context_start,
-        max_shard_size=args.max_shard_size,
-        overwrite=args.overwrite,
-        allow_pickle=args.allow_pickle,
-        verbose=True,
-    )
-    return 0

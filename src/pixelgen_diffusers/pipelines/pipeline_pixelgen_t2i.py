@@ -72,7 +72,7 @@ def check_number(name, value, *, integer=False, minimum=None, maximum=None, excl
     return value
 
 
-# Copied from pixelgen_diffusers.transformer_jit.mark_dynamic_shapes
+# Copied from pixelgen_diffusers.models.transformer_jit.mark_dynamic_shapes
 def mark_dynamic_shapes(tensor: torch.Tensor, dim: int = 0) -> None:
     """Marks a size that changes between calls so that torch.compile traces it symbolically once instead of
     recompiling: the batch (guided steps run 2B rows, unguided ones B) or the length of a RoPE table (a block attends
@@ -83,20 +83,20 @@ def mark_dynamic_shapes(tensor: torch.Tensor, dim: int = 0) -> None:
         torch._dynamo.decorators.mark_unbacked(tensor, dim)
 
 
-# Copied from pixelgen_diffusers.pipeline_pixelgen_c2i._drop_empty_float32_warning
+# Copied from pixelgen_diffusers.pipelines.pipeline_pixelgen_c2i._drop_empty_float32_warning
 def _drop_empty_float32_warning(record: logging.LogRecord) -> bool:
     """A logging filter: False for diffusers' "should be kept in float32: []" warning, which names no module."""
     return "should be kept in float32: []" not in record.getMessage()
 
 
-# Copied from pixelgen_diffusers.hub.looks_like_a_local_path
+# Copied from pixelgen_diffusers.conversion.hub.looks_like_a_local_path
 def looks_like_a_local_path(id_or_path: str | Path) -> bool:
     """Absolute, home-relative (`~`) or explicitly relative (`./`, `../`) paths name folders, never Hub repos."""
     text = str(id_or_path)
     return isinstance(id_or_path, Path) or Path(text).is_absolute() or text.startswith(("~", "./", "../", ".\\"))
 
 
-# Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenLoraLoaderMixin
+# Copied from pixelgen_diffusers.pipelines.pipeline_pixelgen_c2i.PixelGenLoraLoaderMixin
 class PixelGenLoraLoaderMixin(LoraBaseMixin):
     r"""
     diffusers' LoRA interface for PixelGen pipelines, on diffusers' own machinery (`LoraBaseMixin`, the transformer's
@@ -321,7 +321,7 @@ class PixelGenT2IPipeline(DiffusionPipeline, PixelGenLoraLoaderMixin):
         self._current_timestep = None
         self._interrupt = False
 
-    # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.load_config
+    # Copied from pixelgen_diffusers.pipelines.pipeline_pixelgen_c2i.PixelGenC2IPipeline.load_config
     @classmethod
     def load_config(cls, *args, **kwargs):
         """Reads `model_index.json`. A self-contained model folder names its own copies of the code (`["pipeline",
@@ -330,7 +330,7 @@ class PixelGenT2IPipeline(DiffusionPipeline, PixelGenLoraLoaderMixin):
         returns the installed classes. Loading through `DiffusionPipeline` is unaffected."""
         outputs = super().load_config(*args, **kwargs)
         config = outputs[0] if isinstance(outputs, tuple) else outputs
-        package = cls.__module__.rpartition(".")[0]
+        package = cls.__module__.partition(".")[0] if "." in cls.__module__ else ""
         class_name = config.get("_class_name")
         class_name = class_name[-1] if isinstance(class_name, (list, tuple)) else class_name
         other_kinds = {"PixelGenC2IPipeline": "class-to-image", "PixelGenT2IPipeline": "text-to-image"}
@@ -344,15 +344,14 @@ class PixelGenT2IPipeline(DiffusionPipeline, PixelGenLoraLoaderMixin):
         config["_class_name"] = class_name
         for name, entry in config.items():
             if isinstance(entry, (list, tuple)) and len(entry) == 2 and isinstance(entry[0], str):
-                try:  # the package's module of that name (transformer_jit, scheduling_pixelgen), if it has one
-                    module = importlib.import_module(f"{package}.{entry[0].rpartition('.')[2]}")
-                except ImportError:
-                    continue
-                if hasattr(module, entry[1]):
-                    config[name] = [module.__name__, entry[1]]
+                # the package's public class of that name and module (transformer_jit, scheduling_pixelgen), if any
+                installed = getattr(importlib.import_module(package), entry[1], None)
+                module = getattr(installed, "__module__", "")
+                if module.startswith(f"{package}.") and module.rpartition(".")[2] == entry[0].rpartition(".")[2]:
+                    config[name] = [module, entry[1]]
         return outputs
 
-    # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.from_pipe
+    # Copied from pixelgen_diffusers.pipelines.pipeline_pixelgen_c2i.PixelGenC2IPipeline.from_pipe
     @classmethod
     def from_pipe(cls, pipeline: DiffusionPipeline, **kwargs) -> DiffusionPipeline:
         """diffusers' `from_pipe`, reusing every component this class takes: diffusers switches a model over only
@@ -369,7 +368,7 @@ class PixelGenT2IPipeline(DiffusionPipeline, PixelGenLoraLoaderMixin):
         finally:
             model_logger.removeFilter(_drop_empty_float32_warning)
 
-    # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.save_config
+    # Copied from pixelgen_diffusers.pipelines.pipeline_pixelgen_c2i.PixelGenC2IPipeline.save_config
     def save_config(self, save_directory: str | os.PathLike, *args, **kwargs) -> None:
         """Writes `model_index.json` (the last step of `save_pretrained`), then this pipeline's code and its
         components' beside them, and points `model_index.json` at those copies: the folder is self-contained and
@@ -545,24 +544,24 @@ class PixelGenT2IPipeline(DiffusionPipeline, PixelGenLoraLoaderMixin):
             )
 
     # ------------------------------------------------------------------------------------------- call properties
-    # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.guidance_scale
+    # Copied from pixelgen_diffusers.pipelines.pipeline_pixelgen_c2i.PixelGenC2IPipeline.guidance_scale
     @property
     def guidance_scale(self) -> float:
         return self._guidance_scale
 
-    # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.do_classifier_free_guidance
+    # Copied from pixelgen_diffusers.pipelines.pipeline_pixelgen_c2i.PixelGenC2IPipeline.do_classifier_free_guidance
     @property
     def do_classifier_free_guidance(self) -> bool:
         """Guidance v_u + w (v_c - v_u) only for w > 1, as in diffusers and the model card; otherwise conditional
         samples (so a step-end callback setting `pipe._guidance_scale = 0.0` stops guiding)."""
         return self._guidance_scale > 1.0
 
-    # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.num_timesteps
+    # Copied from pixelgen_diffusers.pipelines.pipeline_pixelgen_c2i.PixelGenC2IPipeline.num_timesteps
     @property
     def num_timesteps(self) -> int:
         return self._num_timesteps
 
-    # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.interrupt
+    # Copied from pixelgen_diffusers.pipelines.pipeline_pixelgen_c2i.PixelGenC2IPipeline.interrupt
     @property
     def interrupt(self) -> bool:
         return self._interrupt
@@ -648,7 +647,7 @@ class PixelGenT2IPipeline(DiffusionPipeline, PixelGenLoraLoaderMixin):
             callback,
         )
 
-    # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.check_sampling_defaults
+    # Copied from pixelgen_diffusers.pipelines.pipeline_pixelgen_c2i.PixelGenC2IPipeline.check_sampling_defaults
     @staticmethod
     def check_sampling_defaults(
         num_inference_steps, guidance_scale, guidance_interval_min, guidance_interval_max, noise_scale
@@ -666,7 +665,7 @@ class PixelGenT2IPipeline(DiffusionPipeline, PixelGenLoraLoaderMixin):
             )
         check_number("noise_scale", noise_scale, minimum=0, exclusive_minimum=True)
 
-    # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.check_sampling_inputs
+    # Copied from pixelgen_diffusers.pipelines.pipeline_pixelgen_c2i.PixelGenC2IPipeline.check_sampling_inputs
     def check_sampling_inputs(
         self,
         num_conditions,
@@ -726,7 +725,7 @@ class PixelGenT2IPipeline(DiffusionPipeline, PixelGenLoraLoaderMixin):
                     f"callback_on_step_end_tensor_inputs has {unknown}; accepted: {self._callback_tensor_inputs}."
                 )
 
-    # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.save_pretrained
+    # Copied from pixelgen_diffusers.pipelines.pipeline_pixelgen_c2i.PixelGenC2IPipeline.save_pretrained
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`DiffusionPipeline.save_pretrained`, refusing a config that would make the saved folder unusable."""
         config = self.config
@@ -747,7 +746,7 @@ class PixelGenT2IPipeline(DiffusionPipeline, PixelGenLoraLoaderMixin):
             latents = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
         return latents.to(device=device, dtype=torch.float32) * noise_scale
 
-    # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.postprocess
+    # Copied from pixelgen_diffusers.pipelines.pipeline_pixelgen_c2i.PixelGenC2IPipeline.postprocess
     @staticmethod
     def postprocess(sample: torch.Tensor, output_type: str):
         """Pixels in [-1, 1] to images; PIL uses upstream's rounding, uint8 = clip((x + 1) * 127.5 + 0.5, 0, 255)."""
@@ -760,14 +759,14 @@ class PixelGenT2IPipeline(DiffusionPipeline, PixelGenLoraLoaderMixin):
         return images if output_type == "pt" else images.permute(0, 2, 3, 1).cpu().numpy()
 
     # ------------------------------------------------------------------------------------------------ sampling
-    # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.current_timestep
+    # Copied from pixelgen_diffusers.pipelines.pipeline_pixelgen_c2i.PixelGenC2IPipeline.current_timestep
     @property
     def current_timestep(self) -> float | None:
         """Where the loop is, in diffusers' convention (1000 = pure noise, i.e. 1000 * (1 - t)): the clock that
         `PyramidAttentionBroadcastConfig` / `FasterCacheConfig` read through `current_timestep_callback`."""
         return self._current_timestep
 
-    # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.check_scheduler
+    # Copied from pixelgen_diffusers.pipelines.pipeline_pixelgen_c2i.PixelGenC2IPipeline.check_scheduler
     def check_scheduler(self, sampling_method, solver_order, timeshift):
         """Accepts `PixelGenScheduler` or a stock diffusers flow-matching scheduler (FlowMatchEuler/Heun, or a
         multistep solver with `use_flow_sigmas=True` and `prediction_type="flow_prediction"`)."""
@@ -801,7 +800,7 @@ class PixelGenT2IPipeline(DiffusionPipeline, PixelGenLoraLoaderMixin):
                 f" {shift_name}={timeshift})."
             )
 
-    # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.prepare_schedule
+    # Copied from pixelgen_diffusers.pipelines.pipeline_pixelgen_c2i.PixelGenC2IPipeline.prepare_schedule
     def prepare_schedule(self, num_inference_steps, device, sampling_method, timeshift, solver_order, interval):
         """Sets the scheduler's grid. Returns the PixelGen time t of every model evaluation (float32; t = 0 is
         noise, t = 1 - sigma) and whether guidance applies at it (min < t <= max at the step's start, in float32;
@@ -841,7 +840,7 @@ class PixelGenT2IPipeline(DiffusionPipeline, PixelGenLoraLoaderMixin):
         high = torch.tensor(interval[1], dtype=torch.float32)
         return times.to(device), ((step_start_times > low) & (step_start_times <= high)).tolist()
 
-    # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.predict_clean_image
+    # Copied from pixelgen_diffusers.pipelines.pipeline_pixelgen_c2i.PixelGenC2IPipeline.predict_clean_image
     def predict_clean_image(self, latents, t, condition, negative_condition, step_index, num_evaluations):
         """The transformer's clean-image predictions (conditional, unconditional or None). Without a cache the two
         halves run as one batch, unconditional first as upstream batches them (and as FasterCache expects); under a
@@ -874,7 +873,7 @@ class PixelGenT2IPipeline(DiffusionPipeline, PixelGenLoraLoaderMixin):
                 predictions.append(predict(latents, pass_condition))
         return predictions[0], (predictions[1] if len(predictions) > 1 else None)
 
-    # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.check_cache
+    # Copied from pixelgen_diffusers.pipelines.pipeline_pixelgen_c2i.PixelGenC2IPipeline.check_cache
     def check_cache(self, guided: list[bool]):
         """FasterCache approximates the unconditional half of a batched [uncond, cond] call from past calls, so it
         needs every evaluation guided (or, with `is_guidance_distilled=True`, none)."""
@@ -897,7 +896,7 @@ class PixelGenT2IPipeline(DiffusionPipeline, PixelGenLoraLoaderMixin):
                 " another cache."
             )
 
-    # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.convert_to_velocity
+    # Copied from pixelgen_diffusers.pipelines.pipeline_pixelgen_c2i.PixelGenC2IPipeline.convert_to_velocity
     def convert_to_velocity(self, prediction: torch.Tensor, t: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
         """x-prediction to velocity dx/dt = (x_hat - x_t) / max(1 - t, 0.05), in float32 (PixelGen's conversion
         and clamp; PixelGenScheduler applies its own `t_eps`)."""
@@ -905,7 +904,7 @@ class PixelGenT2IPipeline(DiffusionPipeline, PixelGenLoraLoaderMixin):
             return self.scheduler.convert_model_output(prediction, t, sample)
         return (prediction.float() - sample.float()) / (1.0 - t.float()).clamp_min(X_PREDICTION_T_EPS)
 
-    # Copied from pixelgen_diffusers.pipeline_pixelgen_c2i.PixelGenC2IPipeline.scheduler_step
+    # Copied from pixelgen_diffusers.pipelines.pipeline_pixelgen_c2i.PixelGenC2IPipeline.scheduler_step
     def scheduler_step(self, velocity: torch.Tensor, t: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
         """PixelGenScheduler steps the velocity dx/dt; stock flow-matching schedulers integrate in sigma = 1 - t and
         take dx/dsigma = -velocity."""

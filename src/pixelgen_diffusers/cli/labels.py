@@ -1,30 +1,15 @@
-"""Class-name tables shipped with the package, and `pixelgen labels` to search them (or a model's own)."""
+# Copyright 2026 The pixelgen-diffusers authors. Licensed under the MIT license.
+"""`pixelgen labels`: search class names (ImageNet's, or a model's) for --class."""
 
 import argparse
-import json
-from functools import cache
-from importlib import resources
 from pathlib import Path
 
-
-@cache
-def imagenet_id2label() -> dict[int, str]:
-    """ImageNet-1k class id -> comma-separated English synonyms (the standard lemma lists)."""
-    text = resources.files("pixelgen_diffusers").joinpath("data/imagenet_id2label.json").read_text()
-    return {int(k): v for k, v in json.loads(text).items()}
-
-
-def search_labels(id2label: dict[int, str], query: str | None) -> dict[int, str]:
-    """The classes with a name containing `query` (case-insensitive), or all of them without one."""
-    if not query:
-        return dict(sorted(id2label.items()))
-    query = query.strip().lower()
-    return {class_id: names for class_id, names in sorted(id2label.items()) if query in names.lower()}
+from ..conversion.labels import imagenet_id2label, search_labels
 
 
 def model_id2label(model: str) -> dict[int, str]:
     """A class-to-image model's class names, read from its `model_index.json` (from the Hub, only that file)."""
-    from .hub import read_model_index, resolve_model_folder
+    from ..conversion.hub import read_model_index, resolve_model_folder
 
     if Path(model).expanduser().exists():
         model_index = read_model_index(resolve_model_folder(model))

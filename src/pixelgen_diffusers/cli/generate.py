@@ -16,8 +16,7 @@ import os
 import re
 from pathlib import Path
 
-from . import sampling_options
-from .utils import (
+from ..utils import (
     SAMPLING_METHODS,
     add_sampling_speed_arguments,
     atomic_save_image,
@@ -29,6 +28,7 @@ from .utils import (
     is_text_to_image,
     one_line,
     resolve_device,
+    sampling_options,
 )
 
 
@@ -55,7 +55,7 @@ def demo_model_dir(text_to_image: bool = False) -> Path:
     """The bundled demo model used when no --model is given: the text-to-image one for prompts, the class-to-image
     one for classes."""
     try:
-        from .demo import model_dir, t2i_model_dir
+        from ..demo import model_dir, t2i_model_dir
 
         path = Path(t2i_model_dir() if text_to_image else model_dir())
     except (ImportError, AttributeError, OSError):
@@ -328,7 +328,7 @@ def run(args: argparse.Namespace) -> int:
     out = check_output_folder(args.out, "--out")
     import torch
 
-    from .hub import load_pipeline
+    from ..conversion.hub import load_pipeline
 
     device = resolve_device(args.device)
 

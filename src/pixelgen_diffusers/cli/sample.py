@@ -32,16 +32,7 @@ import numpy as np
 import PIL.Image
 from tqdm.auto import tqdm
 
-from . import sampling_options
-from .generate import (
-    add_text_encoder_argument,
-    add_threads_argument,
-    add_trust_remote_code_argument,
-    demo_model_dir,
-    prepare_text_encoder,
-    set_threads,
-)
-from .utils import (
+from ..utils import (
     SAMPLING_METHODS,
     add_sampling_speed_arguments,
     atomic_save_image,
@@ -55,6 +46,15 @@ from .utils import (
     is_text_to_image,
     locked_folder,
     one_line,
+    sampling_options,
+)
+from .generate import (
+    add_text_encoder_argument,
+    add_threads_argument,
+    add_trust_remote_code_argument,
+    demo_model_dir,
+    prepare_text_encoder,
+    set_threads,
 )
 
 
@@ -400,7 +400,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from accelerate import PartialState
 
-    from .hub import load_pipeline
+    from ..conversion.hub import load_pipeline
 
     prompts = None
     if args.prompts:

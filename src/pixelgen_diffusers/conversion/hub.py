@@ -10,55 +10,32 @@ from __future__ import annotations
 
 import functools
 import importlib
-import json
+import inspect
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .convert import MODEL_KINDS
-from .export import ModelFolderError
-from .utils import one_line
+from ..utils import one_line
+from .model_folder import ModelFolderError, pipeline_class_name, read_model_index
 
 
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
 
 
-# Pipeline class name -> the package module defining it.
-PACKAGE_PIPELINES = {kind.pipeline_class: kind.pipeline_module for kind in MODEL_KINDS.values()}
 HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "force_download")
 _HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*")
 
 
 def package_pipeline_class(class_name: str) -> type | None:
-    """The installed pipeline class of that name, or None if it is not one of ours (or not installed)."""
-    module_name = PACKAGE_PIPELINES.get(class_name)
-    if module_name is None:
+    """The installed pipeline class of that name (one of the package's public names), or None if it is not ours."""
+    package = importlib.import_module(__name__.partition(".")[0])
+    if not class_name.endswith("Pipeline") or class_name not in package.__all__:
         return None
     try:
-        module = importlib.import_module(f"pixelgen_diffusers.{module_name}")
+        return getattr(package, class_name)
     except ImportError:
         return None
-    return getattr(module, class_name, None)
-
-
-def read_model_index(folder: Path) -> dict:
-    path = Path(folder) / "model_index.json"
-    if not path.is_file():
-        raise ModelFolderError(f"{folder} is not a diffusers model folder (no model_index.json)")
-    try:
-        model_index = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ModelFolderError(f"cannot read {path}: {one_line(error)}") from None
-    if not isinstance(model_index, dict):
-        raise ModelFolderError(f"{path} must hold a JSON object, got a {type(model_index).__name__}")
-    return model_index
-
-
-def pipeline_class_name(model_index: dict) -> str | None:
-    """The pipeline class a `model_index.json` names: `"Name"`, or `["module", "Name"]` for a folder shipping code."""
-    class_entry = model_index.get("_class_name")
-    return class_entry[-1] if isinstance(class_entry, list) else class_entry
 
 
 def looks_like_a_local_path(id_or_path: str | Path) -> bool:
@@ -111,14 +88,16 @@ def resolve_model_folder(id_or_path: str | Path, **hub_kwargs) -> Path:
 
 def _differing_code_files(folder: Path, model_index: dict, pipeline_class: type) -> list[str]:
     """The code files of a self-contained folder that are not byte-identical to the installed package's."""
-    package_dir = Path(importlib.import_module("pixelgen_diffusers").__file__).parent
+    package = importlib.import_module("pixelgen_diffusers")
     stem = model_index["_class_name"][0]
-    pairs = [(folder / f"{stem}.py", Path(importlib.import_module(pipeline_class.__module__).__file__))]
+    pairs = [(folder / f"{stem}.py", Path(inspect.getsourcefile(pipeline_class)))]
     for name, entry in model_index.items():
         if isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str):
             shipped = folder / name / f"{entry[0]}.py"
             if shipped.is_file():
-                pairs.append((shipped, package_dir / f"{entry[0]}.py"))
+                ours = getattr(package, entry[1]) if entry[1] in package.__all__ else None
+                installed = Path(inspect.getsourcefile(ours)) if ours else shipped.with_suffix("")  # none: differs
+                pairs.append((shipped, installed))
     return [
         shipped.relative_to(folder).as_posix()
         for shipped, installed in pairs

@@ -1,0 +1,58 @@
+# Copyright 2026 The pixelgen-diffusers authors. Licensed under the MIT license.
+"""`pixelgen convert`: an upstream PixelGen/JiT checkpoint into a self-contained model folder."""
+
+import argparse
+
+from ..conversion.convert import WEIGHT_CHOICES, convert_checkpoint
+from ..utils import DTYPE_NAMES, check_output_folder, cli_shard_size
+
+
+# ------------------------------------------------------------------------------------------------------------- CLI
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "convert",
+        help="convert an upstream PixelGen/JiT checkpoint into a self-contained diffusers folder",
+        description="Convert an upstream PixelGen Lightning checkpoint (.ckpt) or original JiT checkpoint (.pth) "
+        "into a model folder that loads with plain diffusers.",
+    )
+    parser.add_argument("source", help="PixelGen .ckpt, JiT .pth, or a bare upstream state dict")
+    parser.add_argument("output_dir", help="folder to create")
+    parser.add_argument("--config", help="upstream YAML (e.g. configs_c2i/PixelGen_XL.yaml): architecture + sampling")
+    parser.add_argument("--weights", choices=WEIGHT_CHOICES, default="ema", help="which copy of the weights")
+    parser.add_argument("--dtype", choices=DTYPE_NAMES, default="float32", help="storage dtype")
+    parser.add_argument("--labels", help="class names: JSON list/object or one name per line (non-ImageNet models)")
+    parser.add_argument("--text-encoder", help="text-to-image: text encoder folder or Hub id to include")
+    parser.add_argument("--tokenizer", help="text-to-image: tokenizer folder or Hub id (default: the text encoder's)")
+    parser.add_argument("--in-context-start", type=int, help="only for architectures no preset or YAML describes")
+    parser.add_argument(
+        "--max-shard-size",
+        type=cli_shard_size,
+        default="10GB",
+        help="shard safetensors above this size, e.g. 500MB (units TB, GB, MB, KB; default 10GB)",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT_DIR once the new folder is complete")
+    parser.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="unpickle the checkpoint fully (needed for JiT files with saved args). UNSAFE for untrusted files",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    convert_checkpoint(
+        args.source,
+        check_output_folder(args.output_dir, "OUTPUT_DIR"),
+        config=args.config,
+        weights=args.weights,
+        dtype=args.dtype,
+        labels=args.labels,
+        text_encoder=args.text_encoder,
+        tokenizer=args.tokenizer,
+        in_context_start=args.in_context_start,
+        max_shard_size=args.max_shard_size,
+        overwrite=args.overwrite,
+        allow_pickle=args.allow_pickle,
+        verbose=True,
+    )
+    return 0

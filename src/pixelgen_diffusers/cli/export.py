@@ -1,0 +1,47 @@
+# Copyright 2026 The pixelgen-diffusers authors. Licensed under the MIT license.
+"""`pixelgen export`: a saved PixelGen pipeline into a self-contained model folder."""
+
+import argparse
+
+from ..conversion.export import export_pipeline
+from ..utils import DTYPE_NAMES, check_output_folder, cli_shard_size
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="turn a saved PixelGen pipeline into a self-contained folder that loads with plain diffusers",
+        description="Copy a saved PixelGen pipeline (save_pretrained output) into a self-contained model folder: "
+        "weights, configs, and the code diffusers needs to load it without pixelgen-diffusers.",
+    )
+    parser.add_argument("pipeline_dir", help="a folder written by save_pretrained (or a model folder)")
+    parser.add_argument("output_dir", help="folder to create")
+    parser.add_argument("--dtype", choices=DTYPE_NAMES, help="transformer storage dtype (default: as saved)")
+    parser.add_argument(
+        "--max-shard-size",
+        type=cli_shard_size,
+        default="10GB",
+        help="shard safetensors above this size, e.g. 500MB (units TB, GB, MB, KB; default 10GB)",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT_DIR once the new folder is complete")
+    parser.add_argument(
+        "--ema",
+        type=int,
+        default=0,
+        metavar="INDEX",
+        help="training checkpoints: which tracked EMA to export (default 0)",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    export_pipeline(
+        args.pipeline_dir,
+        check_output_folder(args.output_dir, "OUTPUT_DIR"),
+        dtype=args.dtype,
+        max_shard_size=args.max_shard_size,
+        overwrite=args.overwrite,
+        verbose=True,
+        ema_index=args.ema,
+    )
+    return 0

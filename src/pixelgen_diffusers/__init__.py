@@ -22,6 +22,7 @@ _EXPORTS = {
     "export_pipeline": "conversion.export",
     "imagenet_id2label": "conversion.labels",
     "load_pipeline": "conversion.hub",
+    "push_to_hub": "conversion.push",
 }
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "export_pipeline",
     "imagenet_id2label",
     "load_pipeline",
+    "push_to_hub",
 ]
 
 if TYPE_CHECKING:
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
     from .conversion.export import export_pipeline
     from .conversion.hub import load_pipeline
     from .conversion.labels import imagenet_id2label
+    from .conversion.push import push_to_hub
     from .models.transformer_jit import PIXELGEN_PRESETS, PixelGenTransformer2DModel
     from .models.transformer_jit_t2i import PixelGenT2ITransformer2DModel
     from .pipelines.pipeline_pixelgen_c2i import PixelGenC2IPipeline

@@ -33,6 +33,7 @@ COMMANDS = {
         "pixelgen_diffusers.cli.export",
         "turn a saved PixelGen pipeline into a self-contained folder that loads with plain diffusers",
     ),
+    "push": ("pixelgen_diffusers.cli.push", "publish a converted or exported model folder to the Hugging Face Hub"),
     "sample": ("pixelgen_diffusers.cli.sample", "sample many images for evaluation (resumable, multi-process)"),
     "train": (
         "pixelgen_diffusers.cli.train",

@@ -49,10 +49,12 @@ from ..utils import (
     sampling_options,
 )
 from .generate import (
+    add_quantize_argument,
     add_text_encoder_argument,
     add_threads_argument,
     add_trust_remote_code_argument,
     demo_model_dir,
+    load_model,
     prepare_text_encoder,
     set_threads,
 )
@@ -381,6 +383,7 @@ def add_parser(subparsers) -> None:
     add_text_encoder_argument(parser)
     add_threads_argument(parser)
     add_trust_remote_code_argument(parser)
+    add_quantize_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -400,8 +403,6 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from accelerate import PartialState
 
-    from ..conversion.hub import load_pipeline
-
     prompts = None
     if args.prompts:
         try:
@@ -413,8 +414,7 @@ def run(args: argparse.Namespace) -> int:
     out = check_output_folder(args.out, "--out")
     model = args.model if args.model is not None else str(demo_model_dir(text_to_image=bool(args.prompts)))
     device = PartialState().device
-    pipeline = load_pipeline(model, dtype=default_dtype(args.dtype, device), trust_remote_code=args.trust_remote_code)
-    pipeline = pipeline.to(device)
+    pipeline = load_model(model, default_dtype(args.dtype, device), device, args).to(device)
     set_threads(args.threads, pipeline)
     prepare_text_encoder(pipeline, args.text_encoder)
     compile_transformer(pipeline, args.compile)

@@ -25,13 +25,8 @@ from pixelgen_diffusers import (
     export_pipeline,
     load_pipeline,
 )
-from pixelgen_diffusers.conversion.export import (
-    ModelFolderError,
-    make_self_contained,
-    read_safetensors_folder,
-    refresh_code,
-    stored_dtype,
-)
+from pixelgen_diffusers.conversion.export import make_self_contained, refresh_code
+from pixelgen_diffusers.conversion.model_folder import ModelFolderError, read_safetensors_folder, stored_dtype
 
 
 def sample(pipe, labels=(1, 3), seeds=(5, 6), steps=3):

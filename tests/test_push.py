@@ -9,6 +9,7 @@ from pathlib import Path
 
 import huggingface_hub
 import pytest
+import torch
 from components import tiny_c2i_pipeline, tiny_t2i_pipeline
 from huggingface_hub import ModelCard
 
@@ -164,3 +165,24 @@ def test_bad_input_is_one_line_and_nothing_is_uploaded(exported, monkeypatch, ca
     assert error.count("\n") == 1 and "pixelgen push: error:" in error
     assert re.search(message, error), error
     assert hub.calls == []
+
+
+def test_export_and_convert_record_a_stated_license_and_base_model_on_the_card(tmp_path, capsys):
+    from components import upstream_c2i_state_dict, upstream_lightning_checkpoint
+
+    folder = export_pipeline(tiny_c2i_pipeline(), tmp_path / "a", license="apache-2.0", base_model="me/base")
+    card = ModelCard((folder / "README.md").read_text())
+    assert (card.data.license, card.data.base_model, card.data.library_name) == ("apache-2.0", "me/base", "diffusers")
+    assert "released under `apache-2.0`" in card.text
+    # Exporting the folder again keeps what it records.
+    again = export_pipeline(folder, tmp_path / "b")
+    assert ModelCard((again / "README.md").read_text()).data.license == "apache-2.0"
+
+    checkpoint = tmp_path / "model.ckpt"
+    state_dict = upstream_c2i_state_dict()
+    torch.save(upstream_lightning_checkpoint(state_dict, state_dict), checkpoint)
+    assert main(["convert", str(checkpoint), str(tmp_path / "c"), "--license", "mit", "--in-context-start", "1"]) == 0
+    assert ModelCard((tmp_path / "c" / "README.md").read_text()).data.license == "mit"
+    assert main(["convert", str(checkpoint), str(tmp_path / "d"), "--license", "MIT License"]) == 2
+    assert "--license must be a Hub license id" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()

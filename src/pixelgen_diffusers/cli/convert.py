@@ -6,6 +6,7 @@ import argparse
 from ..conversion.checkpoints import WEIGHT_CHOICES
 from ..conversion.convert import convert_checkpoint
 from ..utils import DTYPE_NAMES, check_output_folder, cli_shard_size
+from .export import add_card_arguments
 
 
 # ------------------------------------------------------------------------------------------------------------- CLI
@@ -37,6 +38,7 @@ def add_parser(subparsers) -> None:
         action="store_true",
         help="unpickle the checkpoint fully (needed for JiT files with saved args). UNSAFE for untrusted files",
     )
+    add_card_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -54,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
         max_shard_size=args.max_shard_size,
         overwrite=args.overwrite,
         allow_pickle=args.allow_pickle,
+        license=args.license,
+        base_model=args.base_model,
         verbose=True,
     )
     return 0

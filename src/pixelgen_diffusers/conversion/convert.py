@@ -33,7 +33,7 @@ from .architecture import build_transformer, resolve_architecture
 from .checkpoints import WEIGHT_CHOICES, file_sha256, load_checkpoint, read_labels, select_weights
 from .export import write_model_folder
 from .keys import C2I, T2I, ModelKind, detect_kind
-from .model_card import render_model_card
+from .model_card import card_fields, render_model_card
 from .model_folder import ConversionError, check_output_dir, folder_size, format_size
 from .upstream_config import defaults_from_jit_args, read_upstream_config, recommended_defaults, sampling_from_config
 
@@ -75,6 +75,8 @@ def convert_checkpoint(
     max_shard_size: str | int = "10GB",
     overwrite: bool = False,
     allow_pickle: bool = False,
+    license: str | None = None,
+    base_model: str | None = None,
     verbose: bool = False,
 ) -> Path:
     """Converts an upstream PixelGen / JiT checkpoint into a self-contained diffusers model folder.
@@ -91,6 +93,9 @@ def convert_checkpoint(
         max_shard_size: safetensors files above this size are sharded (with an index file).
         overwrite: replace an existing non-empty `output_dir` (only once the new folder is complete).
         allow_pickle: allow full unpickling of the checkpoint. Unsafe for files you do not trust.
+        license: the weights' license (a Hub license id, e.g. `mit`), recorded in the metadata and on the card; the
+            checkpoint does not say, so it is recorded only when stated.
+        base_model: the Hub id of the model the weights derive from, for the card.
         verbose: print a summary.
     Returns:
         The output folder.
@@ -111,6 +116,7 @@ def convert_checkpoint(
         check_shard_size(max_shard_size)
     except ValueError as error:
         raise ConversionError(str(error)) from None
+    stated_card_fields = card_fields(license, base_model)
     check_output_dir(output_dir, overwrite, source)
     upstream_config = read_upstream_config(config) if config is not None else None
     config_name = f"--config {Path(config).name}" if config is not None else "--config"
@@ -191,6 +197,7 @@ def convert_checkpoint(
         "sampling_defaults_source": defaults_source,
         "upstream_config": _upstream_config_summary(upstream_config, config) if upstream_config else None,
         "notes": notes,
+        **stated_card_fields,
     }
     if kind is T2I:
         metadata["text_encoder"] = text_encoder_id

@@ -18,33 +18,19 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..utils import is_text_to_image, one_line
+from ..utils import one_line
 from .export import _check_standalone
+from .hub import check_repo_id, load_package_pipeline
+from .model_card import card_data, card_fields, card_license
 from .model_folder import ModelFolderError, read_model_index
 
 
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
-    from huggingface_hub import CommitInfo, ModelCardData
+    from huggingface_hub import CommitInfo
 
 
-# The Hub's tags for every PixelGen folder (its search and filters read them), beside the task's own.
-CARD_TAGS = ("pixelgen", "pixel-space", "flow-matching")
-PIPELINE_TAGS = {False: "unconditional-image-generation", True: "text-to-image"}  # keyed by text-to-image
-_REPO_PART = re.compile(r"[A-Za-z0-9](?:[\w.-]{0,94}[A-Za-z0-9])?")
 SAMPLE_GRID_NAME = "samples.png"
-
-
-def check_repo_id(repo_id: str) -> str:
-    """`owner/name` with Hub-valid parts (letters, digits, `-`, `_`, `.`; no `--` or `..`), else a ModelFolderError."""
-    text = repo_id if isinstance(repo_id, str) else ""
-    parts = text.split("/")
-    valid = len(parts) == 2 and all(_REPO_PART.fullmatch(part) for part in parts)
-    if not valid or "--" in text or ".." in text:
-        raise ModelFolderError(
-            f"repo id must be owner/name (letters, digits, '-', '_', '.'), got {repo_id!r}; e.g. my-user/pixelgen-xl"
-        )
-    return text
 
 
 def check_subfolder(subfolder: str | None) -> str | None:
@@ -103,32 +89,6 @@ def read_eval_rows(path: str | Path) -> list[dict]:
             if isinstance(number, float) and not math.isfinite(number):
                 raise ModelFolderError(f"--eval-json {path}: {key} is {number}; scores must be finite numbers")
     return rows
-
-
-def card_data(pipeline: DiffusionPipeline, existing: ModelCardData | None = None, **fields) -> ModelCardData:
-    """The Hub metadata of a PixelGen model card: `library_name: diffusers`, the task's `pipeline_tag` (class-to-image
-    folders use `unconditional-image-generation`, as the official PixelGen card does), the PixelGen tags, and the
-    given `fields` (`license`, `base_model`, ...) over what `existing` holds. None values are left out."""
-    from huggingface_hub import ModelCardData
-
-    data = existing.to_dict() if existing is not None else {}
-    tags = list(data.get("tags") or [])
-    tags += [tag for tag in CARD_TAGS if tag not in tags]
-    data.update(
-        library_name="diffusers",
-        pipeline_tag=PIPELINE_TAGS[is_text_to_image(pipeline)],
-        tags=tags,
-        **{key: value for key, value in fields.items() if value is not None},
-    )
-    return ModelCardData(**data)
-
-
-def card_license(data: ModelCardData) -> str | None:
-    """The license a card states, or None when it does not determine one (`other` needs a `license_name`)."""
-    license = data.license
-    if license == "other":
-        return f"other ({data.license_name})" if data.license_name else None
-    return license or None
 
 
 def render_scores(rows: list[dict]) -> str:
@@ -233,10 +193,10 @@ def push_to_hub(
     """
     import huggingface_hub
 
-    from .hub import load_package_pipeline
 
     repo_id = check_repo_id(repo_id)
     subfolder = check_subfolder(subfolder)
+    card_fields(license, base_model)
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise ModelFolderError(f"model folder {folder} does not exist (or is not a folder)")

@@ -193,7 +193,6 @@ def push_to_hub(
     """
     import huggingface_hub
 
-
     repo_id = check_repo_id(repo_id)
     subfolder = check_subfolder(subfolder)
     card_fields(license, base_model)

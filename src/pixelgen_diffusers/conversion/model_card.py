@@ -117,7 +117,7 @@ def render_model_card(pipeline: DiffusionPipeline, model_name: str, metadata: di
     architecture_name = (metadata or {}).get("model_name")
     described = f" Architecture: {architecture_name}." if architecture_name and architecture_name != model_name else ""
     origin = (
-        f"Converted from `{source['file_name']}` (sha256 `{source.get('sha256', '?')[:16]}…`, "
+        f"Converted from `{source['file_name']}` (sha256 `{(source.get('sha256') or '?')[:16]}…`, "
         f"{source.get('weights', '?')} weights) with pixelgen-diffusers {metadata.get('converter_version', '?')}."
         if source.get("file_name")
         else "Exported with pixelgen-diffusers."

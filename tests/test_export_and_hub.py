@@ -178,17 +178,24 @@ def test_shipped_modules_must_not_import_the_package(tmp_path):
     pipe = tiny_c2i_pipeline()
     pipe.save_pretrained(tmp_path / "saved")
     module = tmp_path / "leaky.py"
+    (tmp_path / "sibling.py").write_text("import torch\n")
     for line in (
         "from pixelgen_diffusers.conversion.labels import imagenet_id2label",
-        "from .transformer_jit import x",
+        "from .transformer_jit import x",  # not beside it
+        "from ..sibling import x",  # outside its folder: diffusers would not copy it
+        "from . import sibling",  # a form diffusers does not copy
     ):
         module.write_text(line + "\n")
         from pixelgen_diffusers.conversion.export import _check_standalone
 
         with pytest.raises(ModelFolderError, match="must be self-contained"):
             _check_standalone(module)
+    module.write_text("from .sibling import torch\n")
+    _check_standalone(module)  # a sibling shipped beside it
     make_self_contained(tmp_path / "saved", pipe)  # the package's own modules pass
     assert (tmp_path / "saved/pipeline.py").is_file()
+    assert (tmp_path / "saved/pipeline_utils_pixelgen.py").is_file()
+    assert (tmp_path / "saved/transformer/jit_layers.py").is_file()
 
 
 # ---------------------------------------------------------------------------------------------------- load_pipeline

@@ -63,11 +63,15 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = FID_EPSILON) -> floa
         if not np.isfinite(value).all():
             raise ValueError(f"statistics: {name} contains NaN or infinite values")
     difference = mu1 - mu2
-    covariance_mean = linalg.sqrtm(sigma1 @ sigma2)
+    with warnings.catch_warnings():  # ADM passes disp=False: scipy's singularity warning is not shown
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covariance_mean = linalg.sqrtm(sigma1 @ sigma2)
     if not np.isfinite(covariance_mean).all():
         warnings.warn(f"FID: the covariance product is singular; adding {eps} to the diagonals", stacklevel=2)
         offset = np.eye(sigma1.shape[0]) * eps
-        covariance_mean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", linalg.LinAlgWarning)
+            covariance_mean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
     if np.iscomplexobj(covariance_mean):
         if not np.allclose(np.diagonal(covariance_mean).imag, 0, atol=1e-3):
             raise ValueError(f"FID: imaginary component {np.max(np.abs(covariance_mean.imag))} in sqrtm")

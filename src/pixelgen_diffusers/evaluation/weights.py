@@ -243,13 +243,18 @@ def load_inception(path: str | Path | None = None, device="cpu"):
     return model.to(device), sha256
 
 
-def download_inception_weights(directory: str | Path | None = None, url: str = TORCH_FIDELITY_URL) -> Path:
+def download_inception_weights(
+    directory: str | Path | None = None,
+    url: str = TORCH_FIDELITY_URL,
+    expected_sha256: str = TORCHVISION_LAYOUT_SHA256,
+) -> Path:
     """Downloads torch-fidelity's Inception weights once into `directory` (default `cache_dir()/inception`) and
-    returns the path. The bytes are hashed while they stream to a temporary file, which becomes the file only if the
-    SHA-256 is the known one (otherwise a ValueError, and nothing is left behind). An existing good file is kept."""
+    returns the path. The bytes are hashed while they stream to a temporary file in that folder, which becomes the
+    file only if its SHA-256 is `expected_sha256` (otherwise a ValueError, and nothing is left behind). A good file
+    already there is kept without downloading."""
     folder = Path(directory).expanduser() if directory is not None else cache_dir() / "inception"
     path = folder / Path(url).name
-    if path.is_file() and file_sha256(path) == TORCHVISION_LAYOUT_SHA256:
+    if path.is_file() and file_sha256(path) == expected_sha256:
         return path
     folder.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
@@ -258,10 +263,8 @@ def download_inception_weights(directory: str | Path | None = None, url: str = T
             for chunk in iter(lambda: response.read(1 << 20), b""):
                 digest.update(chunk)
                 file.write(chunk)
-            if digest.hexdigest() != TORCHVISION_LAYOUT_SHA256:
-                raise ValueError(
-                    f"downloaded {url}: SHA-256 {digest.hexdigest()} is not the expected {TORCHVISION_LAYOUT_SHA256}"
-                )
+            if digest.hexdigest() != expected_sha256:
+                raise ValueError(f"downloaded {url}: SHA-256 {digest.hexdigest()}, expected {expected_sha256}")
     except OSError as error:
         raise OSError(f"cannot download the Inception weights from {url}: {one_line(error)}") from error
     return path

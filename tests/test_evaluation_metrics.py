@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from evaluation_helpers import adm_precision_recall, eigen_frechet_distance
 
 from pixelgen_diffusers.evaluation import (
     InceptionV3,
@@ -60,15 +61,8 @@ def test_frechet_distance_of_rotated_commuting_gaussians():
 def test_frechet_distance_matches_an_eigenvalue_derivation_on_random_features():
     rng = np.random.default_rng(1)
     features1, features2 = rng.normal(size=(60, 12)), rng.normal(0.3, 1.5, size=(80, 12))
-    mu1, sigma1 = feature_statistics(features1)
-    mu2, sigma2 = feature_statistics(features2)
-    # tr sqrt(S1 S2) = sum sqrt(eig(S1^1/2 S2 S1^1/2)), a symmetric problem solved without sqrtm.
-    values, vectors = np.linalg.eigh(np.cov(features1.T))
-    root1 = vectors @ np.diag(np.sqrt(values)) @ vectors.T
-    trace_root = np.sqrt(np.linalg.eigvalsh(root1 @ np.cov(features2.T) @ root1).clip(0)).sum()
-    difference = features1.mean(0) - features2.mean(0)
-    expected = difference @ difference + np.trace(np.cov(features1.T)) + np.trace(np.cov(features2.T)) - 2 * trace_root
-    assert frechet_distance(mu1, sigma1, mu2, sigma2) == pytest.approx(expected, rel=1e-9)
+    distance = frechet_distance(*feature_statistics(features1), *feature_statistics(features2))
+    assert distance == pytest.approx(eigen_frechet_distance(features1, features2), rel=1e-9)
 
 
 def test_frechet_distance_retries_a_singular_product_with_adms_epsilon():
@@ -158,18 +152,7 @@ def test_precision_recall_follows_adms_float16_distances():
     reference = rng.gamma(1.0, 0.3, size=(50, 64)).astype(np.float32)
     samples = rng.gamma(1.1, 0.3, size=(45, 64)).astype(np.float32)
 
-    def float16_distances(rows, columns):  # each TensorFlow op rounded to float16, sums in float32
-        rows, columns = rows.astype(np.float16), columns.astype(np.float16)
-        row_norms = (rows * rows).astype(np.float32).sum(1).astype(np.float16)
-        column_norms = (columns * columns).astype(np.float32).sum(1).astype(np.float16)
-        products = (rows.astype(np.float32) @ columns.astype(np.float32).T).astype(np.float16)
-        return np.maximum(row_norms[:, None] - products * np.float16(2) + column_norms[None, :], 0).astype(np.float32)
-
-    reference_radii = np.sort(float16_distances(reference, reference), axis=1)[:, 3]
-    sample_radii = np.sort(float16_distances(samples, samples), axis=1)[:, 3]
-    cross = float16_distances(reference, samples)
-    expected = ((cross <= reference_radii[:, None]).any(0).mean(), (cross <= sample_radii[None, :]).any(1).mean())
-    assert precision_recall(reference, samples) == pytest.approx(expected, abs=0)
+    assert precision_recall(reference, samples) == pytest.approx(adm_precision_recall(reference, samples), abs=0)
 
 
 def test_precision_recall_falls_back_to_float32_where_float16_overflows():

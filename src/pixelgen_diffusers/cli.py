@@ -38,6 +38,10 @@ COMMANDS = {
         "pixelgen_diffusers.training.trainer",
         "train or fine-tune a class-to-image or text-to-image model on a folder of images",
     ),
+    "evaluate": (
+        "pixelgen_diffusers.evaluation.command",
+        "score samples as the paper does: ADM's FID, sFID, Inception Score, precision/recall",
+    ),
     "eval-demo": (
         "pixelgen_diffusers.demo.evaluate",
         "score the bundled demo models with the demo classifiers (--t2i: GenEval-style, text-to-image)",

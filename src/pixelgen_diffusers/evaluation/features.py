@@ -234,40 +234,52 @@ def extract_features(
     description: str = "features",
 ) -> dict[str, np.ndarray]:
     """The features of every image of `images`, computed once: with `cache`, stored under
-    `cache_dir()/features/<weights>/<content>.npz` (chunks of 1024 images are kept while a long run goes, so a stopped
-    run resumes where it stopped). A progress bar counts images."""
+    `cache_dir()/features/<weights>/<content>.npz` (chunks of up to 1024 images are kept while a long run goes, so a
+    stopped run resumes where it stopped). A progress bar counts images.
+
+    With several processes (`accelerate launch`, torchrun), the chunks are shared out round-robin, each process
+    computes its own on its own device, and every process receives all features (gathered in order).
+    """
+    from accelerate import PartialState
     from tqdm.auto import tqdm
 
+    state = PartialState()
     total = len(images)
-    if not cache:
-        with tqdm(total=total, desc=description, unit="img") as progress:
-            return compute_features(model, images, batch_size, progress=progress)
-    folder = cache_dir() / "features" / weights_sha256[:16]
-    final = folder / f"{images.content_key()}.npz"
-    if final.is_file():
+    folder = cache_dir() / "features" / (weights_sha256 or "none")[:16]
+    final = folder / f"{images.content_key()}.npz" if cache else None
+    if cache and final.is_file():
         with contextlib.suppress(Exception), np.load(final) as stored:  # a damaged cache file is recomputed
             cached = {key: stored[key] for key in stored.files if key in FEATURE_NAMES}
             if all(len(value) == total for value in cached.values()) and "pool_3" in cached:
                 return cached
-    partial = folder / f"{images.content_key()}.partial"
-    partial.mkdir(parents=True, exist_ok=True)
-    chunks = []
-    with tqdm(total=total, desc=description, unit="img") as progress:
-        for start in range(0, total, CHUNK_SIZE):
-            stop = min(start + CHUNK_SIZE, total)
-            chunk_path = partial / f"{start:08d}-{stop:08d}.npz"
-            chunk = None
-            if chunk_path.is_file():
+    partial = folder / f"{images.content_key()}.partial" if cache else None
+    if cache:
+        partial.mkdir(parents=True, exist_ok=True)
+    chunk_size = min(CHUNK_SIZE, -(-total // state.num_processes))
+    starts = list(range(0, total, chunk_size))
+    mine = starts[state.process_index :: state.num_processes]
+    chunks = {}
+    with tqdm(total=total, desc=description, unit="img", disable=not state.is_main_process) as progress:
+        for start in mine:
+            stop = min(start + chunk_size, total)
+            chunk_path = partial / f"{start:08d}-{stop:08d}.npz" if cache else None
+            if cache and chunk_path.is_file():
                 with contextlib.suppress(Exception), np.load(chunk_path) as stored:
-                    chunk = {key: stored[key] for key in stored.files}
-                    progress.update(stop - start)
-            if chunk is None:
-                chunk = compute_features(model, images, batch_size, start, stop, progress)
-                with atomic_write(chunk_path) as file:
-                    np.savez(file, **chunk)
-            chunks.append(chunk)
-    features = {key: np.concatenate([chunk[key] for chunk in chunks]) for key in chunks[0]}
-    with atomic_write(final) as file:
-        np.savez(file, **features)
-    shutil.rmtree(partial, ignore_errors=True)
+                    chunks[start] = {key: stored[key] for key in stored.files}
+                    progress.update((stop - start) * state.num_processes)
+            if start not in chunks:
+                chunks[start] = compute_features(model, images, batch_size, start, stop)
+                progress.update((stop - start) * state.num_processes)  # the others advance alike
+                if cache:
+                    with atomic_write(chunk_path) as file:
+                        np.savez(file, **chunks[start])
+    if state.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        chunks = dict(gather_object(list(chunks.items())))
+    features = {key: np.concatenate([chunks[start][key] for start in starts]) for key in chunks[starts[0]]}
+    if cache and state.is_main_process:
+        with atomic_write(final) as file:
+            np.savez(file, **features)
+        shutil.rmtree(partial, ignore_errors=True)
     return features

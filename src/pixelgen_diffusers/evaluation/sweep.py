@@ -236,6 +236,8 @@ def run(args: argparse.Namespace) -> int:
             weights_sha256=weights_sha256,
             dino=args.dino,
         )
+        if result is None:  # another process of several: the main one records the point
+            continue
         result.pop("unavailable", None)
         atomic_write_json(result_path, result)
         rows.append({**row, **result})

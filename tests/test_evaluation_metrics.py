@@ -429,3 +429,29 @@ def test_sfid_against_a_hand_built_adm_reference_is_zero_for_the_same_images(tmp
     scale = np.trace(np.cov(spatial, rowvar=False))
     assert abs(result["sfid"]) < 1e-6 * scale
     assert result["fid"] is None and result["num_samples"] == 6 and result["num_reference"] == 6
+
+
+# ------------------------------------------------------------------------------------------------ feature cache
+def test_a_stopped_feature_extraction_resumes_from_its_finished_chunks(tmp_path):
+    from pixelgen_diffusers.evaluation import extract_features, open_image_set
+
+    np.savez(tmp_path / "images.npz", arr_0=np.random.default_rng(10).integers(0, 256, (5, 24, 24, 3), np.uint8))
+    images = open_image_set(tmp_path / "images.npz")
+    torch.manual_seed(1)
+    first, second = InceptionV3(with_logits=False), InceptionV3(with_logits=False)  # different random weights
+    complete = extract_features(first, images, "weights-id", batch_size=2, chunk_size=2)
+    folder = tmp_path / "cache" / "features" / "weights-id"
+    # As if the run had been killed while computing its last chunk: the chunks before it are on disk.
+    final = folder / f"{images.content_key()}.npz"
+    partial = folder / f"{images.content_key()}.partial"
+    partial.mkdir()
+    for start, stop in ((0, 2), (2, 4)):
+        np.savez(
+            partial / f"{start:08d}-{stop:08d}.npz", **{key: value[start:stop] for key, value in complete.items()}
+        )
+    final.unlink()
+    resumed = extract_features(second, images, "weights-id", batch_size=2, chunk_size=2)
+    assert np.array_equal(resumed["pool_3"][:4], complete["pool_3"][:4])  # read back, not recomputed
+    assert not np.allclose(resumed["pool_3"][4], complete["pool_3"][4])  # the missing chunk, computed again
+    assert final.is_file() and not partial.exists()
+    assert np.array_equal(extract_features(first, images, "weights-id")["pool_3"], resumed["pool_3"])  # cached

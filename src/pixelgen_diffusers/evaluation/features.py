@@ -232,10 +232,11 @@ def extract_features(
     batch_size: int = 64,
     cache: bool = True,
     description: str = "features",
+    chunk_size: int = CHUNK_SIZE,
 ) -> dict[str, np.ndarray]:
     """The features of every image of `images`, computed once: with `cache`, stored under
-    `cache_dir()/features/<weights>/<content>.npz` (chunks of up to 1024 images are kept while a long run goes, so a
-    stopped run resumes where it stopped). A progress bar counts images.
+    `cache_dir()/features/<weights>/<content>.npz` (chunks of up to `chunk_size` images are kept while a long run
+    goes, so a stopped run resumes where it stopped). A progress bar counts images.
 
     With several processes (`accelerate launch`, torchrun), the chunks are shared out round-robin, each process
     computes its own on its own device, and every process receives all features (gathered in order).
@@ -245,6 +246,8 @@ def extract_features(
 
     state = PartialState()
     total = len(images)
+    if total == 0:
+        raise ValueError(f"{description}: the image set is empty")
     folder = cache_dir() / "features" / (weights_sha256 or "none")[:16]
     final = folder / f"{images.content_key()}.npz" if cache else None
     if cache and final.is_file():
@@ -255,7 +258,7 @@ def extract_features(
     partial = folder / f"{images.content_key()}.partial" if cache else None
     if cache:
         partial.mkdir(parents=True, exist_ok=True)
-    chunk_size = min(CHUNK_SIZE, -(-total // state.num_processes))
+    chunk_size = min(chunk_size, -(-total // state.num_processes))
     starts = list(range(0, total, chunk_size))
     mine = starts[state.process_index :: state.num_processes]
     chunks = {}
@@ -266,13 +269,16 @@ def extract_features(
             if cache and chunk_path.is_file():
                 with contextlib.suppress(Exception), np.load(chunk_path) as stored:
                     chunks[start] = {key: stored[key] for key in stored.files}
-                    progress.update((stop - start) * state.num_processes)
+            single = state.num_processes == 1
             if start not in chunks:
-                chunks[start] = compute_features(model, images, batch_size, start, stop)
-                progress.update((stop - start) * state.num_processes)  # the others advance alike
+                chunks[start] = compute_features(model, images, batch_size, start, stop, progress if single else None)
                 if cache:
                     with atomic_write(chunk_path) as file:
                         np.savez(file, **chunks[start])
+            elif single:
+                progress.update(stop - start)
+            if not single:  # the main process's bar stands for all: the others advance alike
+                progress.update(min((stop - start) * state.num_processes, total - progress.n))
     if state.num_processes > 1:
         from accelerate.utils import gather_object
 

@@ -76,6 +76,10 @@ def test_training_logs_fid_n_of_the_ema_model(tmp_path):
 def test_eval_options_are_checked_before_training(tmp_path):
     with pytest.raises(ValueError, match="go together"):
         _config(tmp_path, eval_every=2)
+    with pytest.raises(ValueError, match=r"eval_every \(--eval-every\) must be a positive integer, got 0"):
+        _config(tmp_path, eval_every=0, eval_reference="reference.npz")
+    with pytest.raises(ValueError, match=r"eval_num_samples \(--eval-num-samples\) must be an integer >= 2, got 1"):
+        _config(tmp_path, eval_every=1, eval_reference="reference.npz", eval_num_samples=1)
     (tmp_path / "weights.pth").write_bytes(b"not inception")
     np.savez(tmp_path / "reference.npz", mu=np.zeros(2048), sigma=np.eye(2048))
     config = _config(

@@ -455,3 +455,37 @@ def test_a_stopped_feature_extraction_resumes_from_its_finished_chunks(tmp_path)
     assert not np.allclose(resumed["pool_3"][4], complete["pool_3"][4])  # the missing chunk, computed again
     assert final.is_file() and not partial.exists()
     assert np.array_equal(extract_features(first, images, "weights-id")["pool_3"], resumed["pool_3"])  # cached
+
+
+# ---------------------------------------------------------------------------------------------------- image sets
+def test_npz_shards_and_image_folders_read_the_same_images_in_order(tmp_path):
+    import PIL.Image
+
+    from pixelgen_diffusers.evaluation import open_image_set
+
+    images = np.random.default_rng(11).integers(0, 256, (7, 12, 10, 3), np.uint8)
+    np.savez(tmp_path / "all.npz", arr_0=images)
+    (tmp_path / "shards").mkdir()
+    np.savez(tmp_path / "shards" / "samples.rank0.npz", arr_0=images[:4])
+    np.savez(tmp_path / "shards" / "samples.rank1.npz", arr_0=images[4:])
+    (tmp_path / "folder" / "sub").mkdir(parents=True)
+    for index, image in enumerate(images):
+        PIL.Image.fromarray(image).save(tmp_path / "folder" / ("sub" if index > 3 else "") / f"{index:02d}.png")
+    for path in ("all.npz", "shards", "folder"):
+        image_set = open_image_set(tmp_path / path)
+        assert len(image_set) == 7 and image_set.size == (12, 10)
+        read = np.concatenate(list(image_set.batches(3)))
+        assert np.array_equal(read, images), path  # a folder in sorted path order, subfolders included
+        assert np.array_equal(np.concatenate(list(image_set.batches(2, start=3, stop=6))), images[3:6])
+    keys = {open_image_set(tmp_path / path).content_key() for path in ("all.npz", "shards", "folder")}
+    assert len(keys) == 3  # the cache key follows the content (and layout) of each set
+    np.savez(tmp_path / "other.npz", arr_0=images[::-1])
+    assert open_image_set(tmp_path / "other.npz").content_key() != open_image_set(tmp_path / "all.npz").content_key()
+
+
+def test_shards_must_be_ranks_from_zero(tmp_path):
+    from pixelgen_diffusers.evaluation import open_image_set
+
+    np.savez(tmp_path / "samples.rank1.npz", arr_0=np.zeros((2, 4, 4, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"must be ranks 0..0, got \[1\]"):
+        open_image_set(tmp_path)

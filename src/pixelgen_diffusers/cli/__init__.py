@@ -34,6 +34,7 @@ COMMANDS = {
         "turn a saved PixelGen pipeline into a self-contained folder that loads with plain diffusers",
     ),
     "sample": ("pixelgen_diffusers.cli.sample", "sample many images for evaluation (resumable, multi-process)"),
+    "pack": ("pixelgen_diffusers.cli.pack", "merge the per-process shards of a `pixelgen sample` run into one npz"),
     "train": (
         "pixelgen_diffusers.cli.train",
         "train or fine-tune a class-to-image or text-to-image model on a folder of images",

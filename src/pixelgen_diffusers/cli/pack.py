@@ -102,7 +102,7 @@ def merge_shards(shards: list[Path], output: Path) -> np.ndarray:
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "pack",
-        help="merge the per-process shards of a `pixelgen sample` run into one samples.npz",
+        help="merge the per-process shards of a `pixelgen sample` run into one npz",
         description="Merge the samples.rank{r}.npz shards that the processes of a `pixelgen sample` run write when "
         "they do not share one output folder (several nodes without a shared filesystem) into ADM's samples.npz "
         "(arr_0 uint8 NHWC, arr_1 class ids): the set one process would have drawn.",

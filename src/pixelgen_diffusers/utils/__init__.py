@@ -332,17 +332,25 @@ class FolderLock:
 @contextlib.contextmanager
 def locked_folder(folder: str | Path, command: str, state=None):
     """Holds a `FolderLock` on `folder` for the `with` body. With several processes (`state`: accelerate's
-    `PartialState` or `Accelerator`), they meet through the process group: every process must see the same folder (a
-    shared filesystem, checked), its first process holds the lock, and every process fails together if it is taken
-    (`distributed.locked_shared_folder`)."""
+    `PartialState` or `Accelerator`), the main process holds it and every process fails together if it is taken."""
+    is_main = state is None or state.is_main_process
+    lock, error = None, None
+    if is_main:
+        try:
+            lock = FolderLock(folder, command).acquire()
+        except ValueError as refused:
+            error = str(refused)
     if state is not None and state.num_processes > 1:
-        from .distributed import locked_shared_folder
+        from accelerate.utils import broadcast_object_list
 
-        with locked_shared_folder(folder, command, state, require_shared=True):
-            yield
-        return
-    with FolderLock(folder, command):
+        error = broadcast_object_list([error])[0]
+    if error is not None:
+        raise ValueError(error)
+    try:
         yield
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 # ------------------------------------------------------------------------------------------------ command-line types

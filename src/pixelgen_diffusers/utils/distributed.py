@@ -10,7 +10,8 @@ process does the whole job. `launch_state` asks for the CPU (gloo) where there i
 A folder named by the same path on every process is not necessarily one folder: on several nodes without a shared
 filesystem each node has its own. `folder_view` finds out which processes see the same folder (every process leaves a
 marker file there and reads which markers it sees), and `locked_shared_folder` locks each distinct folder once, so
-that a second run into it is refused, on whichever node it starts.
+that a second run into it is refused, on whichever node it starts (`utils.locked_folder` is the one-folder
+version: the main process locks, for commands whose processes all read one folder).
 """
 
 import contextlib

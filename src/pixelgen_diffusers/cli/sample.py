@@ -6,9 +6,11 @@ Sample i is fully determined by i: class `i % num_classes` (so every prefix of t
 for the same batch size and number of processes, and within one uint8 level for any others (matrix products round
 differently for other batch shapes). A stopped run resumes where it stopped: finished PNGs are kept (each is written
 atomically; a file cut short otherwise is detected and drawn again), and the output folder is locked against a
-second run. With several processes (`accelerate launch` or `torchrun`),
-process r takes the samples i with i % world_size == r. At the end the first process packs every PNG into
-`samples.npz` (`arr_0`: uint8 NHWC, `arr_1`: class ids), the layout of the ADM evaluation suite.
+second run. With several processes (`torchrun`, `accelerate launch`; on one machine or several, GPUs or CPUs over
+gloo), process r takes the samples i with i % world_size == r. At the end the first process packs every PNG into
+`samples.npz` (`arr_0`: uint8 NHWC, `arr_1`: class ids), the layout of the ADM evaluation suite; where the processes
+do not share one folder (nodes without a shared filesystem), each packs its share as `samples.rank{r}.npz` and
+`pixelgen pack` merges them (docs/scaling.md).
 
 Text-to-image seeds count over the whole set (`seed + i`), so no two images share a noise. Upstream's GenEval
 instead seeds image k of every prompt with k (0..3): `seed_per_prompt=True` (`--seed-per-prompt`) seeds it with

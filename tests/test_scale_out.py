@@ -17,7 +17,7 @@ import time
 import numpy as np
 import psutil
 import pytest
-from components import tiny_c2i_pipeline
+from components import TINY_TRAIN_MODEL, tiny_c2i_pipeline, write_tiny_image_folder
 
 from pixelgen_diffusers.cli import main
 from pixelgen_diffusers.cli.pack import find_shards, merge_shards
@@ -163,3 +163,30 @@ def test_a_stale_world_size_is_a_one_line_error_before_any_work(monkeypatch, tmp
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "the launcher set WORLD_SIZE=2, but this process joined a group of 1" in error
     assert not (tmp_path / "out").exists()
+
+
+def test_training_on_two_accelerate_machines_on_loopback_runs_two_processes(tmp_path):
+    """`accelerate launch --num_machines 2 --machine_rank R --main_process_ip` (two launches, one process each, the
+    CPU over gloo): the two "machines" train together, each in a group of two."""
+    write_tiny_image_folder(tmp_path / "data", num_classes=2, per_class=4, size=36)
+    port = free_port()
+    commands = []
+    for machine_rank in (0, 1):
+        command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "2"]
+        command += ["--machine_rank", str(machine_rank), "--num_processes", "2", "--main_process_ip", "127.0.0.1"]
+        command += ["--main_process_port", str(port), "--mixed_precision", "no", "--dynamo_backend", "no"]
+        command += ["-m", "pixelgen_diffusers.cli", "train", "--data-dir", str(tmp_path / "data"), "--output-dir"]
+        command += [str(tmp_path / "run"), "--sample-size", "32", "--model-config", json.dumps(TINY_TRAIN_MODEL)]
+        command += ["--batch-size", "2", "--max-steps", "2", "--num-workers", "0", "--checkpoint-every", "2"]
+        command += ["--num-inference-steps", "2"]
+        commands.append(command)
+    nodes = [
+        subprocess.Popen(c, env={**ENV, "ACCELERATE_USE_CPU": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for c in commands
+    ]
+    for node in nodes:
+        _, stderr = node.communicate(timeout=300)
+        assert node.returncode == 0, stderr.decode()[-3000:]
+    state_dir = tmp_path / "run" / "checkpoint-2" / "training_state"
+    assert json.loads((state_dir / "state.json").read_text())["num_processes"] == 2  # as the main process saw it
+    assert (state_dir / "rng_state_1.pt").is_file()  # written by the process of the second machine

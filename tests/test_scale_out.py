@@ -22,6 +22,7 @@ from components import TINY_TRAIN_MODEL, tiny_c2i_pipeline, write_tiny_image_fol
 from pixelgen_diffusers.cli import main
 from pixelgen_diffusers.cli.pack import find_shards, merge_shards
 from pixelgen_diffusers.cli.sample import write_npz
+from pixelgen_diffusers.utils import FolderLock
 from pixelgen_diffusers.utils.distributed import launch_state
 
 
@@ -190,3 +191,19 @@ def test_training_on_two_accelerate_machines_on_loopback_runs_two_processes(tmp_
     state_dir = tmp_path / "run" / "checkpoint-2" / "training_state"
     assert json.loads((state_dir / "state.json").read_text())["num_processes"] == 2  # as the main process saw it
     assert (state_dir / "rng_state_1.pt").is_file()  # written by the process of the second machine
+
+
+def test_a_folder_in_use_refuses_every_process_of_a_second_run(model_dir, tmp_path):
+    out = tmp_path / "out"
+    with FolderLock(out, "sample"):  # a first run holds the folder
+        logs = tmp_path / "logs"
+        command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port"]
+        command += [str(free_port()), "--log-dir", str(logs), "--redirects", "3", *CLI, "--model", str(model_dir)]
+        result = subprocess.run([*command, "--out", str(out)], env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    for rank in (0, 1):  # each process's own error output: one line
+        [log] = logs.glob(f"*/attempt_0/{rank}/stderr.log")
+        errors = [line for line in log.read_text().splitlines() if line.startswith("pixelgen sample: error:")]
+        holder = f"{out} is in use by another run (pixelgen sample, process {os.getpid()}"
+        assert len(errors) == 1 and holder in errors[0]
+    assert sorted(path.name for path in out.iterdir()) == [".pixelgen.lock"]  # nothing else written

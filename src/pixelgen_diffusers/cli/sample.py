@@ -305,6 +305,11 @@ def sample_many(
 
     state = launch_state()
     rank, world_size = state.process_index, state.num_processes
+    if len(conditions) < world_size:  # alike on every process: all of them stop
+        raise ValueError(
+            f"the set holds {len(conditions)} samples, fewer than the {world_size} processes; launch at most "
+            f"{len(conditions)} processes"
+        )
     check_same_settings(state, {**config, "batch_size": batch_size, "pack": pack})
     with locked_shared_folder(out_dir, "sample", state) as view:
         out_dir = view.folder

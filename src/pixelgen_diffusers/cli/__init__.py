@@ -35,6 +35,7 @@ COMMANDS = {
     ),
     "push": ("pixelgen_diffusers.cli.push", "publish a converted or exported model folder to the Hugging Face Hub"),
     "sample": ("pixelgen_diffusers.cli.sample", "sample many images for evaluation (resumable, multi-process)"),
+    "pack": ("pixelgen_diffusers.cli.pack", "merge the per-process shards of a `pixelgen sample` run into one npz"),
     "train": (
         "pixelgen_diffusers.cli.train",
         "train or fine-tune a class-to-image or text-to-image model on a folder of images",

@@ -93,6 +93,12 @@ def add_parser(subparsers) -> None:
     arg("--adaptive-weight-start", type=int)
     arg("--mixed-precision", choices=MIXED_PRECISION)
     arg("--gradient-checkpointing", action="store_true")
+    arg(
+        "--fsdp",
+        action="store_true",
+        help="shard weights, gradients, Adam moments and EMAs across the processes (FSDP2) instead of DDP; resumes"
+        " under any number of processes",
+    )
     arg("--seed", type=int)
     arg("--num-workers", type=int)
     arg("--log-every", type=int)

@@ -13,6 +13,7 @@ A sharded checkpoint is written with `torch.distributed.checkpoint` (one file pe
 with resharding, so a run saved by 8 processes resumes on 4, or on 1.
 """
 
+import os
 from pathlib import Path
 
 import torch
@@ -48,9 +49,15 @@ def shard_transformer(transformer: nn.Module, mesh=None, **fsdp_options) -> nn.M
 
 
 def _checkpoint_state(model: nn.Module, optimizer, emas: list) -> dict:
-    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
 
-    state = {"model": get_model_state_dict(model), "optimizer": get_optimizer_state_dict(model, optimizer)}
+    # Frozen parameters (the training objective's LPIPS and DINOv2 backbones) load from their own files on resume.
+    online = get_model_state_dict(model, options=StateDictOptions(ignore_frozen_params=True))
+    state = {"model": online, "optimizer": get_optimizer_state_dict(model, optimizer)}
     for index, ema in enumerate(emas):
         state[f"ema_{index}"] = get_model_state_dict(ema.model)
     return state
@@ -68,12 +75,93 @@ def load_sharded_checkpoint(folder: str | Path, model: nn.Module, optimizer, ema
     """Restores what `save_sharded_checkpoint` wrote, resharded for this run's processes (any number, one included:
     without a process group the checkpoint loads into a plain model). Every process must call it."""
     import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
 
     emas = list(emas)
     state = _checkpoint_state(model, optimizer, emas)
     dcp.load(state, checkpoint_id=str(folder))
-    set_model_state_dict(model, state["model"])
+    set_model_state_dict(model, state["model"], options=StateDictOptions(strict=False))
     set_optimizer_state_dict(model, optimizer, state["optimizer"])
     for index, ema in enumerate(emas):
         set_model_state_dict(ema.model, state[f"ema_{index}"])
+
+
+def is_sharded(model: nn.Module) -> bool:
+    """Whether `fully_shard` was applied to `model`."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+def check_world_size(num_processes: int) -> None:
+    """A process that believes it is alone while the launcher started several would train on its own, unsharded:
+    refused (on a machine without a GPU, accelerate joins the group only with ACCELERATE_USE_CPU=1)."""
+    world_size = os.environ.get("WORLD_SIZE", "1")
+    if not world_size.isdigit() or int(world_size) != num_processes:
+        raise ValueError(
+            f"the launcher set WORLD_SIZE={world_size}, but this process joined a group of {num_processes}"
+            " process(es); on CPUs set ACCELERATE_USE_CPU=1, or launch with accelerate launch"
+        )
+
+
+def shard_for_training(transformer: nn.Module, emas: list, extra_modules: list = (), mixed_precision: str = "no"):
+    """Shards a training run in place: `transformer` and every EMA copy block by block (see `shard_transformer`; the
+    EMA shards then line up with the online shards, so `EMA.update` is local), and each of `extra_modules` (the REPA
+    projector) as one group. `mixed_precision` "bf16" computes in bfloat16 and reduces gradients in float32."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    options = {}
+    if mixed_precision == "bf16":
+        options["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    elif mixed_precision != "no":
+        raise ValueError(f"mixed_precision is {mixed_precision!r}; with FSDP2 accepted: bf16, no.")
+    mesh = device_mesh()
+    shard_transformer(transformer, mesh, **options)
+    for ema in emas:
+        shard_transformer(ema.model, mesh)
+    for module in extra_modules:
+        fully_shard(module, mesh=mesh, **options)
+
+
+def shard_summary(model: nn.Module) -> str:
+    """How much of `model` this process holds, e.g. "12,345 of 24,690 weights in this process's shards"."""
+    from torch.distributed.tensor import DTensor
+
+    parameters = list(model.parameters())
+    local = sum((p.to_local() if isinstance(p, DTensor) else p).numel() for p in parameters)
+    return f"{local:,} of {sum(p.numel() for p in parameters):,} weights in this process's shards"
+
+
+def all_finite(model: nn.Module) -> bool:
+    """Whether every parameter of `model` is finite; for a sharded model every process checks its shards and all
+    get the same answer (so all of them raise, or none). Every process must call it when sharded."""
+    from torch.distributed.tensor import DTensor
+
+    local = [p.to_local() if isinstance(p, DTensor) else p for p in model.parameters()]
+    finite = torch.tensor(float(all(torch.isfinite(tensor).all() for tensor in local)), device=local[0].device)
+    if is_sharded(model):
+        torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+    return bool(finite.item())
+
+
+def gather_full_model(model: nn.Module, device: str | torch.device = "cpu") -> nn.Module | None:
+    """An unsharded float32 copy of a sharded diffusers model (the EMA, to save as a pipeline or to draw samples
+    from) on the main process (rank 0), on `device`; None on the other processes. The full weights are gathered
+    into the main process's CPU memory, one tensor at a time. Every process must call it."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    from torch.distributed.fsdp import FSDPModule
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    state = get_model_state_dict(model, options=options)
+    if torch.distributed.get_rank() != 0:
+        return None
+    # fully_shard made the model's class a subclass of (FSDPModule, original class): build the original.
+    model_class = next(cls for cls in type(model).__bases__ if cls is not FSDPModule)
+    with torch.device("meta"):
+        plain = model_class.from_config(model.config)
+    plain.load_state_dict(state, assign=True)  # every weight and (persistent) buffer is in the gathered state
+    return plain.to(device).eval()

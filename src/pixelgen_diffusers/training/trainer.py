@@ -27,6 +27,15 @@ from ..schedulers.scheduling_pixelgen import PixelGenScheduler
 from ..utils import atomic_save_image, check_number, locked_folder, one_line, replace_directory
 from .captions import CaptionEmbeddingCache, EmbeddedCaptionDataset, load_embedding, load_text_encoder
 from .data import ImageCaptionDataset, ImageClassDataset, StepBatchSampler, is_caption_folder
+from .distributed import (
+    all_finite,
+    check_world_size,
+    gather_full_model,
+    load_sharded_checkpoint,
+    save_sharded_checkpoint,
+    shard_for_training,
+    shard_summary,
+)
 from .losses import EMA, PixelGenLoss, load_dino, load_lpips
 
 
@@ -50,6 +59,7 @@ DEFAULT_SAMPLING = {
 SAMPLING_FIELDS = tuple(DEFAULT_SAMPLING["c2i"])
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 STATE_DIR = "training_state"
+SHARDED_STATE_DIR = "sharded"  # --fsdp: online weights, optimizer and EMAs, torch.distributed.checkpoint's layout
 # Fields that may be None (off / keep all / unset / the pretrained folder's recipe).
 OPTIONAL_FIELDS = ("checkpoints_total_limit", "adaptive_weight_start", "repa_layer", "lora_rank", "lora_alpha")
 OPTIONAL_FIELDS += ("sampling_timeshift", "solver_order", "num_inference_steps", "guidance_scale")
@@ -143,6 +153,7 @@ class TrainingConfig:
     eval_reference: str | None = None
     eval_num_samples: int = 1000
     eval_inception_weights: str | None = None
+    fsdp: bool = False
 
     def __post_init__(self):
         """Every value is checked before any work, so a bad flag is one clear error, not NaN weights hours later.
@@ -205,6 +216,8 @@ class TrainingConfig:
             raise ValueError("lora_alpha and lora_target_modules need lora_rank (--lora-rank) to train a LoRA.")
         if self.lora_alpha is not None and not (math.isfinite(self.lora_alpha) and self.lora_alpha > 0):
             raise ValueError(f"lora_alpha must be a positive number, got {self.lora_alpha!r}.")
+        if self.fsdp:
+            check_fsdp_options(self)
         if self.unconditional and (self.lora_rank is not None or self.labels_file is not None):
             raise ValueError(
                 "unconditional training uses no labels and trains all weights: drop labels_file/lora_rank."
@@ -295,6 +308,21 @@ def resolve_sampling(config: TrainingConfig, model_type: str) -> dict:
         recipe["guidance_scale"] = 1.0  # the condition is the null class: nothing to guide towards
     recipe.update({name: getattr(config, name) for name in SAMPLING_FIELDS if getattr(config, name) is not None})
     return recipe
+
+
+def check_fsdp_options(config: TrainingConfig) -> None:
+    """What FSDP2 training (`fsdp`) does not cover, refused up front."""
+    if config.lora_rank is not None:
+        raise ValueError("fsdp (--fsdp) shards full fine-tunes; a LoRA (--lora-rank) trains few weights: use DDP.")
+    if config.mixed_precision == "fp16":
+        raise ValueError("mixed_precision (--mixed-precision) fp16 is not supported with fsdp (--fsdp); use bf16.")
+    perceptual = config.lpips is not None or (config.dino is not None and config.dino_weight > 0)
+    start = config.adaptive_weight_start
+    if perceptual and start is not None and start < config.max_steps:
+        raise ValueError(
+            f"adaptive_weight_start (--adaptive-weight-start) {start} is within max_steps ({config.max_steps}): the"
+            " adaptive perceptual weight is not supported with fsdp (--fsdp); set it beyond --max-steps"
+        )
 
 
 def check_architecture(config: TrainingConfig) -> None:
@@ -624,6 +652,21 @@ class Trainer:
             adaptive_weight_start=config.adaptive_weight_start,
             empty_prompt_embeds=empty_prompt_embeds,
         )
+        # FSDP2 on several processes: the model is sharded (not wrapped in DDP) before the optimizer is built on it.
+        self.sharded = config.fsdp and self.accelerator.num_processes > 1
+        if config.fsdp:
+            check_world_size(self.accelerator.num_processes)
+        if self.sharded:
+            objective.to(self.accelerator.device)
+            for ema in self.emas:
+                ema.model.to(self.accelerator.device)
+            projector = [objective.projector] if objective.projector is not None else []
+            shard_for_training(transformer, self.emas, projector, mixed_precision)
+            print(
+                f"Process {self.accelerator.process_index} of {self.accelerator.num_processes}: FSDP2,"
+                f" {shard_summary(transformer)}",
+                flush=True,
+            )
         self.parameters = [parameter for parameter in objective.parameters() if parameter.requires_grad]
         optimizer = torch.optim.AdamW(
             self.parameters,
@@ -631,7 +674,10 @@ class Trainer:
             betas=(config.adam_beta1, config.adam_beta2),
             weight_decay=config.weight_decay,
         )
-        self.objective, self.optimizer = self.accelerator.prepare(objective, optimizer)
+        if self.sharded:
+            self.objective, self.optimizer = objective, self.accelerator.prepare(optimizer)
+        else:
+            self.objective, self.optimizer = self.accelerator.prepare(objective, optimizer)
         for ema in self.emas:
             ema.model.to(self.accelerator.device)
         rank = self.accelerator.process_index
@@ -753,11 +799,20 @@ class Trainer:
     def make_pipeline(self, transformer):
         return make_pipeline(transformer, self.config, self.sampling, self.id2label, self.text_encoder_id)
 
+    def ema_on_main_process(self) -> torch.nn.Module | None:
+        """The first EMA's model, unsharded, on the main process; None on the others. With FSDP2 its weights are
+        gathered, so every process must call it."""
+        if self.sharded:
+            return gather_full_model(self.ema.model, self.accelerator.device)
+        return self.ema.model if self.accelerator.is_main_process else None
+
     @torch.no_grad()
     def save_sample_grid(self, path: Path) -> None:
         """One row per class (up to 10) or per prompt (the data's first 4 captions), four images each, from a fixed
-        seed so grids are comparable across steps."""
-        transformer = self.ema.model
+        seed so grids are comparable across steps. Called by every process with FSDP2, by the main one otherwise."""
+        transformer = self.ema_on_main_process()
+        if transformer is None:
+            return
         pipeline = self.make_pipeline(transformer)
         generator = torch.Generator(transformer.device).manual_seed(self.config.seed)
         if self.model_type == "t2i":
@@ -804,7 +859,7 @@ class Trainer:
         mid-save leaves the previous checkpoints intact."""
         accelerator = self.accelerator
         final = self.output_dir / f"checkpoint-{self.step}"
-        if not all(torch.isfinite(parameter).all() for parameter in self.ema.model.parameters()):
+        if not all_finite(self.ema.model):
             raise FloatingPointError(
                 f"training diverged: the weights hold NaN or infinite values at step {self.step}, so no checkpoint is"
                 " written; resume from the last checkpoint with a lower --learning-rate (or --max-grad-norm)"
@@ -824,7 +879,13 @@ class Trainer:
             accelerator.wait_for_everyone()
             rank = accelerator.process_index
             torch.save(_rng_state(self.generator), temporary / STATE_DIR / f"rng_state_{rank}.pt")
-            if accelerator.is_main_process:
+            if self.config.fsdp:  # each process writes its shards; the pipeline holds the gathered EMA
+                sharded_state = temporary / STATE_DIR / SHARDED_STATE_DIR
+                save_sharded_checkpoint(sharded_state, self.unwrapped, self.optimizer.optimizer, self.emas)
+                ema_model = self.ema_on_main_process()
+                if accelerator.is_main_process:
+                    self.make_pipeline(ema_model).save_pretrained(temporary)
+            elif accelerator.is_main_process:
                 if self.config.is_lora:  # only the adapter: the base model is the pretrained folder
                     self._save_lora(self.ema.model, temporary)
                 else:
@@ -834,6 +895,7 @@ class Trainer:
                     if index > 0 or self.config.is_lora:  # float32, for resuming and `pixelgen export --ema INDEX`
                         save_file(ema.state_dict(), temporary / STATE_DIR / f"ema_{index}.safetensors")
                 torch.save(self.optimizer.state_dict(), temporary / STATE_DIR / "optimizer.pt")
+            if accelerator.is_main_process:
                 state = {
                     "step": self.step,
                     "num_processes": accelerator.num_processes,
@@ -883,27 +945,37 @@ class Trainer:
                 f" with {state['num_processes']} and {state['dataset_size']}: the run continues, but not"
                 " bit-for-bit (the data order and per-process random streams differ)."
             )
-        missing, unexpected = self.unwrapped.load_state_dict(load_file(state_dir / "model.safetensors"), strict=False)
-        missing = [name for name in missing if self._is_checkpointed(name)]
-        if missing or unexpected:
-            raise ValueError(
-                f"Checkpoint {checkpoint} does not match this run's model: missing {missing[:5]},"
-                f" unexpected {unexpected[:5]} (different architecture or REPA setting?)."
-            )
         saved_decays = state.get("ema_decays", [state["config"]["ema_decay"]])
         if list(saved_decays) != list(self.config.ema_decays):
             raise ValueError(
                 f"Checkpoint {checkpoint} tracks EMA decays {saved_decays}, this run {list(self.config.ema_decays)}:"
                 " resume with the same --ema-decay values."
             )
-        for index, ema in enumerate(self.emas):
-            if index == 0 and not self.config.is_lora:
-                ema.model.load_state_dict(
-                    load_file(checkpoint / "transformer" / "diffusion_pytorch_model.safetensors")
+        sharded_state = state_dir / SHARDED_STATE_DIR
+        if sharded_state.is_dir():  # written with --fsdp by any number of processes, resharded for this run
+            load_sharded_checkpoint(sharded_state, self.unwrapped, self.optimizer.optimizer, self.emas)
+        elif self.sharded:
+            raise ValueError(
+                f"Checkpoint {checkpoint} was written without --fsdp: resume it without --fsdp (or on one process)"
+            )
+        else:
+            online = load_file(state_dir / "model.safetensors")
+            missing, unexpected = self.unwrapped.load_state_dict(online, strict=False)
+            missing = [name for name in missing if self._is_checkpointed(name)]
+            if missing or unexpected:
+                raise ValueError(
+                    f"Checkpoint {checkpoint} does not match this run's model: missing {missing[:5]},"
+                    f" unexpected {unexpected[:5]} (different architecture or REPA setting?)."
                 )
-            else:
-                ema.load_state_dict(load_file(state_dir / f"ema_{index}.safetensors"))
-        self.optimizer.load_state_dict(torch.load(state_dir / "optimizer.pt", map_location="cpu", weights_only=True))
+            for index, ema in enumerate(self.emas):
+                if index == 0 and not self.config.is_lora:
+                    ema.model.load_state_dict(
+                        load_file(checkpoint / "transformer" / "diffusion_pytorch_model.safetensors")
+                    )
+                else:
+                    ema.load_state_dict(load_file(state_dir / f"ema_{index}.safetensors"))
+            optimizer_state = torch.load(state_dir / "optimizer.pt", map_location="cpu", weights_only=True)
+            self.optimizer.load_state_dict(optimizer_state)
         for group in self.optimizer.param_groups:  # the run's settings, not the ones saved with the optimiser
             group.update(
                 lr=self.config.learning_rate,
@@ -1024,11 +1096,14 @@ class Trainer:
                         f"training diverged: the loss is {means['loss']} at step {self.step}; resume from the last"
                         " checkpoint with a lower --learning-rate (or --max-grad-norm)"
                     )
-            if self.step % config.sample_every == 0 and accelerator.is_main_process:
+            if self.step % config.sample_every == 0 and (accelerator.is_main_process or self.sharded):
                 grid_path = self.output_dir / "samples" / f"step-{self.step:07d}.png"
                 self.save_sample_grid(grid_path)
-            if self.evaluator is not None and self.step % config.eval_every == 0 and accelerator.is_main_process:
-                scores = self.evaluator(self.make_pipeline(self.ema.model))
+            ema_model = None
+            if self.evaluator is not None and self.step % config.eval_every == 0:
+                ema_model = self.ema_on_main_process()
+            if ema_model is not None:
+                scores = self.evaluator(self.make_pipeline(ema_model))
                 progress.write(f"step {self.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in scores.items()))
                 with open(log_path, "a") as log_file:
                     log_file.write(json.dumps({"step": self.step, **scores}) + "\n")

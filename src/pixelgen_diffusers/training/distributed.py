@@ -108,23 +108,18 @@ def check_world_size(num_processes: int) -> None:
         )
 
 
-def shard_for_training(transformer: nn.Module, emas: list, extra_modules: list = (), mixed_precision: str = "no"):
+def shard_for_training(transformer: nn.Module, emas: list, extra_modules: list = ()) -> None:
     """Shards a training run in place: `transformer` and every EMA copy block by block (see `shard_transformer`; the
     EMA shards then line up with the online shards, so `EMA.update` is local), and each of `extra_modules` (the REPA
-    projector) as one group. `mixed_precision` "bf16" computes in bfloat16 and reduces gradients in float32."""
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    projector) as one group. The shards stay float32; mixed precision is autocast around the forward, as with DDP."""
+    from torch.distributed.fsdp import fully_shard
 
-    options = {}
-    if mixed_precision == "bf16":
-        options["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-    elif mixed_precision != "no":
-        raise ValueError(f"mixed_precision is {mixed_precision!r}; with FSDP2 accepted: bf16, no.")
     mesh = device_mesh()
-    shard_transformer(transformer, mesh, **options)
+    shard_transformer(transformer, mesh)
     for ema in emas:
         shard_transformer(ema.model, mesh)
     for module in extra_modules:
-        fully_shard(module, mesh=mesh, **options)
+        fully_shard(module, mesh=mesh)
 
 
 def shard_summary(model: nn.Module) -> str:

@@ -661,7 +661,10 @@ class Trainer:
             for ema in self.emas:
                 ema.model.to(self.accelerator.device)
             projector = [objective.projector] if objective.projector is not None else []
-            shard_for_training(transformer, self.emas, projector, mixed_precision)
+            shard_for_training(transformer, self.emas, projector)
+            if mixed_precision == "bf16":  # what accelerate's prepare does for DDP: float32 weights, bfloat16 compute
+                autocast = torch.autocast(self.accelerator.device.type, dtype=torch.bfloat16)
+                objective.forward = autocast(objective.forward)
             print(
                 f"Process {self.accelerator.process_index} of {self.accelerator.num_processes}: FSDP2,"
                 f" {shard_summary(transformer)}",

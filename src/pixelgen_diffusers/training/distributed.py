@@ -13,7 +13,6 @@ A sharded checkpoint is written with `torch.distributed.checkpoint` (one file pe
 with resharding, so a run saved by 8 processes resumes on 4, or on 1.
 """
 
-import os
 from pathlib import Path
 
 import torch
@@ -95,17 +94,6 @@ def is_sharded(model: nn.Module) -> bool:
     from torch.distributed.fsdp import FSDPModule
 
     return isinstance(model, FSDPModule)
-
-
-def check_world_size(num_processes: int) -> None:
-    """A process that believes it is alone while the launcher started several would train on its own, unsharded:
-    refused (on a machine without a GPU, accelerate joins the group only with ACCELERATE_USE_CPU=1)."""
-    world_size = os.environ.get("WORLD_SIZE", "1")
-    if not world_size.isdigit() or int(world_size) != num_processes:
-        raise ValueError(
-            f"the launcher set WORLD_SIZE={world_size}, but this process joined a group of {num_processes}"
-            " process(es); on CPUs set ACCELERATE_USE_CPU=1, or launch with accelerate launch"
-        )
 
 
 def shard_for_training(transformer: nn.Module, emas: list, extra_modules: list = ()) -> None:

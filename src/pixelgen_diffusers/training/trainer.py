@@ -25,11 +25,11 @@ from ..pipelines.pipeline_pixelgen_c2i import PixelGenC2IPipeline
 from ..pipelines.pipeline_pixelgen_t2i import PixelGenT2IPipeline
 from ..schedulers.scheduling_pixelgen import PixelGenScheduler
 from ..utils import atomic_save_image, check_number, locked_folder, one_line, replace_directory
+from ..utils.distributed import check_world_size
 from .captions import CaptionEmbeddingCache, EmbeddedCaptionDataset, load_embedding, load_text_encoder
 from .data import ImageCaptionDataset, ImageClassDataset, StepBatchSampler, is_caption_folder
 from .distributed import (
     all_finite,
-    check_world_size,
     gather_full_model,
     load_sharded_checkpoint,
     save_sharded_checkpoint,

@@ -37,13 +37,20 @@ def launch_state():
 
     has_accelerator = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not has_accelerator)
-    world_size = os.environ.get("WORLD_SIZE", "1")
-    if not world_size.isdigit() or int(world_size) != state.num_processes:
-        raise ValueError(
-            f"the launcher set WORLD_SIZE={world_size}, but this process joined a group of {state.num_processes} "
-            f"process(es) ({state.distributed_type}); launch with torchrun or accelerate launch, or unset WORLD_SIZE"
-        )
+    check_world_size(state.num_processes, f" ({state.distributed_type})")
     return state
+
+
+def check_world_size(num_processes: int, detail: str = "") -> None:
+    """Raises a ValueError when the process group joined (`num_processes`) is not the launcher's `WORLD_SIZE`: each
+    process would otherwise do the whole job on its own."""
+    world_size = os.environ.get("WORLD_SIZE", "1")
+    if not world_size.isdigit() or int(world_size) != num_processes:
+        raise ValueError(
+            f"the launcher set WORLD_SIZE={world_size}, but this process joined a group of {num_processes} "
+            f"process(es){detail}; launch with torchrun or accelerate launch (on CPUs with ACCELERATE_USE_CPU=1), or"
+            " unset WORLD_SIZE"
+        )
 
 
 def gather_objects(state, value) -> list:

@@ -30,11 +30,15 @@ TESTS = Path(__file__).parent
 TOLERANCE = dict(rtol=0.0, atol=1e-6)
 
 
-def test_fsdp2_on_two_processes_trains_like_one_process_and_its_checkpoint_resumes_on_one(tmp_path):
+def free_port() -> int:
     with socket.socket() as free:
         free.bind(("127.0.0.1", 0))
-        port = free.getsockname()[1]
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port)]
+        return free.getsockname()[1]
+
+
+def test_fsdp2_on_two_processes_trains_like_one_process_and_its_checkpoint_resumes_on_one(tmp_path):
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port"]
+    command += [str(free_port())]
     command += [str(TESTS / "fsdp_worker.py"), str(tmp_path), "2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(TESTS), *sys.path])}
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
@@ -89,12 +93,6 @@ def pipeline_files(checkpoint) -> set:
     return {path for path in files if path.parts[0] != "training_state"}
 
 
-def free_port() -> int:
-    with socket.socket() as free:
-        free.bind(("127.0.0.1", 0))
-        return free.getsockname()[1]
-
-
 def assert_close_weights(actual: dict, expected: dict) -> None:
     assert actual.keys() == expected.keys()
     for name, tensor in expected.items():
@@ -109,16 +107,9 @@ def test_pixelgen_train_fsdp_on_two_processes_trains_like_one_and_its_checkpoint
     assert main([*arguments, "--output-dir", str(straight)]) == 0
 
     # Two processes with half batches, sharded, 2 steps; each process's output to its own file.
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc-per-node",
-        "2",
-        "--master-port",
-        str(free_port()),
-    ]
-    command += ["--log-dir", str(tmp_path / "logs"), "--redirects", "3", "-m", "pixelgen_diffusers.cli", "train"]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port"]
+    command += [str(free_port()), "--log-dir", str(tmp_path / "logs"), "--redirects", "3"]
+    command += ["-m", "pixelgen_diffusers.cli", "train"]
     command += ["--data-dir", str(data), *TRAIN, "--batch-size", "2", "--max-steps", "2"]
     command += ["--output-dir", str(tmp_path / "fsdp"), "--fsdp"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1"}
@@ -137,10 +128,8 @@ def test_pixelgen_train_fsdp_on_two_processes_trains_like_one_and_its_checkpoint
     assert (tmp_path / "fsdp" / "samples" / "step-0000002.png").is_file()  # drawn from the gathered EMA
 
     # (1) The same weights as one process after 2 steps: the online ones, and the EMA the pipeline folder holds.
-    sharded, reference = (
-        sharded_state(checkpoint),
-        load_file(straight / "checkpoint-2/training_state/model.safetensors"),
-    )
+    sharded = sharded_state(checkpoint)
+    reference = load_file(straight / "checkpoint-2/training_state/model.safetensors")
     later = load_file(straight / "checkpoint-4/training_state/model.safetensors")
     assert max((reference[name] - later[name]).abs().max() for name in later) > 1e-4  # 2 steps move far more than 1e-6
     assert_close_weights(sharded["model"], reference)

@@ -19,12 +19,16 @@ mask is ordinary inpainting; a white (or absent) mask is image-to-image.
 
 import math
 import numbers
+from dataclasses import dataclass
 
 import numpy as np
 import PIL.Image
 import torch
+from diffusers.utils.torch_utils import randn_tensor
 
 
+# The default eta of the editing pipelines (see docs/editing.md for the measurements that chose it).
+DEFAULT_ETA = 1.0
 # PIL modes accepted for the image and for the mask; anything else is refused rather than silently converted.
 IMAGE_MODES = ("RGB",)
 MASK_MODES = ("L", "1")
@@ -271,3 +275,162 @@ def paste_known(generated: torch.Tensor, original: torch.Tensor, mask: torch.Ten
         blended = (1 - mask) * original.to(generated.dtype) + mask * generated
     blended = torch.where(mask == 0, original.to(generated.dtype), blended)
     return torch.where(mask == 1, generated, blended)
+
+
+# ------------------------------------------------------------------------------------------------ pipelines
+@dataclass
+class EditInputs:
+    """One editing call's prepared inputs, (B, ...) with B = conditions x num_images_per_prompt."""
+
+    image: torch.Tensor  # float32 (B, C, H, W) in [0, 1]
+    uint8_image: torch.Tensor | None  # the same as uint8 when the input came as 8 bits
+    mask: torch.Tensor  # float32 (B, 1, H, W) in [0, 1], 1 = repaint
+    strength: float
+    eta: float
+    noise_scale: float
+    generator: torch.Generator | list[torch.Generator] | None
+    # Set by `denoise` once the number of steps is known: each pixel's first free step, int64 (B, 1, H, W).
+    start_steps: torch.Tensor | None = None
+    num_inference_steps: int | None = None
+
+
+class PixelGenEditMixin:
+    r"""
+    Turns a PixelGen pipeline into an editing pipeline without a second denoising loop: listed before the base
+    pipeline class, it runs the base `__call__` and takes over its `denoise` (start on the strength's grid point from
+    the noised input, project every clean-image prediction onto the known pixels, mix noise for `eta > 0`) and its
+    `postprocess` (paste the known pixels back exactly). The subclass's `__call__` calls `prepare_edit` first.
+    """
+
+    _edit: EditInputs | None = None
+
+    def prepare_edit(
+        self,
+        image,
+        mask_image,
+        strength: float,
+        eta: float,
+        mask_blur: float,
+        num_conditions: int,
+        num_images_per_prompt: int,
+        generator,
+        noise_scale: float | None,
+    ) -> None:
+        """Checks and prepares the editing inputs before any work (see `prepare_image`, `prepare_mask`): one image
+        for every condition or one per condition, one mask or one per image."""
+        check_edit_strengths(strength, eta)
+        check_number("num_images_per_prompt", num_images_per_prompt, integer=True, minimum=1)
+        size = self.transformer.config.sample_size
+        pixels, uint8_pixels = prepare_image(image, size, size, self.transformer.config.in_channels)
+        if len(pixels) not in (1, num_conditions):
+            raise ValueError(
+                f"Got {len(pixels)} images for {num_conditions} conditions: give one image, or one per condition."
+            )
+        mask = prepare_mask(mask_image, len(pixels), size, size, mask_blur)
+        repeats = num_conditions * num_images_per_prompt // len(pixels)
+        self._edit = EditInputs(
+            image=pixels.repeat_interleave(repeats, dim=0),
+            uint8_image=None if uint8_pixels is None else uint8_pixels.repeat_interleave(repeats, dim=0),
+            mask=mask.repeat_interleave(repeats, dim=0),
+            strength=strength,
+            eta=eta,
+            noise_scale=noise_scale if noise_scale is not None else self.config.noise_scale,
+            generator=generator,
+        )
+
+    def denoise(
+        self,
+        latents,
+        condition,
+        negative_condition,
+        model_times,
+        guided,
+        num_inference_steps,
+        start_index=0,
+        clean_image_hook=None,
+        callback_on_step_end=None,
+        callback_on_step_end_tensor_inputs=["latents"],
+    ):
+        """The base loop, started at the edit's first grid point from x_t = t * y + (1 - t) * eps (`latents` is the
+        noise eps), with every clean-image prediction projected onto the pixels still known at its step and, for
+        eta > 0, the noise re-mixed at every step's end."""
+        edit = self._edit
+        if edit is None:
+            return super().denoise(
+                latents, condition, negative_condition, model_times, guided, num_inference_steps, start_index,
+                clean_image_hook, callback_on_step_end, callback_on_step_end_tensor_inputs,
+            )  # fmt: skip
+        device, order = latents.device, self.scheduler.order
+        image = edit.image.to(device) * 2 - 1  # pixel units, as the model predicts them
+        edit.start_steps = pixel_start_steps(num_inference_steps, edit.strength, edit.mask).to(device)
+        edit.num_inference_steps = num_inference_steps
+        first_step = int(edit.start_steps.min())
+        # The time at the start of each step, and 1 after the last.
+        step_times = [*model_times[::order].tolist(), 1.0]
+        latents = noised_start(image, latents, step_times[first_step])
+        start_index = min(first_step * order, len(model_times))
+
+        def project(prediction, t, i):
+            return project_known(prediction, image, known_pixels(edit.start_steps, i // order))
+
+        user_inputs = list(callback_on_step_end_tensor_inputs) if callback_on_step_end is not None else []
+
+        def on_step_end(pipeline, i, t, callback_kwargs):
+            outputs = {}
+            step_end_time = step_times[i // order + 1]
+            if edit.eta > 0 and (order == 1 or i % 2 == 1) and step_end_time < 1:
+                fresh_noise = edit.noise_scale * randn_tensor(
+                    latents.shape, generator=edit.generator, device=device, dtype=torch.float32
+                )
+                mixed = mix_noise(
+                    callback_kwargs["latents"], callback_kwargs["pred_original_sample"], step_end_time, edit.eta,
+                    fresh_noise,
+                )  # fmt: skip
+                callback_kwargs["latents"] = outputs["latents"] = mixed
+            if callback_on_step_end is not None:
+                user_kwargs = {name: callback_kwargs[name] for name in user_inputs}
+                user_outputs = callback_on_step_end(pipeline, i, t, user_kwargs)
+                if not isinstance(user_outputs, dict):
+                    raise ValueError(
+                        "callback_on_step_end must return a dict (of the tensors it changes, or {}), got"
+                        f" {type(user_outputs).__name__}."
+                    )
+                outputs.update(user_outputs)
+            return outputs
+
+        needs_step_end = edit.eta > 0 or callback_on_step_end is not None
+        return super().denoise(
+            latents,
+            condition,
+            negative_condition,
+            model_times,
+            guided,
+            num_inference_steps,
+            start_index=start_index,
+            clean_image_hook=project,
+            callback_on_step_end=on_step_end if needs_step_end else None,
+            callback_on_step_end_tensor_inputs=list(dict.fromkeys([*user_inputs, "latents", "pred_original_sample"])),
+        )
+
+    def postprocess(self, sample: torch.Tensor, output_type: str):
+        """The base pipeline's images with the known pixels pasted back exactly (`paste_known`) in the output's own
+        format: the input's uint8 values for PIL (when it came as 8 bits), its floats for "np" / "pt", its pixel
+        values for "latent". Pixels no step ever freed (strength 0, mask 0) count as known."""
+        images = super().postprocess(sample, output_type)
+        edit = self._edit
+        if edit is None:
+            return images
+        mask = torch.where(edit.start_steps.cpu() >= edit.num_inference_steps, 0.0, edit.mask)
+        if output_type == "latent":
+            return paste_known(images, (edit.image * 2 - 1).to(images.device), mask.to(images.device))
+        if output_type == "pt":
+            return paste_known(images, edit.image.to(images.device), mask.to(images.device))
+        if output_type == "np":
+            pasted = paste_known(torch.from_numpy(images).permute(0, 3, 1, 2), edit.image, mask)
+            return pasted.permute(0, 2, 3, 1).numpy()
+        generated = torch.from_numpy(np.stack([np.asarray(image) for image in images])).permute(0, 3, 1, 2)
+        original = edit.uint8_image
+        if original is None:  # upstream's rounding of [0, 1] floats to 8 bits, as the base postprocess does
+            original = (edit.image * 255 + 0.5).clamp(0, 255).to(torch.uint8)
+        pasted = paste_known(generated, original, mask).permute(0, 2, 3, 1).numpy()
+        return [PIL.Image.fromarray(array) for array in pasted]

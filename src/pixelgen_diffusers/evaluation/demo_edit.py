@@ -126,38 +126,32 @@ def img2img_rows(
     img2img_pipeline,
     num_images: int = 200,
     strengths=STRENGTHS,
-    eta: float | None = None,
+    etas=ETAS,
     seed: int = 0,
     batch_size: int = 100,
     classifier=None,
 ) -> list[dict]:
-    """Image-to-image of held-out real shapes towards the next class ((c + 1) mod 10): per strength, how often the
-    classifier sees the target class, and how often it still sees the source class."""
+    """Image-to-image of held-out real shapes towards the next class ((c + 1) mod 10): per eta and strength, how
+    often the classifier sees the target class, and how often it still sees the source class."""
     classifier = classifier or load_classifier()
     real, labels = real_shapes(num_images)
     targets = (labels + 1) % len(CLASS_NAMES)
-    eta_kwargs = {} if eta is None else {"eta": eta}
     rows = []
-    for strength in strengths:
-        edited = to_model_range(
-            run_batched(
-                img2img_pipeline,
-                num_images,
-                batch_size,
-                seed,
-                class_labels=targets.tolist(),
-                image=list(real.numpy()),
-                strength=strength,
-                **eta_kwargs,
+    for eta in etas:
+        for strength in strengths:
+            edited = run_batched(
+                img2img_pipeline, num_images, batch_size, seed, class_labels=targets.tolist(),
+                image=list(real.numpy()), strength=strength, eta=eta,
             )  # fmt: skip
-        )
-        rows.append(
-            {
-                "strength": strength,
-                "target accuracy": accuracy(classifier, edited, targets),
-                "source accuracy": accuracy(classifier, edited, labels),
-            }
-        )
+            edited = to_model_range(edited)
+            rows.append(
+                {
+                    "eta": eta,
+                    "strength": strength,
+                    "target accuracy": accuracy(classifier, edited, targets),
+                    "source accuracy": accuracy(classifier, edited, labels),
+                }
+            )
     return rows
 
 

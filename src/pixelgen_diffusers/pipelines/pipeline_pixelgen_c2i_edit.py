@@ -15,14 +15,6 @@ from .pipeline_pixelgen_c2i import PixelGenC2IPipeline
 from .pixelgen_editing import DEFAULT_ETA, PixelGenEditMixin
 
 
-def _refuse_prompt(prompt) -> None:
-    if prompt is not None:
-        raise ValueError(
-            f"prompt={prompt!r}: this is a class-to-image model, it takes class_labels (ids or class names), not"
-            " text prompts; use a text-to-image model for prompts."
-        )
-
-
 class PixelGenC2IImg2ImgPipeline(PixelGenEditMixin, PixelGenC2IPipeline):
     r"""
     Class-conditional image-to-image with a PixelGen / JiT transformer: the input is noised to the strength's point
@@ -54,7 +46,6 @@ class PixelGenC2IImg2ImgPipeline(PixelGenEditMixin, PixelGenC2IPipeline):
         return_dict: bool = True,
         callback_on_step_end: Callable[[Any, int, torch.Tensor, dict], dict] | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ["latents"],
-        prompt: None = None,
     ) -> ImagePipelineOutput | tuple:
         r"""
         Edits images towards the given classes. Arguments as `PixelGenC2IPipeline.__call__`, plus:
@@ -69,10 +60,9 @@ class PixelGenC2IImg2ImgPipeline(PixelGenEditMixin, PixelGenC2IPipeline):
             latents: the noise eps of the start x_t = t * y + (1 - t) * eps (standard normal, B x C x H x W).
 
         Raises:
-            ValueError: naming the argument, for a bad image, strength or eta, or a `prompt` (this model takes
-                classes), before any work.
+            ValueError: naming the argument, for a bad image, strength or eta, or a class label that is no class
+                (such as a text prompt: this model takes class ids or names), before any work.
         """
-        _refuse_prompt(prompt)
         self.prepare_edit(
             image, None, strength, eta, 0, len(self.condition_ids(class_labels)), num_images_per_prompt, generator,
             noise_scale,
@@ -125,7 +115,6 @@ class PixelGenC2IInpaintPipeline(PixelGenEditMixin, PixelGenC2IPipeline):
         return_dict: bool = True,
         callback_on_step_end: Callable[[Any, int, torch.Tensor, dict], dict] | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ["latents"],
-        prompt: None = None,
     ) -> ImagePipelineOutput | tuple:
         r"""
         Repaints the masked pixels as the given classes. Arguments as `PixelGenC2IImg2ImgPipeline.__call__`, plus:
@@ -141,7 +130,6 @@ class PixelGenC2IInpaintPipeline(PixelGenEditMixin, PixelGenC2IPipeline):
             ValueError: naming the argument, for a bad image or mask (another size, NaN, values outside [0, 1], no
                 pixel to repaint), strength, eta or mask_blur, before any work.
         """
-        _refuse_prompt(prompt)
         if mask_image is None:
             raise ValueError("mask_image is required: white marks the pixels to repaint (or use an Img2Img pipeline).")
         self.prepare_edit(

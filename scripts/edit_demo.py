@@ -13,7 +13,7 @@
 
 Every run uses the folder's recipe (class-to-image: Euler 10, guidance 3; text-to-image: Euler 25, guidance 4).
 
-    OMP_NUM_THREADS=1 python scripts/edit_demo.py     # about 9 minutes on a busy 2-core CPU
+    OMP_NUM_THREADS=1 python scripts/edit_demo.py     # about 15 minutes on a busy 2-core CPU
 """
 
 import argparse

@@ -1,7 +1,9 @@
 """The web demo's Edit tab: its logic on the bundled model, and the tab driven in a real headless Chromium (the
 browser and served-app fixtures are test_demo_app's)."""
 
+import io
 import time
+import urllib.request
 
 import numpy as np
 import PIL.Image
@@ -81,6 +83,14 @@ def test_in_a_browser_a_person_takes_a_generated_image_paints_and_edits_it(brows
     wait.until(shown.element_to_be_clickable((By.CSS_SELECTOR, "#edit-class li[role=option]"))).click()
     browser.find_element(By.CSS_SELECTOR, "#edit-run").click()
     wait.until(shown.text_to_be_present_in_element((By.CSS_SELECTOR, "#edit-status"), "Done: edited"))
-    result = browser.find_element(By.CSS_SELECTOR, "#edit-result img")
-    size = browser.execute_script("return [arguments[0].naturalWidth, arguments[0].naturalHeight]", result)
-    assert size == [32, 32]
+
+    # The painted stroke is repainted, every other pixel is the generated image's, exactly.
+    def shown_image(selector):
+        source = browser.find_element(By.CSS_SELECTOR, selector).get_attribute("src")
+        with urllib.request.urlopen(source) as response:
+            return np.asarray(PIL.Image.open(io.BytesIO(response.read())).convert("RGB"))
+
+    edited, generated = shown_image("#edit-result img"), shown_image("#gallery img")
+    assert edited.shape == generated.shape == (32, 32, 3)
+    changed = (edited != generated).any(axis=2)
+    assert 0 < changed.sum() < 0.5 * changed.size

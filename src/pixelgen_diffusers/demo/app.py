@@ -540,7 +540,7 @@ def add_edit_tab(gr, demo: PixelGenDemo, gallery) -> None:
         with gr.Row():
             with gr.Column(scale=2, min_width=320):
                 editor = gr.ImageEditor(
-                    type="pil", image_mode="RGB", format="png", sources=("upload", "clipboard"), height=360,
+                    type="pil", image_mode="RGBA", format="png", sources=("upload", "clipboard"), height=360,
                     brush=gr.Brush(colors=["#ffffff"], color_mode="fixed", default_size=max(1, size // 8)),
                     transforms=(), label=f"Image ({size}x{size}) and the pixels to repaint (paint them)",
                     elem_id="edit-editor",
@@ -550,8 +550,8 @@ def add_edit_tab(gr, demo: PixelGenDemo, gallery) -> None:
                     entry = gr.Textbox(label="Prompt", lines=2, elem_id="edit-prompt")
                 else:
                     entry = gr.Dropdown(
-                        choices=demo.class_choices(), allow_custom_value=True, filterable=True, label="Class",
-                        elem_id="edit-class",
+                        choices=demo.class_choices(), value=None, allow_custom_value=True, filterable=True,
+                        label="Class", info="The class to paint (type part of its name, pick)", elem_id="edit-class",
                     )  # fmt: skip
                 strength = gr.Slider(
                     0, 1, value=1.0, step=0.05, label="Strength", elem_id="edit-strength",

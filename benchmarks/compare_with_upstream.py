@@ -18,7 +18,8 @@ from pixelgen_diffusers import (
     PixelGenScheduler,
     PixelGenT2IPipeline,
 )
-from pixelgen_diffusers.conversion.convert import C2I, T2I, build_transformer
+from pixelgen_diffusers.conversion.architecture import build_transformer
+from pixelgen_diffusers.conversion.keys import C2I, T2I
 
 
 C2I_CONFIG = dict(input_size=64, patch_size=8, hidden_size=64, depth=4, num_heads=2, num_classes=10, in_context_len=8,

@@ -9,7 +9,7 @@ import torch
 from components import tiny_c2i_pipeline, tiny_t2i_pipeline, upstream_c2i_yaml, upstream_lightning_checkpoint
 
 from pixelgen_diffusers import PixelGenScheduler, convert_checkpoint, export_pipeline, load_pipeline
-from pixelgen_diffusers.conversion.export import ModelFolderError
+from pixelgen_diffusers.conversion.model_folder import ModelFolderError
 from pixelgen_diffusers.training import TrainingConfig
 from pixelgen_diffusers.training.trainer import build_transformer
 

@@ -26,7 +26,7 @@ from pixelgen_diffusers import (
     utils,
 )
 from pixelgen_diffusers.cli.generate import set_threads
-from pixelgen_diffusers.conversion.export import ModelFolderError
+from pixelgen_diffusers.conversion.model_folder import ModelFolderError
 from pixelgen_diffusers.schedulers import scheduling_pixelgen
 
 

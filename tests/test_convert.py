@@ -33,14 +33,10 @@ from pixelgen_diffusers import (
     convert_checkpoint,
     imagenet_id2label,
 )
-from pixelgen_diffusers.conversion.convert import (
-    C2I,
-    ConversionError,
-    recommended_defaults,
-    resolve_architecture,
-    sampling_from_config,
-)
-from pixelgen_diffusers.conversion.export import ModelFolderError, read_safetensors_folder
+from pixelgen_diffusers.conversion.architecture import resolve_architecture
+from pixelgen_diffusers.conversion.keys import C2I
+from pixelgen_diffusers.conversion.model_folder import ConversionError, ModelFolderError, read_safetensors_folder
+from pixelgen_diffusers.conversion.upstream_config import recommended_defaults, sampling_from_config
 from pixelgen_diffusers.models.transformer_jit_t2i import PixelGenT2ITransformer2DModel
 from pixelgen_diffusers.pipelines.pipeline_pixelgen_t2i import PixelGenT2IPipeline
 
@@ -183,10 +179,12 @@ def test_folder_has_the_self_contained_layout_with_stored_defaults(tmp_path):
         "conversion_metadata.json",
         "model_index.json",
         "pipeline.py",
+        "pipeline_utils_pixelgen.py",
         "scheduler/scheduler_config.json",
         "scheduler/scheduling_pixelgen.py",
         "transformer/config.json",
         "transformer/diffusion_pytorch_model.safetensors",
+        "transformer/jit_layers.py",
         "transformer/transformer_jit.py",
     ]
     index = json.loads((folder / "model_index.json").read_text())

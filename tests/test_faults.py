@@ -165,7 +165,7 @@ def test_out_of_memory_and_a_full_disk_are_one_line_with_what_to_do(tmp_path, ca
 
 
 def test_a_traceback_only_with_debug_or_pixelgen_debug(tmp_path, capsys, monkeypatch):
-    from pixelgen_diffusers.conversion.export import ModelFolderError
+    from pixelgen_diffusers.conversion.model_folder import ModelFolderError
 
     arguments = ["generate", "--model", str(tmp_path / "missing"), "--class", "1"]
     assert_one_line(

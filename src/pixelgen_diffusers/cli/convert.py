@@ -3,7 +3,8 @@
 
 import argparse
 
-from ..conversion.convert import WEIGHT_CHOICES, convert_checkpoint
+from ..conversion.checkpoints import WEIGHT_CHOICES
+from ..conversion.convert import convert_checkpoint
 from ..utils import DTYPE_NAMES, check_output_folder, cli_shard_size
 
 

@@ -5,9 +5,9 @@ Our pipelines' `save_pretrained` ships their code already (see their `save_confi
 folders self-contained for any pipeline (the pipeline module as `pipeline.py`, each component module inside its own
 folder, `transformer/transformer_jit.py`, with `model_index.json` pointing at them: `["transformer_jit", ...]`), so
 `DiffusionPipeline.from_pretrained(folder, custom_pipeline=folder / "pipeline.py", trust_remote_code=True)` works
-anywhere; it adds shipped text encoders, metadata and the model card, verifies every tensor and renames the folder
-into place. Both `pixelgen convert` and `pixelgen export` write through it. torch and diffusers are imported where
-they are used, so that `pixelgen export --help` is instant.
+anywhere; it adds shipped text encoders, metadata and the model card, and writes through `model_folder` (verified
+tensors, atomic rename). Both `pixelgen convert` and `pixelgen export` write through it. torch and diffusers are
+imported where they are used, so that `pixelgen export --help` is instant.
 """
 
 from __future__ import annotations
@@ -26,84 +26,34 @@ from typing import TYPE_CHECKING
 
 from ..utils import (
     DTYPE_NAMES,
+    atomic_write_bytes,
     check_shard_size,
-    is_text_to_image,
     one_line,
-    replace_directory,
     torch_dtype,
 )
-from .model_folder import ModelFolderError
+from .model_card import render_model_card
+from .model_folder import (
+    ModelFolderError,
+    check_output_dir,
+    copy_transformers_folder,
+    drop_local_paths,
+    drop_tokenizer_call_settings,
+    folder_size,
+    format_size,
+    staged_folder,
+    stored_dtype,
+    verify_folder,
+)
 
 
 if TYPE_CHECKING:
-    import torch
     from diffusers import DiffusionPipeline
 
 
 # Modules that hold the code of a component we ship: the package's own, or a copy loaded as remote code.
 CODE_PACKAGES = ("pixelgen_diffusers.", "diffusers_modules.")
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "vocab.json",
-    "merges.txt",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "chat_template.jinja",
-    "chat_template.json",
-)
 
 
-# -------------------------------------------------------------------------------------------------- output folders
-def check_output_dir(output_dir: Path, overwrite: bool, source: Path | None = None) -> None:
-    """Fails early (before any work) on an output that exists and may not be replaced."""
-    output_dir = Path(output_dir)
-    if output_dir.is_symlink() or (output_dir.exists() and not output_dir.is_dir()):
-        raise ModelFolderError(f"output {output_dir} exists and is not a folder")
-    if output_dir.is_dir() and any(output_dir.iterdir()):
-        if not overwrite:
-            raise ModelFolderError(
-                f"output folder {output_dir} exists and is not empty; pass --overwrite to replace it"
-            )
-        if source is not None and _is_within(Path(source), output_dir):
-            raise ModelFolderError(f"output folder {output_dir} contains the source {source}; choose another output")
-
-
-def _is_within(path: Path, folder: Path) -> bool:
-    path, folder = path.resolve(), folder.resolve()
-    return path == folder or folder in path.parents
-
-
-def _commit(temporary: Path, output_dir: Path, overwrite: bool) -> None:
-    """Moves the finished folder into place; an existing folder is replaced only now, and only with `overwrite`."""
-    if output_dir.is_dir() and not any(output_dir.iterdir()):
-        output_dir.rmdir()
-    if output_dir.exists() or output_dir.is_symlink():
-        check_output_dir(output_dir, overwrite)
-    replace_directory(temporary, output_dir)
-
-
-def _apply_umask(folder: Path) -> None:
-    """Gives the folder the permissions of a normally created one (the temporary folder and some weight writers
-    create owner-only files)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    for path in [folder, *folder.rglob("*")]:
-        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
-
-
-def folder_size(folder: Path) -> int:
-    return sum(path.stat().st_size for path in Path(folder).rglob("*") if path.is_file())
-
-
-def format_size(num_bytes: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if num_bytes < 1024 or unit == "GB":
-            return f"{num_bytes:.0f} {unit}" if unit == "B" else f"{num_bytes:.1f} {unit}"
-        num_bytes /= 1024
-
-
-# ----------------------------------------------------------------------------------------------------- the writer
 def write_model_folder(
     pipeline: DiffusionPipeline,
     output_dir: str | Path,
@@ -122,15 +72,10 @@ def write_model_folder(
             for components that are shipped but not loaded in memory (a text encoder and its tokenizer).
         source: a path that must not be inside `output_dir` (it would be replaced).
     """
-    output_dir = Path(output_dir)
-    check_output_dir(output_dir, overwrite, source)
-    created = [parent for parent in [output_dir.parent, *output_dir.parent.parents] if not parent.exists()]
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    temporary = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
-    try:
+    with staged_folder(output_dir, overwrite=overwrite, source=source) as temporary:
         pipeline.save_pretrained(temporary, safe_serialization=True, max_shard_size=max_shard_size)
         for name, (folder, _) in (extra_folders or {}).items():
-            _copy_transformers_folder(Path(folder), temporary / name, tokenizer=name.startswith("tokenizer"))
+            copy_transformers_folder(Path(folder), temporary / name, tokenizer=name.startswith("tokenizer"))
         entries = {name: entry for name, (_, entry) in (extra_folders or {}).items()}
         make_self_contained(temporary, pipeline, extra_entries=entries)
         drop_local_paths(temporary)
@@ -140,19 +85,13 @@ def write_model_folder(
         if readme is not None:
             (temporary / "README.md").write_text(readme)
         verify_folder(temporary, pipeline)
-        _apply_umask(temporary)
-        _commit(temporary, output_dir, overwrite)
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        for parent in created:  # innermost first; only folders this call created, and only if still empty
-            if parent.is_dir() and not any(parent.iterdir()):
-                parent.rmdir()
-        raise
-    return output_dir
+    return Path(output_dir)
 
 
 def make_self_contained(folder: Path, pipeline: DiffusionPipeline, extra_entries: dict | None = None) -> None:
-    """Copies the pipeline's and components' code into `folder` and points `model_index.json` at the copies."""
+    """Copies the pipeline's and components' code into `folder`, each module with the sibling modules it imports
+    relatively (the shared `pipeline_utils_pixelgen.py`, `jit_layers.py`) beside it, and points `model_index.json`
+    at the copies."""
     index_path = folder / "model_index.json"
     model_index = json.loads(index_path.read_text())
 
@@ -161,83 +100,54 @@ def make_self_contained(folder: Path, pipeline: DiffusionPipeline, extra_entries
         module = type(component).__module__ if component is not None else ""
         if module.startswith(CODE_PACKAGES):
             shipped[name] = (type(component), folder / name / f"{module.rpartition('.')[2]}.py")
-    stems = [target.stem for _, target in shipped.values()]
-    if len(set(stems)) != len(stems):
-        # Remote modules are imported into one flat namespace (diffusers_modules.local.<stem>).
-        raise ModelFolderError(f"module file names must be unique across the folder, got {stems}")
+    copies = {}  # target -> source
+    for cls, target in shipped.values():
+        code_file, *siblings = shipped_code_files(inspect.getsourcefile(cls))
+        copies[target] = code_file
+        copies.update((target.parent / sibling.name, sibling) for sibling in siblings)
+    _check_flat_namespace(copies)
 
     for name, (cls, target) in shipped.items():
-        code_file = Path(inspect.getsourcefile(cls))
-        _check_standalone(code_file)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(code_file, target)
         if name == "pipeline":
             model_index["_class_name"] = [target.stem, cls.__name__]
         else:
             model_index[name] = [target.stem, cls.__name__]
+    for target, code_file in copies.items():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(code_file, target)
 
     model_index.update(extra_entries or {})
     index_path.write_text(json.dumps(model_index, indent=2, sort_keys=True) + "\n")
 
 
-def drop_local_paths(folder: Path) -> None:
-    """Removes the `_name_or_path` that diffusers and transformers record in saved configs when it is a path on this
-    machine (where a component was loaded from): meaningless elsewhere, and it makes exports differ per machine."""
-    for path in sorted(Path(folder).rglob("*.json")):
-        config = json.loads(path.read_text())
-        if not isinstance(config, dict):
-            continue
-        local = [key for key in ("_name_or_path", "name_or_path") if is_local_path(config.get(key))]
-        if local:
-            for key in local:
-                del config[key]
-            path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+def shipped_code_files(code_file: str | Path) -> list[Path]:
+    """`code_file` and the sibling modules it imports relatively (recursively), each checked by `_check_standalone`:
+    what a model folder ships for one class."""
+    from ..pipelines.pipeline_utils_pixelgen import shipped_code_files as relative_import_closure
+
+    files = relative_import_closure(code_file)
+    for file in files:
+        _check_standalone(file)
+    return files
 
 
-# Settings of a tokenizer call (and of its loading) that transformers 5 writes into tokenizer_config.json once the
-# tokenizer has been called; they are not the tokenizer's own and would make an export depend on what ran before.
-TOKENIZER_CALL_SETTINGS = (
-    "is_local",
-    "local_files_only",
-    "max_length",
-    "stride",
-    "truncation_strategy",
-    "pad_to_multiple_of",
-    "pad_token_type_id",
-)
-
-
-def drop_tokenizer_call_settings(folder: Path, pipeline: DiffusionPipeline) -> None:
-    """Removes `TOKENIZER_CALL_SETTINGS` from the saved tokenizer configs, and `padding_side` / `truncation_side` where
-    they equal the tokenizer class's default (written only after a call): the config is the same however the
-    pipeline was used."""
-    for name, component in pipeline.components.items():
-        path = Path(folder) / name / "tokenizer_config.json"
-        if component is None or not path.is_file():
-            continue
-        config = json.loads(path.read_text())
-        drop = [key for key in TOKENIZER_CALL_SETTINGS if key in config]
-        drop += [
-            key
-            for key in ("padding_side", "truncation_side")
-            if key in config and config[key] == getattr(type(component), key, None)
-        ]
-        if drop:
-            for key in drop:
-                del config[key]
-            path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
-
-
-def is_local_path(value) -> bool:
-    """An absolute path (POSIX, Windows drive or UNC), as opposed to a Hub id or a relative name."""
-    if not isinstance(value, str) or not value:
-        return False
-    return os.path.isabs(value) or value.startswith(("/", "\\")) or (len(value) > 2 and value[1:3] in (":\\", ":/"))
+def _check_flat_namespace(copies: dict[Path, Path]) -> None:
+    """diffusers imports every remote module of a folder into one flat namespace (`diffusers_modules.local.<stem>`,
+    whatever its subfolder), so two different files must not share a stem; the same file in two places is fine."""
+    by_stem = {}
+    for target, code_file in copies.items():
+        other = by_stem.setdefault(target.stem, (target, code_file))
+        if other[1].read_bytes() != code_file.read_bytes():
+            raise ModelFolderError(
+                f"module file names must be unique across the folder: {other[0].name} and {target.name} would both be"
+                f" imported as diffusers_modules.local.{target.stem}"
+            )
 
 
 def refresh_code(folder: str | Path) -> list[Path]:
     """Replaces the code a self-contained model folder ships (`pipeline.py` and each component's module, as its
-    `model_index.json` names them) with this package's current modules; configs, weights and the tokenizer are not
+    `model_index.json` names them, each with the sibling modules it imports relatively, added where missing) with
+    this package's current modules; configs, weights and the tokenizer are not
     touched. Each file is written to a unique temporary name beside it and renamed into place.
 
     Returns:
@@ -255,6 +165,7 @@ def refresh_code(folder: str | Path) -> list[Path]:
     model_index = json.loads(index_path.read_text())
     package = __name__.partition(".")[0]
     written = []
+    copies = {}  # target -> source
     for name, entry in model_index.items():
         if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)):
             continue
@@ -265,10 +176,18 @@ def refresh_code(folder: str | Path) -> list[Path]:
         cls = getattr(importlib.import_module(package), class_name, None)
         if cls is None:
             raise ModelFolderError(f"{target} holds {class_name}, which {package} does not define")
-        source = Path(inspect.getsourcefile(cls))
-        _check_standalone(source)
+        code_file, *siblings = shipped_code_files(inspect.getsourcefile(cls))
+        copies[target] = code_file
+        copies.update((target.parent / sibling.name, sibling) for sibling in siblings)
+    _check_flat_namespace(copies)
+    written = []
+    for target, source in copies.items():
         code = source.read_bytes()
-        if target.read_bytes() == code:
+        if target.is_file() and target.read_bytes() == code:
+            continue
+        if not target.is_file():  # a shared module the folder did not ship yet
+            atomic_write_bytes(target, code)
+            written.append(target)
             continue
         descriptor, temporary = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
         try:
@@ -284,7 +203,8 @@ def refresh_code(folder: str | Path) -> list[Path]:
 
 
 def _check_standalone(code_file: Path) -> None:
-    """A shipped module may import only installed libraries: not this package, not its siblings."""
+    """A shipped module may import installed libraries and, with single-dot relative imports (`from .name import
+    ...`, the form diffusers copies along with remote code), sibling modules beside it; not this package."""
     tree = ast.parse(code_file.read_text())
     for node in ast.walk(tree):
         names = []
@@ -292,229 +212,19 @@ def _check_standalone(code_file: Path) -> None:
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             names = ["." * node.level + (node.module or "")]
+            if node.level == 1 and node.module and "." not in node.module:
+                if not (code_file.parent / f"{node.module}.py").is_file():
+                    raise ModelFolderError(
+                        f"{code_file.name} imports .{node.module}, which is not beside it; a module shipped in a"
+                        " model folder must be self-contained"
+                    )
+                continue
         for name in names:
             if name.startswith(".") or name.split(".")[0] == "pixelgen_diffusers":
                 raise ModelFolderError(
-                    f"{code_file.name} imports {name}; a module shipped in a model folder must be self-contained"
+                    f"{code_file.name} imports {name}; a module shipped in a model folder must be self-contained:"
+                    " libraries, and its siblings as `from .sibling import ...`"
                 )
-
-
-def _copy_transformers_folder(source: Path, target: Path, tokenizer: bool) -> None:
-    """Copies a transformers model or tokenizer folder: only the files loading needs, weights only as safetensors."""
-    if tokenizer:
-        files = [source / name for name in TOKENIZER_FILES if (source / name).is_file()]
-        if not any(path.name in ("tokenizer.json", "vocab.json", "tokenizer_config.json") for path in files):
-            raise ModelFolderError(f"tokenizer folder {source} has no tokenizer.json / vocab.json")
-    else:
-        weights = sorted(source.glob("*.safetensors"))
-        if not (source / "config.json").is_file() or not weights:
-            raise ModelFolderError(f"text encoder folder {source} needs config.json and *.safetensors weights")
-        files = [source / "config.json", *weights, *source.glob("*.safetensors.index.json")]
-        files += [path for path in [source / "generation_config.json"] if path.is_file()]
-    target.mkdir(parents=True, exist_ok=True)
-    for path in files:
-        shutil.copyfile(path, target / path.name)
-
-
-# ----------------------------------------------------------------------------------------------------- verification
-def read_safetensors_folder(folder: Path) -> dict[str, torch.Tensor]:
-    """Every tensor in the safetensors files of one component folder (sharded or not)."""
-    from safetensors.torch import load_file
-
-    tensors = {}
-    for path in sorted(Path(folder).glob("*.safetensors")):
-        tensors.update(load_file(path))
-    return tensors
-
-
-def stored_dtype(folder: Path) -> torch.dtype | None:
-    """The dtype of the first floating-point tensor stored in a component folder."""
-    import torch
-    from safetensors import safe_open
-
-    for path in sorted(Path(folder).glob("*.safetensors")):
-        with safe_open(path, framework="pt") as file:
-            for key in file.keys():
-                tensor = file.get_slice(key)
-                dtype = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}.get(tensor.get_dtype())
-                if dtype is not None:
-                    return dtype
-    return None
-
-
-def _same_bits(first: torch.Tensor, second: torch.Tensor) -> bool:
-    import torch
-
-    if first.dtype != second.dtype or first.shape != second.shape:
-        return False
-    return torch.equal(
-        first.contiguous().reshape(-1).view(torch.uint8), second.contiguous().reshape(-1).view(torch.uint8)
-    )
-
-
-def verify_folder(folder: Path, pipeline: DiffusionPipeline) -> None:
-    """Re-reads every model component from disk and checks that each tensor is bit-identical to the one in memory."""
-    from diffusers import ModelMixin
-
-    for name, component in pipeline.components.items():
-        if not isinstance(component, ModelMixin):
-            continue
-        expected = {key: tensor.detach().cpu() for key, tensor in component.state_dict().items()}
-        on_disk = read_safetensors_folder(folder / name)
-        if set(on_disk) != set(expected):
-            difference = sorted(set(on_disk) ^ set(expected))
-            raise ModelFolderError(f"verification failed: {name} tensors on disk differ in names: {difference[:5]}")
-        for key, tensor in expected.items():
-            if not _same_bits(on_disk[key], tensor):
-                raise ModelFolderError(f"verification failed: {name}.{key} did not round-trip through safetensors")
-
-
-# ------------------------------------------------------------------------------------------------------ model card
-CITATION = """@article{ma2026pixelgen,
-  title={PixelGen: Pixel Diffusion Beats Latent Diffusion with Perceptual Loss},
-  author={Zehong Ma and Ruihan Xu and Shiliang Zhang},
-  year={2026},
-  eprint={2602.02493},
-  archivePrefix={arXiv},
-  primaryClass={cs.CV},
-  url={https://arxiv.org/abs/2602.02493},
-}"""
-
-
-def render_model_card(pipeline: DiffusionPipeline, model_name: str, metadata: dict | None = None) -> str:
-    """README.md with diffusers front matter, both ways to load the folder, the stored defaults and the citation.
-    `model_name` is the folder's name (the title, and the folder in the examples); the architecture's name from the
-    conversion metadata, when it differs, is given beside it."""
-    text_to_image = is_text_to_image(pipeline)
-    pipeline_class = type(pipeline).__name__
-    transformer = pipeline.transformer.config
-    scheduler = pipeline.scheduler.config
-    config = pipeline.config
-    folder = model_name
-    if text_to_image:
-        tags = ["pixelgen", "text-to-image", "pixel-space", "flow-matching", "jit"]
-        call = 'pipe(prompt="a photo of a corgi wearing sunglasses", generator=torch.Generator().manual_seed(0))'
-        cli = f'pixelgen generate --model {folder} --prompt "a photo of a corgi wearing sunglasses" --num-images 4'
-        pipeline_tag = "text-to-image"
-        text_encoder_id = config.get("text_encoder_id")
-        included = (metadata or {}).get("text_encoder_included", getattr(pipeline, "text_encoder", None) is not None)
-        if included:
-            named = f" (`{text_encoder_id}`)" if text_encoder_id else ""
-            text_note = f"The text encoder{named} and its tokenizer are included (`text_encoder/`, `tokenizer/`)."
-        elif text_encoder_id:
-            text_note = (
-                f"The text encoder is not included: the pipeline loads `{text_encoder_id}` (its `text_encoder_id`)"
-                " on the first prompt, or takes `text_encoder=` / `tokenizer=` / `prompt_embeds=`."
-            )
-        else:
-            text_note = (
-                "The text encoder is not included and the folder records none (`text_encoder_id` is null): pass"
-                " `text_encoder=` and `tokenizer=`, or `prompt_embeds=`."
-            )
-    else:
-        tags = ["pixelgen", "class-conditional", "pixel-space", "flow-matching", "jit"]
-        id2label = {int(key): value for key, value in (getattr(config, "id2label", None) or {}).items()}
-        example = id2label.get(207, "").split(",")[0].strip() or id2label.get(0, "0").split(",")[0].strip()
-        call = f'pipe(class_labels="{example}", generator=torch.Generator().manual_seed(0))'
-        cli = f'pixelgen generate --model {folder} --class "{example}" --num-images 4'
-        pipeline_tag = "unconditional-image-generation"
-        text_note = f"Class names: `pipe.id2label` ({len(id2label)} classes); `class_labels` takes names or ids."
-
-    source = (metadata or {}).get("source") or {}
-    architecture_name = (metadata or {}).get("model_name")
-    described = f" Architecture: {architecture_name}." if architecture_name and architecture_name != model_name else ""
-    origin = (
-        f"Converted from `{source['file_name']}` (sha256 `{source.get('sha256', '?')[:16]}…`, "
-        f"{source.get('weights', '?')} weights) with pixelgen-diffusers {metadata.get('converter_version', '?')}."
-        if source.get("file_name")
-        else "Exported with pixelgen-diffusers."
-    ) + described
-    sampling = {
-        "sampling_method": scheduler.sampling_method,
-        "num_inference_steps": getattr(config, "num_inference_steps", None),
-        "guidance_scale": getattr(config, "guidance_scale", None),
-        "guidance_interval_min": getattr(config, "guidance_interval_min", None),
-        "guidance_interval_max": getattr(config, "guidance_interval_max", None),
-        "timeshift": scheduler.timeshift,
-        "solver_order": scheduler.solver_order,
-        "noise_scale": getattr(config, "noise_scale", None),
-    }
-    settings_source = (metadata or {}).get("sampling_defaults_source", "the pipeline config")
-    architecture = {key: value for key, value in transformer.items() if not key.startswith("_")}
-    front_matter = "\n".join(
-        ["---", "library_name: diffusers", "license: other", f"pipeline_tag: {pipeline_tag}", "tags:"]
-        + [f"- {tag}" for tag in tags]
-        + ["---"]
-    )
-    rows = "\n".join(f"| `{key}` | {value} |" for key, value in sampling.items())
-    architecture_rows = "\n".join(f"| `{key}` | {value} |" for key, value in architecture.items())
-    return f"""{front_matter}
-
-# {model_name}
-
-PixelGen ([arXiv 2602.02493](https://arxiv.org/abs/2602.02493), upstream code: Zehong-Ma/PixelGen) generates images
-directly in pixel space with a JiT transformer that predicts the clean image. {origin}
-
-This folder is self-contained: `pipeline.py`, `transformer/{_module_file(pipeline.transformer)}` and
-`scheduler/{_module_file(pipeline.scheduler)}` hold the code, so it loads with nothing but diffusers. {text_note}
-
-## Usage
-
-With plain diffusers (the folder's own code runs, hence `trust_remote_code=True`):
-
-```python
-import torch
-from diffusers import DiffusionPipeline
-
-folder = "path/to/{folder}"  # a local copy of this folder
-pipe = DiffusionPipeline.from_pretrained(folder, custom_pipeline=f"{{folder}}/pipeline.py", trust_remote_code=True)
-image = {call}.images[0]
-```
-
-A Hub subfolder can be fetched first with
-`huggingface_hub.snapshot_download("owner/repo", allow_patterns=["{folder}/*"])`.
-
-With `pip install pixelgen-diffusers` (the installed code runs; no `trust_remote_code` needed):
-
-```python
-from pixelgen_diffusers import {pipeline_class}, load_pipeline
-
-pipe = {pipeline_class}.from_pretrained("path/to/{folder}")  # or load_pipeline("owner/repo/{folder}")
-```
-
-```bash
-{cli}
-```
-
-## Recommended settings
-
-Stored as the pipeline's defaults ({settings_source}); every one can be overridden per call.
-
-| setting | value |
-| --- | --- |
-{rows}
-
-## Architecture
-
-| field | value |
-| --- | --- |
-{architecture_rows}
-
-## License
-
-The code in this folder is MIT-licensed (pixelgen-diffusers). The weights come from the upstream PixelGen release;
-check its terms before redistributing them.
-
-## Citation
-
-```bibtex
-{CITATION}
-```
-"""
-
-
-def _module_file(component) -> str:
-    return type(component).__module__.rpartition(".")[2] + ".py"
 
 
 # ------------------------------------------------------------------------------------------------------------ export

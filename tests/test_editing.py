@@ -214,3 +214,38 @@ def test_img2img_target_accuracy_rises_with_strength(img2img):
     rows = demo_edit.img2img_rows(img2img, num_images=10, strengths=(0.2, 0.6, 1.0), etas=(1.0,), batch_size=10)
     accuracies = [row["target accuracy"] for row in rows]
     assert accuracies == sorted(accuracies) and accuracies[0] < 0.5 and accuracies[-1] >= 0.8
+
+
+# ------------------------------------------------------------------------------------------ folders and remote code
+PLAIN_DIFFUSERS_INPAINT = """
+import sys, numpy as np, torch
+from diffusers import DiffusionPipeline
+
+folder, output = sys.argv[1:3]
+pipe = DiffusionPipeline.from_pretrained(folder, trust_remote_code=True, local_files_only=True)
+pipe.set_progress_bar_config(disable=True)
+mask = np.zeros((32, 32), dtype=np.uint8)
+mask[8:24, 8:24] = 255
+image = torch.linspace(0, 1, 3 * 32 * 32).reshape(3, 32, 32)
+out = pipe(8, image=image, mask_image=mask, eta=0.5, generator=torch.Generator().manual_seed(1), output_type="pt")
+torch.save({"images": out.images, "class": type(pipe).__name__, "module": type(pipe).__module__}, output)
+"""
+
+
+def test_a_saved_editing_pipeline_is_a_folder_plain_diffusers_runs_with_trust_remote_code(inpaint, tmp_path):
+    from components import run_python
+
+    loaded = PixelGenC2IInpaintPipeline.from_pretrained(model_dir())  # the package's classes, no remote code
+    assert type(loaded) is PixelGenC2IInpaintPipeline and loaded.config.guidance_scale == 3.0
+    inpaint.save_pretrained(tmp_path / "saved")
+    files = {path.name for path in (tmp_path / "saved").iterdir()}
+    assert {"pipeline.py", "pipeline_pixelgen_c2i.py", "pixelgen_editing.py", "pipeline_utils_pixelgen.py"} <= files
+    run_python(PLAIN_DIFFUSERS_INPAINT, tmp_path / "saved", tmp_path / "out.pt", cwd=tmp_path)
+    result = torch.load(tmp_path / "out.pt")
+    assert result["class"] == "PixelGenC2IInpaintPipeline" and result["module"].startswith("diffusers_modules")
+    image = torch.linspace(0, 1, 3 * 32 * 32).reshape(3, 32, 32)
+    expected = inpaint(8, image=image, mask_image=CENTRE, eta=0.5, generator=torch.Generator().manual_seed(1),
+                       output_type="pt").images  # fmt: skip
+    torch.testing.assert_close(result["images"], expected, **LAYOUT_TOLERANCE)
+    known = torch.from_numpy(CENTRE == 0)
+    assert torch.equal(result["images"][0][:, known], image[:, known])

@@ -12,6 +12,10 @@ import torch
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 
 from .pipeline_pixelgen_c2i import PixelGenC2IPipeline
+
+# Imported here too so that diffusers copies it beside a model folder's pipeline.py: for local folders it copies only
+# the direct relative imports of the module it loads, and pipeline_pixelgen_c2i.py needs it.
+from .pipeline_utils_pixelgen import PixelGenPipelineMixin  # noqa: F401
 from .pixelgen_editing import DEFAULT_ETA, PixelGenEditMixin
 
 

@@ -249,3 +249,11 @@ def test_a_saved_editing_pipeline_is_a_folder_plain_diffusers_runs_with_trust_re
     torch.testing.assert_close(result["images"], expected, **LAYOUT_TOLERANCE)
     known = torch.from_numpy(CENTRE == 0)
     assert torch.equal(result["images"][0][:, known], image[:, known])
+
+
+def test_t2i_background_repaint_follows_the_prompt_and_keeps_the_shape_colour():
+    t2i = PixelGenT2IPipeline.from_pretrained(t2i_model_dir())
+    inpaint = PixelGenT2IInpaintPipeline.from_pipe(t2i)
+    inpaint.set_progress_bar_config(disable=True)
+    (row,) = demo_edit.t2i_background_rows(inpaint, num_images=10, etas=(1.0,), batch_size=10)
+    assert row["background"] >= 0.8 and row["shape colour kept"] >= 0.9

@@ -24,10 +24,6 @@ from ..utils import one_line
 # Command name -> (the module that registers it, its one-line help for `pixelgen --help`).
 COMMANDS = {
     "generate": ("pixelgen_diffusers.cli.generate", "generate images with a PixelGen model"),
-    "edit": (
-        "pixelgen_diffusers.cli.edit",
-        "edit an image with a PixelGen model: image-to-image, inpainting, outpainting",
-    ),
     "labels": ("pixelgen_diffusers.cli.labels", "search class names (ImageNet's, or a model's) for --class"),
     "convert": (
         "pixelgen_diffusers.cli.convert",
@@ -36,6 +32,10 @@ COMMANDS = {
     "export": (
         "pixelgen_diffusers.cli.export",
         "turn a saved PixelGen pipeline into a self-contained folder that loads with plain diffusers",
+    ),
+    "edit": (
+        "pixelgen_diffusers.cli.edit",
+        "edit an image with a PixelGen model: image-to-image, inpainting, outpainting",
     ),
     "sample": ("pixelgen_diffusers.cli.sample", "sample many images for evaluation (resumable, multi-process)"),
     "train": (

@@ -117,6 +117,40 @@ def test_euler_at_eta_zero_is_diffusers_renoising_inpainting_loop(c2i, inpaint, 
     torch.testing.assert_close(edited.images, expected, **LAYOUT_TOLERANCE)
 
 
+def test_heun_at_eta_zero_is_heuns_step_on_the_projected_prediction(c2i, inpaint, real):
+    """An independent Heun loop (reference section 4's update, the 0.05 clamp, guidance decided at the step's
+    start) on x_hat_p = k * y + m * x_hat, from the strength's grid point."""
+    images, labels = real
+    y = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+    noise = torch.randn(y.shape, generator=torch.Generator().manual_seed(4))
+    known = torch.from_numpy(CENTRE == 0)
+    class_labels, null = torch.tensor(labels), torch.full((len(labels),), c2i.transformer.null_class_id)
+    steps, strength, scale = 5, 0.6, c2i.config.guidance_scale
+    grid = torch.cat([torch.linspace(0, 1 - 1 / steps, steps), torch.ones(1)])
+
+    def velocity(x, t, guided):
+        with torch.no_grad():
+            x_hat = c2i.transformer(torch.cat([x, x]), t.repeat(2 * len(x)), torch.cat([null, class_labels])).sample
+        x_hat = torch.where(known, torch.cat([y, y]), x_hat)
+        v_uncond, v_cond = ((x_hat - torch.cat([x, x])) / (1 - t).clamp_min(0.05)).chunk(2)
+        return v_uncond + (scale if guided else 1.0) * (v_cond - v_uncond)
+
+    start = int(steps - steps * strength)
+    x = grid[start] * y + (1 - grid[start]) * noise
+    for i in range(start, steps):
+        t, t_next = grid[i], grid[i + 1]
+        v = velocity(x, t, bool(t > 0))
+        if i < steps - 1:
+            v = (v + velocity(x + v * (t_next - t), t_next, bool(t > 0))) / 2
+        x = x + v * (t_next - t)
+    x = torch.where(known, y, x)
+    edited = inpaint(
+        labels, image=list(images), mask_image=CENTRE, strength=strength, eta=0.0, latents=noise,
+        sampling_method="heun", num_inference_steps=steps, output_type="latent",
+    )  # fmt: skip
+    torch.testing.assert_close(edited.images, x, **LAYOUT_TOLERANCE)
+
+
 def test_callbacks_see_the_projected_prediction_and_may_change_the_sample(inpaint, real):
     images, labels = real
     y = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1

@@ -1,7 +1,7 @@
 """The editing picture of the README: held-out demo shapes, the centre 16x16 repainted as another class (eta 0 and
 the default eta 1), and image-to-image towards that class at strength 0.6 and 0.8, with the same noise.
 
-    OMP_NUM_THREADS=1 python scripts/edit_grid.py   # a few seconds on one CPU core; writes docs/images/editing-demo.png
+    OMP_NUM_THREADS=1 python scripts/edit_grid.py   # seconds on one CPU core; writes docs/images/editing-demo.png
 """
 
 from pathlib import Path
@@ -40,7 +40,8 @@ def main() -> None:
         cells = [np.asarray(image), masked]
         for eta in (0.0, 1.0):
             generator = torch.Generator().manual_seed(0)
-            cells.append(np.asarray(inpaint(target, image=image, mask_image=mask, eta=eta, generator=generator).images[0]))
+            edited = inpaint(target, image=image, mask_image=mask, eta=eta, generator=generator).images[0]
+            cells.append(np.asarray(edited))
         for strength in (0.6, 0.8):
             generator = torch.Generator().manual_seed(0)
             cells.append(np.asarray(img2img(target, image=image, strength=strength, generator=generator).images[0]))

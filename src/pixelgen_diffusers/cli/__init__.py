@@ -38,6 +38,10 @@ COMMANDS = {
         "pixelgen_diffusers.cli.train",
         "train or fine-tune a class-to-image or text-to-image model on a folder of images",
     ),
+    "distill": (
+        "pixelgen_diffusers.cli.distill",
+        "distil a PixelGen model into a few-step student (1-8 steps, no guidance pass)",
+    ),
     "eval-demo": (
         "pixelgen_diffusers.cli.eval_demo",
         "score the bundled demo models with the demo classifiers (--t2i: GenEval-style, text-to-image)",

@@ -69,8 +69,11 @@ class DistillationConfig:
     `teacher_sampling_method`: the teacher's solver for the cached trajectories (default: its recipe, the step count
     rounded up to a multiple of K so that the student's grid times lie on the teacher's grid; same timeshift).
     `num_trajectories` trajectories are cached in `output_dir`, conditions in turn: every class, or every prompt of
-    `prompts` (required for text-to-image). `lora_rank`: train a LoRA adapter on the frozen teacher instead of all
-    weights (LCM-LoRA's form); the saved folders hold the fused weights and the adapter.
+    `prompts` (required for text-to-image). The cache holds the teacher's state after every one of its steps, so
+    students of several step counts can share one (`trajectory_cache`: its path, default
+    `output_dir/teacher_trajectories.safetensors`; give them the same `teacher_steps`). `lora_rank`: train a LoRA
+    adapter on the frozen teacher instead of all weights (LCM-LoRA's form); the saved folders hold the fused weights
+    and the adapter.
     """
 
     teacher: str
@@ -81,6 +84,7 @@ class DistillationConfig:
     teacher_sampling_method: str | None = None
     num_trajectories: int = 2048
     prompts: list[str] | None = None
+    trajectory_cache: str | None = None
     teacher_batch_size: int = 256
     max_steps: int = 2000
     batch_size: int = 64
@@ -165,7 +169,13 @@ def load_teacher(config: DistillationConfig):
                 " prompt per line."
             )
         if teacher.text_encoder is None:
-            teacher.load_text_encoder(dtype=torch.float32)  # from its text_encoder_id; fails with one clear line
+            if not teacher.config.get("text_encoder_id"):
+                raise ValueError(
+                    f"teacher {config.teacher!r} has no text encoder (no text_encoder/ folder, no text_encoder_id):"
+                    " it cannot encode the prompts, nor the empty prompt of its unconditional branch; accepted: a"
+                    " text-to-image folder that ships its text encoder or names it in text_encoder_id."
+                )
+            teacher.load_text_encoder(dtype=torch.float32)
     elif config.prompts is not None:
         raise ValueError("prompts (--prompts) belongs to text-to-image teachers; this teacher is class-to-image.")
     elif guidance_scale > 1 and teacher.transformer.config.num_classes == 0:
@@ -198,6 +208,7 @@ def _condition_batches(teacher, config: DistillationConfig):
         prompt_embeds, negative = teacher.encode_prompt(config.prompts, device=teacher.device)
         index = torch.arange(num) % len(config.prompts)
         conditions = prompt_embeds.float().cpu()[index]
+        negative = negative[:1]  # the empty prompt's embedding, shared by every row
         return conditions, lambda rows: dict(prompt_embeds=conditions[rows], negative_prompt_embeds=negative)
     num_classes = max(teacher.transformer.config.num_classes, 1)
     conditions = torch.arange(num) % num_classes
@@ -209,13 +220,11 @@ def _condition_batches(teacher, config: DistillationConfig):
 
 @torch.no_grad()
 def compute_trajectories(teacher, config: DistillationConfig, recipe: dict, progress: bool = True) -> dict:
-    """Runs the teacher from `num_trajectories` noises (seeded by `seed`) and keeps its states at the student's grid
-    times: `states` (N, K + 1, C, H, W) float32 with states[:, 0] the scaled noise and states[:, K] the image,
-    `conditions` (class ids (N,) or prompt embeddings (N, L, D)) and `times` (K + 1,)."""
+    """Runs the teacher from `num_trajectories` noises (seeded by `seed`) and keeps its state after every step:
+    `states` (N, S + 1, C, H, W) float32 for S teacher steps, states[:, 0] the scaled noise and states[:, S] the
+    image, and `conditions` (class ids (N,) or prompt embeddings (N, L, D))."""
     from tqdm.auto import tqdm
 
-    student_steps = config.num_inference_steps
-    stride = recipe["num_inference_steps"] // student_steps
     transformer = teacher.transformer
     size, channels = transformer.config.sample_size, transformer.config.in_channels
     generator = torch.Generator().manual_seed(config.seed)
@@ -231,9 +240,7 @@ def compute_trajectories(teacher, config: DistillationConfig, recipe: dict, prog
             scheduler = pipeline.scheduler
             last = index == len(scheduler.timesteps) - 1
             if last or (index + 1) % scheduler.order == 0:
-                steps_done = scheduler.num_inference_steps if last else (index + 1) // scheduler.order
-                if steps_done % stride == 0:
-                    captured.append(callback_kwargs["latents"].float().cpu())
+                captured.append(callback_kwargs["latents"].float().cpu())
             return {}
 
         teacher(
@@ -244,19 +251,16 @@ def compute_trajectories(teacher, config: DistillationConfig, recipe: dict, prog
             **recipe,
         )
         states.append(torch.stack(captured, dim=1))
-    times = PixelGenScheduler.time_grid(student_steps, teacher.scheduler.config.timeshift)
-    return {"states": torch.cat(states).contiguous(), "conditions": conditions.contiguous(), "times": times}
+    return {"states": torch.cat(states).contiguous(), "conditions": conditions.contiguous()}
 
 
 def cached_trajectories(teacher, config: DistillationConfig, recipe: dict, accelerator) -> dict:
-    """The teacher's trajectories from `output_dir/teacher_trajectories.safetensors` when it was computed for the
-    same teacher, recipe, grid and conditions; else computed (on the main process) and written atomically."""
-    output_dir = Path(config.output_dir)
-    path = output_dir / CACHE_FILE
+    """The teacher's trajectories from the cache file (`trajectory_cache`) when it was computed for the same
+    teacher, recipe and conditions; else computed (on the main process) and written atomically."""
+    path = Path(config.trajectory_cache or Path(config.output_dir) / CACHE_FILE)
     key = {
         "teacher": str(config.teacher),
         "recipe": recipe,
-        "num_inference_steps": config.num_inference_steps,
         "num_trajectories": config.num_trajectories,
         "seed": config.seed,
         "timeshift": teacher.scheduler.config.timeshift,
@@ -278,7 +282,7 @@ def cached_trajectories(teacher, config: DistillationConfig, recipe: dict, accel
             raise RuntimeError(f"{path} is missing after the main process computed it")
         start = time.perf_counter()
         trajectories = compute_trajectories(teacher, config, recipe)
-        output_dir.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(path, save(trajectories, metadata={"key": key}))
         logger.warning(
             f"Cached {config.num_trajectories} teacher trajectories in {path} ({time.perf_counter() - start:.0f} s)."
@@ -350,8 +354,9 @@ class Distiller:
                 for name in FIXED_FIELDS:
                     if recorded.get(name) != getattr(config, name):
                         raise ValueError(
-                            f"{name} is {getattr(config, name)!r}, but the checkpoint's run has {recorded.get(name)!r};"
-                            f" a resume keeps it (omit --{name.replace('_', '-')}), or distil into another output_dir"
+                            f"{name} is {getattr(config, name)!r}, but the checkpoint's run has"
+                            f" {recorded.get(name)!r}; a resume keeps it (omit --{name.replace('_', '-')}), or distil"
+                            " into another output_dir"
                         )
         self.config, self.progress = config, progress
         mixed_precision = config.mixed_precision
@@ -486,7 +491,9 @@ class Distiller:
         if self.step >= config.max_steps:
             return self.save_checkpoint()
         device = accelerator.device
-        states, times = trajectories["states"], trajectories["times"]
+        # The teacher's states at the student's grid times (every stride-th teacher step: the grids are nested).
+        states = trajectories["states"][:, :: self.recipe["num_inference_steps"] // config.num_inference_steps]
+        times = PixelGenScheduler.time_grid(config.num_inference_steps, self.teacher.scheduler.config.timeshift)
         conditions = trajectories["conditions"]
         from tqdm.auto import tqdm
 
@@ -517,7 +524,11 @@ class Distiller:
             window_loss, window_steps = window_loss + loss.detach().float(), window_steps + 1
             if self.step % config.log_every == 0 or self.step == config.max_steps:
                 mean = accelerator.reduce(window_loss / window_steps, "mean").item()
-                record = {"step": self.step, "loss": mean, "steps_per_s": window_steps / (time.perf_counter() - window_start)}
+                record = {
+                    "step": self.step,
+                    "loss": mean,
+                    "steps_per_s": window_steps / (time.perf_counter() - window_start),
+                }
                 progress.set_postfix(loss=f"{mean:.4f}")
                 if accelerator.is_main_process:
                     with open(log_path, "a") as log_file:

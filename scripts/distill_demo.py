@@ -81,7 +81,10 @@ def main() -> None:
     parser.add_argument("--student-steps", type=int, nargs="+", default=[4, 2, 1], help="class-to-image students")
     parser.add_argument("--t2i-steps", type=int, default=4)
     parser.add_argument("--num-trajectories", type=int, default=2048)
-    parser.add_argument("--max-steps", type=int, default=500)
+    parser.add_argument(
+        "--max-steps", type=int, nargs="+", default=[500, 300, 300], help="per class-to-image student, in order"
+    )
+    parser.add_argument("--t2i-max-steps", type=int, default=500)
     parser.add_argument("--learning-rate", type=float, default=3e-4)
     parser.add_argument("--skip", choices=("c2i", "t2i"), help="leave one of the two demos out")
     parser.add_argument("--num-threads", type=int, default=1)
@@ -90,12 +93,12 @@ def main() -> None:
     work_dir = Path(args.work_dir)
     timings, results = {}, {}
 
-    def run_distillation(teacher, name, steps, **extra):
+    def run_distillation(teacher, name, steps, max_steps, **extra):
         start = time.perf_counter()
         config = DistillationConfig(
             teacher=str(teacher), output_dir=str(work_dir / name), num_inference_steps=steps,
-            num_trajectories=args.num_trajectories, max_steps=args.max_steps, batch_size=64,
-            learning_rate=args.learning_rate, checkpoint_every=500, log_every=100, resume="latest", **extra,
+            num_trajectories=args.num_trajectories, max_steps=max_steps, batch_size=64,
+            learning_rate=args.learning_rate, checkpoint_every=100, log_every=50, resume="latest", **extra,
         )  # fmt: skip
         student = distill(config, progress=False)
         timings[f"distill {name}"] = time.perf_counter() - start
@@ -106,9 +109,9 @@ def main() -> None:
         teacher = PixelGenC2IPipeline.from_pretrained(model_dir())
         teacher.set_progress_bar_config(disable=True)
         students = {}
-        for steps in args.student_steps:
+        for steps, max_steps in zip(args.student_steps, args.max_steps):
             # One trajectory cache for all students: 12 teacher steps hold the 1-, 2- and 4-step grids.
-            folder = run_distillation(model_dir(), f"c2i-{steps}step", steps, teacher_steps=12,
+            folder = run_distillation(model_dir(), f"c2i-{steps}step", steps, max_steps, teacher_steps=12,
                                       trajectory_cache=str(work_dir / "c2i_trajectories.safetensors"))  # fmt: skip
             students[f"{steps}-step student"] = PixelGenC2IPipeline.from_pretrained(folder)
             students[f"{steps}-step student"].set_progress_bar_config(disable=True)
@@ -132,7 +135,7 @@ def main() -> None:
     if args.skip != "t2i":
         teacher = PixelGenT2IPipeline.from_pretrained(t2i_model_dir())
         teacher.set_progress_bar_config(disable=True)
-        folder = run_distillation(t2i_model_dir(), f"t2i-{args.t2i_steps}step", args.t2i_steps,
+        folder = run_distillation(t2i_model_dir(), f"t2i-{args.t2i_steps}step", args.t2i_steps, args.t2i_max_steps,
                                   prompts=training_prompts())  # fmt: skip
         student = PixelGenT2IPipeline.from_pretrained(folder)
         student.set_progress_bar_config(disable=True)

@@ -23,7 +23,7 @@ def add_parser(subparsers) -> None:
     arg = parser.add_argument
     arg("teacher", help="PixelGen pipeline folder or Hub id")
     arg("output_dir", help="checkpoints, the trajectory cache and the final student (OUTPUT_DIR/student)")
-    arg("--steps", dest="num_inference_steps", type=cli_number(integer=True, minimum=1, maximum=8),
+    arg("--steps", dest="num_inference_steps", metavar="K", type=cli_number(integer=True, minimum=1, maximum=8),
         help="the student's sampling steps, 1-8 (default 4)")  # fmt: skip
     arg("--guidance-scale", type=cli_number(), help="teacher guidance to distil in (default: the teacher's recipe)")
     arg("--teacher-steps", type=cli_number(integer=True, minimum=1),

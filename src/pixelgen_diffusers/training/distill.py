@@ -417,7 +417,11 @@ class Distiller:
                 f"distillation diverged: the weights hold NaN or infinite values at step {self.step}; resume from"
                 " the last checkpoint with a lower --learning-rate"
             )
-        accelerator.wait_for_everyone()
+        rng_states = [_rng_state(self.generator)]
+        if accelerator.num_processes > 1:  # every process's batch stream, written by the main process
+            from accelerate.utils import gather_object
+
+            rng_states = gather_object(rng_states)
         if accelerator.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             temporary = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=self.output_dir))
@@ -429,7 +433,8 @@ class Distiller:
                 save_file(self._trainable_state_dict(), temporary / STATE_DIR / "model.safetensors")
                 save_file(self.ema.state_dict(), temporary / STATE_DIR / "ema.safetensors")
                 torch.save(self.optimizer.state_dict(), temporary / STATE_DIR / "optimizer.pt")
-                torch.save(_rng_state(self.generator), temporary / STATE_DIR / "rng_state_0.pt")
+                for rank, rng_state in enumerate(rng_states):
+                    torch.save(rng_state, temporary / STATE_DIR / f"rng_state_{rank}.pt")
                 state = {"step": self.step, "config": self.config.to_json_dict()}
                 (temporary / STATE_DIR / "state.json").write_text(json.dumps(state, indent=2, allow_nan=False))
                 replace_directory(temporary, final)
@@ -460,7 +465,8 @@ class Distiller:
             self.unwrapped.load_state_dict(load_file(state_dir / "model.safetensors"), strict=False)
             self.ema.load_state_dict(load_file(state_dir / "ema.safetensors"))
             self.optimizer.load_state_dict(torch.load(state_dir / "optimizer.pt", weights_only=True))
-            _set_rng_state(torch.load(state_dir / "rng_state_0.pt", weights_only=True), self.generator)
+            rng_file = state_dir / f"rng_state_{self.accelerator.process_index}.pt"
+            _set_rng_state(torch.load(rng_file, weights_only=True), self.generator)
         except ValueError:
             raise
         except Exception as error:

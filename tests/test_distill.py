@@ -158,3 +158,13 @@ def test_bad_inputs_are_one_error_naming_what_is_accepted(tmp_path, capsys):
     assert main(["distill", str(tmp_path / "run" / "student"), str(tmp_path / "cli")]) == 2
     errors = capsys.readouterr().err.strip().splitlines()
     assert len(errors) == 2 and "--steps" in errors[0] and "accepted: a PixelGen teacher" in errors[1]
+
+
+def test_unconditional_teacher_distils_at_guidance_one(tmp_path):
+    teacher = PixelGenC2IPipeline(tiny_transformer(num_classes=0), PixelGenScheduler(sampling_method="euler"), {})
+    teacher.save_pretrained(tmp_path / "unconditional")
+    config = _config(tmp_path, teacher=str(tmp_path / "unconditional"), num_inference_steps=1)
+    student = PixelGenC2IPipeline.from_pretrained(distill(config, progress=False))
+    student.set_progress_bar_config(disable=True)
+    assert student.config.distillation["guidance_scale"] == 1.0
+    assert student(num_images_per_prompt=3, output_type="latent").images.shape == (3, 3, 32, 32)

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load, load_file, save, save_file
+from safetensors.torch import load_file, save, save_file
 
 from ..schedulers.scheduling_pixelgen import PixelGenScheduler
 from ..utils import atomic_write_bytes, check_number, locked_folder, one_line, replace_directory
@@ -214,7 +214,7 @@ def _condition_batches(teacher, config: DistillationConfig):
     conditions = torch.arange(num) % num_classes
     if teacher.transformer.config.num_classes == 0:
         conditions = torch.full((num,), teacher.transformer.null_class_id)
-        return conditions, lambda rows: dict()
+        return conditions, lambda rows: dict(num_images_per_prompt=len(rows))  # the null class, once per row
     return conditions, lambda rows: dict(class_labels=conditions[rows].tolist())
 
 
@@ -270,12 +270,11 @@ def cached_trajectories(teacher, config: DistillationConfig, recipe: dict, accel
     with accelerator.main_process_first():
         if path.is_file():
             try:
-                data = path.read_bytes()
                 from safetensors import safe_open
 
                 with safe_open(str(path), "pt") as file:
                     if file.metadata().get("key") == key:
-                        return load(data)
+                        return load_file(path)
             except Exception as error:  # unreadable: computed again
                 logger.warning(f"Ignoring {path}: {one_line(error)}.")
         if not accelerator.is_main_process:

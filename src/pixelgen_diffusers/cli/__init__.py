@@ -52,6 +52,10 @@ COMMANDS = {
         "pixelgen_diffusers.cli.sweep",
         "sample and evaluate a grid of settings (models/EMAs, guidance, interval, sampler, steps, cache)",
     ),
+    "distill": (
+        "pixelgen_diffusers.cli.distill",
+        "distil a PixelGen model into a few-step student (1-8 steps, no guidance pass)",
+    ),
     "eval-demo": (
         "pixelgen_diffusers.cli.eval_demo",
         "score the bundled demo models with the demo classifiers (--t2i: GenEval-style, text-to-image)",

@@ -478,6 +478,36 @@ class PixelGenPipelineMixin:
         `PyramidAttentionBroadcastConfig` / `FasterCacheConfig` read through `current_timestep_callback`."""
         return self._current_timestep
 
+    def check_distilled_inputs(self, num_inference_steps, guidance_scale, sampling_method, timeshift):
+        """A few-step student (`pixelgen distill`, config `distillation`) samples only the schedule it was distilled
+        for: one of its step counts, on the Euler grid with its timeshift, unguided (the teacher's guidance is in its
+        weights, so no null-condition pass runs). Anything else is a ValueError naming what is accepted."""
+        distillation = self.config.get("distillation")
+        if not distillation:
+            return
+        accepted_steps = distillation["num_inference_steps"]
+        if num_inference_steps not in accepted_steps:
+            raise ValueError(
+                f"num_inference_steps is {num_inference_steps}, but this student was distilled for"
+                f" {' or '.join(map(str, accepted_steps))} steps; accepted: {', '.join(map(str, accepted_steps))}."
+            )
+        if guidance_scale != 1.0:
+            raise ValueError(
+                f"guidance_scale is {guidance_scale}, but this student has its teacher's guidance"
+                f" ({distillation['guidance_scale']:g}) distilled in and samples without guidance; accepted: 1.0"
+                " (or leave it unset)."
+            )
+        if not hasattr(self.scheduler, "guidance_mask") or sampling_method not in (None, "euler"):
+            raise ValueError(
+                f"sampling_method is {sampling_method or type(self.scheduler).__name__!r}, but this student was"
+                " distilled for PixelGenScheduler's Euler grid; accepted: 'euler' (or leave it unset)."
+            )
+        if timeshift is not None and timeshift != self.scheduler.config.timeshift:
+            raise ValueError(
+                f"timeshift is {timeshift}, but this student was distilled on the time grid of timeshift"
+                f" {self.scheduler.config.timeshift}; accepted: {self.scheduler.config.timeshift} (or leave it unset)."
+            )
+
     def check_scheduler(self, sampling_method, solver_order, timeshift):
         """Accepts `PixelGenScheduler` or a stock diffusers flow-matching scheduler (FlowMatchEuler/Heun, or a
         multistep solver with `use_flow_sigmas=True` and `prediction_type="flow_prediction"`)."""

@@ -428,6 +428,38 @@ def initialize_t2i_weights(transformer: PixelGenT2ITransformer2DModel) -> None:
         torch.nn.init.zeros_(linear.bias)
 
 
+def add_lora(transformer, rank: int, alpha: float | None, targets: list[str], log: bool = True) -> None:
+    """Freezes the model and adds a peft LoRA adapter of `rank` (scale `alpha / rank`, alpha defaulting to the
+    rank) on the linear layers whose names end in `targets` (Gaussian A, zero B: training starts at the base model).
+    A target naming no linear layer is a ValueError listing the accepted suffixes."""
+    from peft import LoraConfig
+
+    targets = list(targets)
+    linear_names = [name for name, module in transformer.named_modules() if isinstance(module, torch.nn.Linear)]
+    for target in targets:
+        if not any(name == target or name.endswith(f".{target}") for name in linear_names):
+            suffixes = sorted({".".join(name.split(".")[-2:]) for name in linear_names})
+            close = difflib.get_close_matches(target, suffixes, n=3)
+            raise ValueError(
+                f"lora_target_modules has {target!r}, which names no linear layer of the"
+                f" {type(transformer).__name__}"
+                + (f" (did you mean {', '.join(map(repr, close))}?)" if close else "")
+                + f"; its linear layers end in: {', '.join(suffixes)}."
+            )
+    transformer.requires_grad_(False)
+    lora_config = LoraConfig(
+        r=rank, lora_alpha=alpha if alpha is not None else rank, target_modules=targets, init_lora_weights="gaussian"
+    )
+    transformer.add_adapter(lora_config)
+    trainable = sum(parameter.numel() for parameter in transformer.parameters() if parameter.requires_grad)
+    total = sum(parameter.numel() for parameter in transformer.parameters())
+    if log:
+        logger.warning(
+            f"LoRA rank {rank} on {', '.join(targets)}: {trainable:,} trainable parameters,"
+            f" {100 * trainable / (total - trainable):.2f}% of the model's {total - trainable:,}."
+        )
+
+
 def make_pipeline(transformer, config: TrainingConfig, sampling: dict, id2label=None, text_encoder_id=None):
     """The pipeline a checkpoint is saved as, with the run's sampling recipe as its defaults: class-to-image with
     `id2label`, else text-to-image (without its text encoder, which loads from `text_encoder_id` when prompted)."""
@@ -709,35 +741,9 @@ class Trainer:
         return files
 
     def _add_lora(self, transformer) -> None:
-        """Freezes the model and adds a peft LoRA adapter (Gaussian A, zero B: the run starts at the base model)."""
-        from peft import LoraConfig
-
         config = self.config
         targets = list(config.lora_target_modules or DEFAULT_LORA_TARGETS[self.model_type])
-        linear_names = [name for name, module in transformer.named_modules() if isinstance(module, torch.nn.Linear)]
-        for target in targets:
-            if not any(name == target or name.endswith(f".{target}") for name in linear_names):
-                suffixes = sorted({".".join(name.split(".")[-2:]) for name in linear_names})
-                close = difflib.get_close_matches(target, suffixes, n=3)
-                raise ValueError(
-                    f"lora_target_modules has {target!r}, which names no linear layer of the"
-                    f" {type(transformer).__name__}"
-                    + (f" (did you mean {', '.join(map(repr, close))}?)" if close else "")
-                    + f"; its linear layers end in: {', '.join(suffixes)}."
-                )
-        transformer.requires_grad_(False)
-        alpha = config.lora_alpha if config.lora_alpha is not None else config.lora_rank
-        lora_config = LoraConfig(
-            r=config.lora_rank, lora_alpha=alpha, target_modules=targets, init_lora_weights="gaussian"
-        )
-        transformer.add_adapter(lora_config)
-        trainable = sum(parameter.numel() for parameter in transformer.parameters() if parameter.requires_grad)
-        total = sum(parameter.numel() for parameter in transformer.parameters())
-        if self.accelerator.is_main_process:
-            logger.warning(
-                f"LoRA rank {config.lora_rank} on {', '.join(targets)}: {trainable:,} trainable parameters,"
-                f" {100 * trainable / (total - trainable):.2f}% of the model's {total - trainable:,}."
-            )
+        add_lora(transformer, config.lora_rank, config.lora_alpha, targets, self.accelerator.is_main_process)
 
     def _save_lora(self, transformer, folder: Path) -> None:
         """The adapter of `transformer` as diffusers' `pytorch_lora_weights.safetensors`, with its peft config."""

@@ -524,16 +524,24 @@ def changed_settings(config: TrainingConfig, recorded: dict) -> dict[str, tuple]
     }
 
 
-def _rng_state(generator: torch.Generator) -> dict[str, torch.Tensor]:
-    state = {"torch": torch.get_rng_state(), "generator": generator.get_state()}
+def _rng_state(generator: torch.Generator, loader_generator: torch.Generator) -> dict[str, torch.Tensor]:
+    state = {
+        "torch": torch.get_rng_state(),
+        "generator": generator.get_state(),
+        "loader": loader_generator.get_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
-def _set_rng_state(state: dict[str, torch.Tensor], generator: torch.Generator) -> None:
+def _set_rng_state(
+    state: dict[str, torch.Tensor], generator: torch.Generator, loader_generator: torch.Generator
+) -> None:
     torch.set_rng_state(state["torch"])
     generator.set_state(state["generator"])
+    if "loader" in state:  # checkpoints written before the loader had its own generator
+        loader_generator.set_state(state["loader"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
 
@@ -621,6 +629,9 @@ class Trainer:
         rank = self.accelerator.process_index
         torch.manual_seed(config.seed + 1 + rank)  # dropout differs per process
         self.generator = torch.Generator(self.accelerator.device).manual_seed(config.seed + 1 + rank)
+        # The data loader's own stream (its workers' seeds): starting its iterator must not draw from the global
+        # stream that dropout uses, or a resumed run would drift from an uninterrupted one.
+        self.loader_generator = torch.Generator().manual_seed(config.seed + 1 + rank)
         self.step = 0
 
     def _model_type(self) -> str:
@@ -807,7 +818,9 @@ class Trainer:
                 (temporary / STATE_DIR).mkdir()
             accelerator.wait_for_everyone()
             rank = accelerator.process_index
-            torch.save(_rng_state(self.generator), temporary / STATE_DIR / f"rng_state_{rank}.pt")
+            torch.save(
+                _rng_state(self.generator, self.loader_generator), temporary / STATE_DIR / f"rng_state_{rank}.pt"
+            )
             if accelerator.is_main_process:
                 if self.config.is_lora:  # only the adapter: the base model is the pretrained folder
                     self._save_lora(self.ema.model, temporary)
@@ -896,7 +909,7 @@ class Trainer:
             )
         rng_file = state_dir / f"rng_state_{self.accelerator.process_index}.pt"
         if rng_file.is_file():
-            _set_rng_state(torch.load(rng_file, weights_only=True), self.generator)
+            _set_rng_state(torch.load(rng_file, weights_only=True), self.generator, self.loader_generator)
         self.step = state["step"]
 
     # --------------------------------------------------------------------------------------------- training
@@ -959,6 +972,7 @@ class Trainer:
             num_workers=config.num_workers,
             pin_memory=accelerator.device.type == "cuda",
             persistent_workers=config.num_workers > 0,
+            generator=self.loader_generator,
         )
         from tqdm.auto import tqdm
 

@@ -455,3 +455,12 @@ def test_resume_with_active_dropout_matches_an_uninterrupted_run(tmp_path, num_w
     expected = load_file(straight / "training_state/model.safetensors")
     actual = load_file(resumed / "training_state/model.safetensors")
     assert all(torch.equal(expected[key], actual[key]) for key in expected)
+
+
+def test_a_model_config_depth_without_in_context_start_takes_the_presets_ratio(tmp_path):
+    model_config = {key: value for key, value in TINY_TRAIN_MODEL.items() if key != "in_context_start"}
+    checkpoint = train(_config(tmp_path, "run", model_config={**model_config, "depth": 5}, max_steps=1))
+    config = json.loads((checkpoint / "transformer" / "config.json").read_text())
+    assert config["depth"] == 5 and config["in_context_start"] == 5 // 3
+    for preset, arguments in trainer_module.PIXELGEN_PRESETS.items():  # the ratio the presets use
+        assert abs(arguments["in_context_start"] - arguments["depth"] // 3) <= 1, preset

@@ -263,3 +263,28 @@ def test_fine_tuning_the_bundled_t2i_demo_keeps_its_shipped_encoder_reachable(tm
     pipeline.set_progress_bar_config(disable=True)
     images = pipeline("a red star on a blue background", num_inference_steps=2, output_type="np").images
     assert images.shape == (1, 32, 32, 3) and pipeline.text_encoder is not None
+
+
+def test_caption_cache_key_covers_every_input_of_the_embedding(tmp_path):
+    pipeline = tiny_t2i_pipeline()
+    base = CaptionEmbeddingCache(tmp_path, pipeline).key
+
+    other_pad = tiny_t2i_pipeline()
+    other_pad.tokenizer.pad_token = "!"  # another pad token: padded positions get another token id
+    assert CaptionEmbeddingCache(tmp_path, other_pad).key != base
+    embeds, _ = pipeline.encode_prompt(["a"], do_classifier_free_guidance=False)
+    other_embeds, _ = other_pad.encode_prompt(["a"], do_classifier_free_guidance=False)
+    assert not torch.equal(embeds, other_embeds)  # so reusing the cache would train on wrong embeddings
+
+    other_dtype = tiny_t2i_pipeline()
+    other_dtype.text_encoder.to(torch.bfloat16)
+    assert CaptionEmbeddingCache(tmp_path, other_dtype).key != base
+
+    implementations = set()
+    for implementation in ("eager", "sdpa"):
+        other_attention = tiny_t2i_pipeline()
+        other_attention.text_encoder.set_attn_implementation(implementation)
+        implementations.add(CaptionEmbeddingCache(tmp_path, other_attention).key)
+    assert len(implementations) == 2
+
+    assert CaptionEmbeddingCache(tmp_path, tiny_t2i_pipeline()).key == base  # the same inputs: the same key

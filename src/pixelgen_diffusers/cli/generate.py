@@ -282,15 +282,16 @@ def add_threads_argument(parser: argparse.ArgumentParser) -> None:
 
 def set_threads(threads: int | None, pipeline) -> None:
     """`--threads`: torch's intra-op threads. Without it, OMP_NUM_THREADS wins if set; otherwise small models
-    (under `SMALL_MODEL_PARAMETERS`) use one thread: their per-step work is too small to split, and on a shared
-    machine extra threads only wait for each other (the demo model: 2 s per image with two busy cores, 0.05 s with
-    one)."""
+    (under `SMALL_MODEL_PARAMETERS`; `pipeline` is a pipeline or the model itself) use one thread: their per-step
+    work is too small to split, and on a shared machine extra threads only wait for each other (the demo model: 2 s
+    per image with two busy cores, 0.05 s with one)."""
     import torch
 
     if threads is None:
         if os.environ.get("OMP_NUM_THREADS"):
             return
-        parameters = sum(parameter.numel() for parameter in pipeline.transformer.parameters())
+        model = getattr(pipeline, "transformer", pipeline)
+        parameters = sum(parameter.numel() for parameter in model.parameters())
         if parameters >= SMALL_MODEL_PARAMETERS:
             return
         threads = 1

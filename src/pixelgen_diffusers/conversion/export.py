@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from ..utils import (
     DTYPE_NAMES,
+    apply_umask,
     check_shard_size,
     is_text_to_image,
     one_line,
@@ -83,15 +84,6 @@ def _commit(temporary: Path, output_dir: Path, overwrite: bool) -> None:
     replace_directory(temporary, output_dir)
 
 
-def _apply_umask(folder: Path) -> None:
-    """Gives the folder the permissions of a normally created one (the temporary folder and some weight writers
-    create owner-only files)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    for path in [folder, *folder.rglob("*")]:
-        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
-
-
 def folder_size(folder: Path) -> int:
     return sum(path.stat().st_size for path in Path(folder).rglob("*") if path.is_file())
 
@@ -140,7 +132,7 @@ def write_model_folder(
         if readme is not None:
             (temporary / "README.md").write_text(readme)
         verify_folder(temporary, pipeline)
-        _apply_umask(temporary)
+        apply_umask(temporary)
         _commit(temporary, output_dir, overwrite)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)

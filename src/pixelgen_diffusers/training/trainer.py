@@ -24,7 +24,16 @@ from ..models.transformer_jit_t2i import PixelGenT2ITransformer2DModel
 from ..pipelines.pipeline_pixelgen_c2i import PixelGenC2IPipeline
 from ..pipelines.pipeline_pixelgen_t2i import PixelGenT2IPipeline
 from ..schedulers.scheduling_pixelgen import PixelGenScheduler
-from ..utils import atomic_save_image, check_number, locked_folder, one_line, replace_directory
+from ..utils import (
+    append_line,
+    apply_umask,
+    atomic_save_image,
+    check_number,
+    locked_folder,
+    make_folder,
+    one_line,
+    replace_directory,
+)
 from .captions import CaptionEmbeddingCache, EmbeddedCaptionDataset, load_embedding, load_text_encoder
 from .data import ImageCaptionDataset, ImageClassDataset, StepBatchSampler, is_caption_folder
 from .losses import EMA, PixelGenLoss, load_dino, load_lpips
@@ -132,6 +141,7 @@ class TrainingConfig:
     checkpoint_every: int = 5000
     checkpoints_total_limit: int | None = None
     resume: str | None = None
+    overwrite: bool = False
     sampling_method: str | None = None
     sampling_timeshift: float | None = None
     solver_order: int | None = None
@@ -783,7 +793,7 @@ class Trainer:
             class_ids = list(range(min(len(self.id2label), 10)))
             images = pipeline(class_ids, num_images_per_prompt=4, generator=generator).images
             rows = len(class_ids)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(path.parent)
         atomic_save_image(image_grid(images, rows=rows), path)
 
     @property
@@ -852,6 +862,7 @@ class Trainer:
                 (temporary / STATE_DIR / "state.json").write_text(json.dumps(state, indent=2, allow_nan=False))
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
+                apply_umask(temporary)  # like every other file of the run (mkdtemp's folder is owner-only)
                 replace_directory(temporary, final)
                 self._prune_checkpoints(keep=final)
         except BaseException:
@@ -933,6 +944,31 @@ class Trainer:
                 if getattr(self, "_progress", None) is not None:
                     self._progress.close()  # ends the bar's line, so an error message starts on a line of its own
 
+    def _make_room_for_a_new_run(self) -> None:
+        """A new run (no `resume`) into a folder that holds another run's checkpoints, log or sample grids would
+        overwrite its same-numbered checkpoints and mix the logs (and a later `--resume latest` would pick the wrong
+        run): refused, unless `overwrite`, which removes them first. Links are removed, never followed."""
+        previous = [*list_checkpoints(self.output_dir)]
+        previous += [
+            path
+            for path in (self.output_dir / "train_log.jsonl", self.output_dir / "samples")
+            if path.exists() or path.is_symlink()
+        ]
+        if not previous:
+            return
+        if not self.config.overwrite:
+            names = ", ".join(path.name for path in previous[:3]) + (", ..." if len(previous) > 3 else "")
+            raise ValueError(
+                f"output_dir {self.output_dir} holds another run ({names}); continue it with --resume latest, choose"
+                " another --output-dir, or pass --overwrite to delete it and start anew"
+            )
+        logger.warning(f"--overwrite: deleting the previous run in {self.output_dir} ({len(previous)} entries).")
+        for path in previous:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+
     def _train(self) -> Path:
         config, accelerator = self.config, self.accelerator
         if accelerator.is_main_process:  # temporary folders of a run that was killed mid-save (we hold the lock)
@@ -941,6 +977,14 @@ class Trainer:
                     shutil.rmtree(stale)
                 else:
                     stale.unlink()
+        if accelerator.is_main_process:
+            for name in ("train_log.jsonl", "samples"):  # checked again at each write; refused before any work
+                if (self.output_dir / name).is_symlink():
+                    raise ValueError(
+                        f"{self.output_dir / name} is a symbolic link; remove it (a run never writes through a link)"
+                    )
+            if config.resume is None:
+                self._make_room_for_a_new_run()
         if config.resume is not None:
             checkpoint = self.resume_from
             if checkpoint is None:
@@ -955,8 +999,7 @@ class Trainer:
                 if accelerator.is_main_process:
                     logger.warning(f"Resumed from {checkpoint} at step {self.step}.")
                     record = {"step": self.step, "resumed_from": str(checkpoint), "changed": self.resumed_changes}
-                    with open(self.output_dir / "train_log.jsonl", "a") as log_file:
-                        log_file.write(json.dumps(record) + "\n")
+                    append_line(self.output_dir / "train_log.jsonl", json.dumps(record))
                     for name, (before, now) in self.resumed_changes.items():
                         logger.warning(
                             f"Changed on resume and applied from step {self.step}: {name} {before!r} -> {now!r}."
@@ -1025,8 +1068,7 @@ class Trainer:
                 record = {"step": self.step, **means, "steps_per_s": window_steps / elapsed}
                 progress.set_postfix(loss=f"{means['loss']:.4f}", steps_per_s=f"{record['steps_per_s']:.2f}")
                 if accelerator.is_main_process:
-                    with open(log_path, "a") as log_file:
-                        log_file.write(json.dumps(record) + "\n")
+                    append_line(log_path, json.dumps(record))
                 window_start, window_steps, window_losses = time.perf_counter(), 0, {}
                 if not math.isfinite(means["loss"]):  # every process sees the same reduced mean, so all stop
                     raise FloatingPointError(

@@ -207,6 +207,44 @@ def atomic_save_image(image, path: str | Path, format: str = "PNG") -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def append_line(path: str | Path, line: str) -> None:
+    """Appends `line` and a newline to a log file, created with the permissions of `open(path, "a")`; a link
+    planted at `path` is refused (O_NOFOLLOW), never written through. OSErrors name `path`."""
+    path = Path(path)
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        descriptor = os.open(path, flags, 0o666)
+    except OSError as error:
+        if path.is_symlink():
+            raise ValueError(f"{path} is a symbolic link; remove it (logs are never written through a link)") from None
+        raise _write_error(error, path) from error
+    try:
+        with os.fdopen(descriptor, "a", encoding="utf-8") as file:
+            file.write(line + "\n")
+    except OSError as error:
+        raise _write_error(error, path) from error
+
+
+def make_folder(path: str | Path) -> Path:
+    """`path` as a folder of its own (created if missing, with its parents): a link planted there is refused, so
+    that nothing is written through it into another folder."""
+    path = Path(path)
+    if path.is_symlink():
+        raise ValueError(f"{path} is a symbolic link; remove it (output folders are never written through a link)")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def apply_umask(folder: str | Path) -> None:
+    """Gives a folder tree the permissions of normally created files and folders (`tempfile.mkdtemp` creates
+    owner-only folders, and some weight writers owner-only files)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [Path(folder), *Path(folder).rglob("*")]:
+        if not path.is_symlink():
+            path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
 def _fsync_tree(folder: Path) -> None:
     for path in sorted(folder.rglob("*")):
         if path.is_file() and not path.is_symlink():

@@ -111,3 +111,50 @@ def test_an_unwritable_caption_cache_dir_is_refused_up_front(tmp_path, capsys, d
     code, _, err = run_cli(capsys, *arguments, "--caption-cache-dir", tmp_path / "file" / "cache")
     assert_one_line(code, err, "train", "--caption-cache-dir")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("num_workers", ["0", "1"])
+def test_a_data_set_of_undecodable_images_is_one_line_not_a_recursion_error(tmp_path, capsys, data_dir, num_workers):
+    for path in data_dir.rglob("*.png"):  # the header reads, the pixel data is cut off
+        path.write_bytes(path.read_bytes()[:100])
+        with PIL.Image.open(path) as image:
+            assert image.size == (36, 36)
+    arguments = [*TRAIN, "--num-workers", num_workers, "--max-steps", "1"]
+    code, _, err = run_cli(capsys, "train", "--data-dir", data_dir, "--output-dir", tmp_path / "run", *arguments)
+    assert_one_line(code, _errors_only(err), "train", "can be decoded")
+
+
+def _errors_only(err: str) -> str:
+    """stderr without the per-file warnings (one per broken file) that precede the error."""
+    return "\n".join(line for line in err.splitlines() if "Could not decode" not in line)
+
+
+@pytest.mark.parametrize("file_name", ["1", "null", "[1, 2]", '""'])
+def test_metadata_rows_whose_file_name_is_not_a_path_are_one_line_naming_the_row(tmp_path, capsys, file_name):
+    folder = tmp_path / "captions"
+    folder.mkdir()
+    PIL.Image.new("RGB", (36, 36)).save(folder / "a.png")
+    (folder / "metadata.jsonl").write_text(
+        '{"file_name": "a.png", "text": "a"}\n' + f'{{"file_name": {file_name}, "text": "b"}}\n'
+    )
+    code, _, err = run_cli(capsys, "train", "--data-dir", folder, "--output-dir", tmp_path / "run", "--max-steps", "1")
+    assert_one_line(code, err, "train", "metadata.jsonl line 2: `file_name` is")
+
+
+def test_a_lora_target_that_names_a_convolution_is_one_line_up_front(tmp_path):
+    from test_lora import _lora_config
+
+    from pixelgen_diffusers.training import Trainer
+
+    with pytest.raises(
+        ValueError, match=r"'proj_in', which also names patch_embedder.proj_in \(Conv2d\).*'ff.proj_in'"
+    ):
+        Trainer(_lora_config(tmp_path, "c2i", "run", lora_target_modules=["proj_in"]))
+
+
+def test_sample_grids_say_what_they_are_doing(tmp_path, capsys, data_dir):
+    train(_config(data_dir, tmp_path / "run", max_steps=1, sample_every=1, checkpoint_every=1))
+    assert (
+        f"step 1: drawing the sample grid {tmp_path / 'run' / 'samples' / 'step-0000001.png'}"
+        in capsys.readouterr().err
+    )

@@ -10,6 +10,7 @@ import logging
 import math
 import re
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -732,6 +733,21 @@ class Trainer:
         targets = list(config.lora_target_modules or DEFAULT_LORA_TARGETS[self.model_type])
         linear_names = [name for name, module in transformer.named_modules() if isinstance(module, torch.nn.Linear)]
         for target in targets:
+            # peft adapts every module whose name ends in the target: all of them must be linear layers that the
+            # model calls (a patch convolution is read through its weight, and would fail at the first step).
+            others = [
+                f"{name} ({type(module).__name__})"
+                for name, module in transformer.named_modules()
+                if (name == target or name.endswith(f".{target}")) and not isinstance(module, torch.nn.Linear)
+            ]
+            if others:
+                specific = sorted({".".join(name.split(".")[-2:]) for name in linear_names if name.endswith(target)})
+                raise ValueError(
+                    f"lora_target_modules has {target!r}, which also names {', '.join(others[:3])}: LoRA adapts only"
+                    " linear layers"
+                    + (f"; name them more precisely, e.g. {', '.join(map(repr, specific[:3]))}" if specific else "")
+                    + "."
+                )
             if not any(name == target or name.endswith(f".{target}") for name in linear_names):
                 suffixes = sorted({".".join(name.split(".")[-2:]) for name in linear_names})
                 close = difflib.get_close_matches(target, suffixes, n=3)
@@ -776,6 +792,11 @@ class Trainer:
         transformer = self.ema.model
         pipeline = self.make_pipeline(transformer)
         generator = torch.Generator(transformer.device).manual_seed(self.config.seed)
+        # Sampling a grid takes as long as many training steps: say so, with the pipeline's own progress bar.
+        from tqdm.auto import tqdm
+
+        tqdm.write(f"step {self.step}: drawing the sample grid {path}", file=sys.stderr)
+        pipeline.set_progress_bar_config(desc="sample grid", leave=False, dynamic_ncols=True)
         if self.model_type == "t2i":
             prompt_embeds = torch.stack([load_embedding(file) for file in self.sample_files])
             negative = load_embedding(self.empty_embedding_file)[None]
@@ -1042,7 +1063,7 @@ class Trainer:
         window_start, window_steps, window_losses = time.perf_counter(), 0, {}
         self.objective.train()
         checkpoint = None
-        for images, conditions in loader:
+        for images, conditions in _batches(loader):
             images = images.to(accelerator.device, non_blocking=True)
             conditions = conditions.to(accelerator.device, non_blocking=True)
             losses = self.objective(images, conditions, generator=self.generator, step=self.step)
@@ -1083,6 +1104,24 @@ class Trainer:
         progress.close()
         accelerator.wait_for_everyone()
         return checkpoint if checkpoint is not None else self.save_checkpoint()
+
+
+def _batches(loader):
+    """The loader's batches. A ValueError raised in a worker process (bad data) comes back wrapped with the worker's
+    traceback in its message; it is raised again with the original message alone, for a one-line error."""
+    iterator = iter(loader)
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except ValueError as error:
+            message = str(error)
+            if "Original Traceback" not in message:
+                raise
+            last = message.strip().splitlines()[-1]
+            raise ValueError(last.removeprefix("ValueError: ")) from error
+        yield batch
 
 
 def train(config: TrainingConfig) -> Path:

@@ -29,6 +29,7 @@ from ..utils import (
     apply_umask,
     check_shard_size,
     is_text_to_image,
+    naming_write_errors,
     one_line,
     replace_directory,
     torch_dtype,
@@ -120,7 +121,8 @@ def write_model_folder(
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
     try:
-        pipeline.save_pretrained(temporary, safe_serialization=True, max_shard_size=max_shard_size)
+        with naming_write_errors(output_dir):  # a full disk names the folder being written
+            pipeline.save_pretrained(temporary, safe_serialization=True, max_shard_size=max_shard_size)
         for name, (folder, _) in (extra_folders or {}).items():
             _copy_transformers_folder(Path(folder), temporary / name, tokenizer=name.startswith("tokenizer"))
         entries = {name: entry for name, (_, entry) in (extra_folders or {}).items()}

@@ -19,6 +19,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from ..utils import naming_write_errors
+
 
 logger = logging.getLogger(__name__)
 
@@ -164,7 +166,8 @@ class CaptionEmbeddingCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {"embeds": embed.detach().cpu().contiguous()}
         metadata = {"caption": caption, "encoder_key": self.key}
-        self._atomic_write(path, lambda temporary: save_file(tensors, temporary, metadata=metadata))
+        with naming_write_errors(path):
+            self._atomic_write(path, lambda temporary: save_file(tensors, temporary, metadata=metadata))
 
     @staticmethod
     def _atomic_write(path: Path, write) -> None:

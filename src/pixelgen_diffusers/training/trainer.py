@@ -32,6 +32,7 @@ from ..utils import (
     check_number,
     locked_folder,
     make_folder,
+    naming_write_errors,
     one_line,
     replace_directory,
 )
@@ -856,36 +857,38 @@ class Trainer:
             temporary = broadcast_object_list([temporary])[0]
         temporary = Path(temporary)
         try:
-            if accelerator.is_main_process:
-                (temporary / STATE_DIR).mkdir()
-            accelerator.wait_for_everyone()
-            rank = accelerator.process_index
-            torch.save(
-                _rng_state(self.generator, self.loader_generator), temporary / STATE_DIR / f"rng_state_{rank}.pt"
-            )
-            if accelerator.is_main_process:
-                if self.config.is_lora:  # only the adapter: the base model is the pretrained folder
-                    self._save_lora(self.ema.model, temporary)
-                else:
-                    self.make_pipeline(self.ema.model).save_pretrained(temporary)
-                save_file(self._trainable_state_dict(), temporary / STATE_DIR / "model.safetensors")
-                for index, ema in enumerate(self.emas):
-                    if index > 0 or self.config.is_lora:  # float32, for resuming and `pixelgen export --ema INDEX`
-                        save_file(ema.state_dict(), temporary / STATE_DIR / f"ema_{index}.safetensors")
-                torch.save(self.optimizer.state_dict(), temporary / STATE_DIR / "optimizer.pt")
-                state = {
-                    "step": self.step,
-                    "num_processes": accelerator.num_processes,
-                    "dataset_size": len(self.dataset),
-                    "ema_decays": list(self.config.ema_decays),
-                    "config": self.config.to_json_dict(),
-                }
-                (temporary / STATE_DIR / "state.json").write_text(json.dumps(state, indent=2, allow_nan=False))
-            accelerator.wait_for_everyone()
-            if accelerator.is_main_process:
-                apply_umask(temporary)  # like every other file of the run (mkdtemp's folder is owner-only)
-                replace_directory(temporary, final)
-                self._prune_checkpoints(keep=final)
+            # A full disk names the checkpoint being written, not only the library's error.
+            with naming_write_errors(final):
+                if accelerator.is_main_process:
+                    (temporary / STATE_DIR).mkdir()
+                accelerator.wait_for_everyone()
+                rank = accelerator.process_index
+                torch.save(
+                    _rng_state(self.generator, self.loader_generator), temporary / STATE_DIR / f"rng_state_{rank}.pt"
+                )
+                if accelerator.is_main_process:
+                    if self.config.is_lora:  # only the adapter: the base model is the pretrained folder
+                        self._save_lora(self.ema.model, temporary)
+                    else:
+                        self.make_pipeline(self.ema.model).save_pretrained(temporary)
+                    save_file(self._trainable_state_dict(), temporary / STATE_DIR / "model.safetensors")
+                    for index, ema in enumerate(self.emas):
+                        if index > 0 or self.config.is_lora:  # float32, for resuming and `pixelgen export --ema INDEX`
+                            save_file(ema.state_dict(), temporary / STATE_DIR / f"ema_{index}.safetensors")
+                    torch.save(self.optimizer.state_dict(), temporary / STATE_DIR / "optimizer.pt")
+                    state = {
+                        "step": self.step,
+                        "num_processes": accelerator.num_processes,
+                        "dataset_size": len(self.dataset),
+                        "ema_decays": list(self.config.ema_decays),
+                        "config": self.config.to_json_dict(),
+                    }
+                    (temporary / STATE_DIR / "state.json").write_text(json.dumps(state, indent=2, allow_nan=False))
+                accelerator.wait_for_everyone()
+                if accelerator.is_main_process:
+                    apply_umask(temporary)  # like every other file of the run (mkdtemp's folder is owner-only)
+                    replace_directory(temporary, final)
+                    self._prune_checkpoints(keep=final)
         except BaseException:
             if accelerator.is_main_process:
                 shutil.rmtree(temporary, ignore_errors=True)
@@ -969,7 +972,7 @@ class Trainer:
         """A new run (no `resume`) into a folder that holds another run's checkpoints, log or sample grids would
         overwrite its same-numbered checkpoints and mix the logs (and a later `--resume latest` would pick the wrong
         run): refused, unless `overwrite`, which removes them first. Links are removed, never followed."""
-        previous = [*list_checkpoints(self.output_dir)]
+        previous = [path for path in list_checkpoints(self.output_dir) if not path.is_symlink()]  # a link: replaced
         previous += [
             path
             for path in (self.output_dir / "train_log.jsonl", self.output_dir / "samples")

@@ -7,6 +7,7 @@ torch.
 """
 
 import contextlib
+import errno
 import inspect
 import io
 import json
@@ -156,6 +157,29 @@ def _fsync_folder(folder: Path) -> None:
 def _write_error(error: OSError, path: Path) -> OSError:
     """The same OSError (errno kept), with a message that names the file it was writing."""
     return type(error)(error.errno, f"cannot write {path}: {error.strerror or one_line(error)}")
+
+
+@contextlib.contextmanager
+def naming_write_errors(path: str | Path):
+    """For the `with` body that writes `path` (a file, or a folder of several): an OSError, or a safetensors
+    `SafetensorError` wrapping one (a full disk while writing weights), becomes an OSError that keeps the errno and
+    names `path`, so that the CLI says which file could not be written and what to do."""
+    try:
+        yield
+    except (FileNotFoundError, PermissionError):
+        raise
+    except OSError as error:
+        if str(path) in str(error):
+            raise
+        raise _write_error(error, Path(path)) from error
+    except Exception as error:
+        if type(error).__name__ != "SafetensorError":
+            raise
+        import re
+
+        code = re.search(r"code: (\d+)", str(error))
+        number = int(code[1]) if code else errno.EIO
+        raise OSError(number, f"cannot write {path}: {os.strerror(number)} ({one_line(error, 100)})") from error
 
 
 @contextlib.contextmanager

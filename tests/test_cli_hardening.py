@@ -42,3 +42,39 @@ def test_eval_demo_checks_its_json_file_up_front_never_writes_through_a_link_and
         torch.set_num_threads(threads)
     assert (tmp_path / "precious.json").read_text() == "keep"
     assert not (tmp_path / "rows.json").is_symlink() and json.loads((tmp_path / "rows.json").read_text())
+
+
+# ------------------------------------------------------------------------------------ convert / export folders
+@pytest.fixture
+def saved(tmp_path):
+    from components import tiny_c2i_pipeline
+
+    tiny_c2i_pipeline().save_pretrained(tmp_path / "saved")
+    return tmp_path / "saved"
+
+
+def test_export_cleans_what_a_killed_run_left_and_recovers_a_folder_left_between_the_two_renames(
+    tmp_path, capsys, saved
+):
+    assert run_cli(capsys, "export", saved, tmp_path / "model")[0] == 0
+    original = (tmp_path / "model" / "model_index.json").read_bytes()
+    # Killed mid-write: a hidden temporary folder. Killed between the renames of --overwrite: the old folder lies in
+    # its hidden backup folder, and the output is missing.
+    (tmp_path / ".model.tmp-abc123").mkdir()
+    (tmp_path / ".model.tmp-abc123" / "half.safetensors").write_bytes(b"half")
+    (tmp_path / ".model.old-xyz").mkdir()
+    (tmp_path / "model").rename(tmp_path / ".model.old-xyz" / "model")
+
+    code, _, err = run_cli(capsys, "export", saved, tmp_path / "model")  # no --overwrite: the recovered folder stays
+    assert_one_line(
+        code, "\n".join(line for line in err.splitlines() if "interrupted" not in line), "export", "--overwrite"
+    )
+    assert "recovered" in err and "removed" in err
+    assert (tmp_path / "model" / "model_index.json").read_bytes() == original
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model", "saved"]
+
+
+def test_export_and_convert_refuse_an_output_inside_the_source_folder(tmp_path, capsys, saved):
+    code, _, err = run_cli(capsys, "export", saved, saved / "exported")
+    assert_one_line(code, err, "export", f"output folder {saved / 'exported'} is inside the source folder")
+    assert not (saved / "exported").exists()

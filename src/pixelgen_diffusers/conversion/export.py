@@ -31,6 +31,7 @@ from ..utils import (
     is_text_to_image,
     naming_write_errors,
     one_line,
+    recover_directory,
     replace_directory,
     torch_dtype,
 )
@@ -58,8 +59,16 @@ TOKENIZER_FILES = (
 
 # -------------------------------------------------------------------------------------------------- output folders
 def check_output_dir(output_dir: Path, overwrite: bool, source: Path | None = None) -> None:
-    """Fails early (before any work) on an output that exists and may not be replaced."""
+    """Fails early (before any work) on an output that exists and may not be replaced, or that lies inside the source
+    folder. What a killed run left next to the output (a temporary folder, the old folder under a hidden name) is
+    cleaned up or recovered first."""
     output_dir = Path(output_dir)
+    for line in recover_directory(output_dir):
+        print(line, file=sys.stderr)
+    if source is not None and Path(source).is_dir() and _is_within(output_dir, Path(source)):
+        raise ModelFolderError(
+            f"output folder {output_dir} is inside the source folder {source}; choose another output"
+        )
     if output_dir.is_symlink() or (output_dir.exists() and not output_dir.is_dir()):
         raise ModelFolderError(f"output {output_dir} exists and is not a folder")
     if output_dir.is_dir() and any(output_dir.iterdir()):

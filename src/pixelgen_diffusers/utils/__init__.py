@@ -8,6 +8,7 @@ torch.
 
 import contextlib
 import errno
+import glob
 import inspect
 import io
 import json
@@ -300,6 +301,31 @@ def replace_directory(temporary: Path, path: Path) -> None:
         raise
     _fsync_folder(path.parent)
     shutil.rmtree(backup, ignore_errors=True)
+
+
+def recover_directory(path: str | Path) -> list[str]:
+    """Undoes what a killed folder write left next to `path` (see `replace_directory` and `atomic_directory`), and
+    returns what it did, one line each: a kill between the two renames of a replacement leaves `path` missing and
+    the old folder at `.<name>.old-*/<name>`, which is put back; a backup left once the new folder was in place, and
+    unfinished temporary folders (`.<name>.*.tmp`, `.<name>.tmp-*`), are removed. Call it while no other process
+    writes `path` (a command holding its lock, or one about to replace the folder)."""
+    path = Path(path)
+    done = []
+    if not path.parent.is_dir():
+        return done
+    for backup in sorted(path.parent.glob(f".{glob.escape(path.name)}.old-*")):
+        if backup.is_symlink() or not backup.is_dir():
+            continue
+        if not path.exists() and not path.is_symlink() and (backup / path.name).is_dir():
+            os.rename(backup / path.name, path)
+            done.append(f"recovered {path} from {backup}, left by an interrupted replacement")
+        shutil.rmtree(backup, ignore_errors=True)
+    for pattern in (f".{glob.escape(path.name)}.*.tmp", f".{glob.escape(path.name)}.tmp-*"):
+        for temporary in sorted(path.parent.glob(pattern)):
+            if temporary.is_dir() and not temporary.is_symlink():
+                shutil.rmtree(temporary, ignore_errors=True)
+                done.append(f"removed {temporary}, left by an interrupted write")
+    return done
 
 
 @contextlib.contextmanager

@@ -78,3 +78,49 @@ def test_export_and_convert_refuse_an_output_inside_the_source_folder(tmp_path, 
     code, _, err = run_cli(capsys, "export", saved, saved / "exported")
     assert_one_line(code, err, "export", f"output folder {saved / 'exported'} is inside the source folder")
     assert not (saved / "exported").exists()
+
+
+# ----------------------------------------------------------------------------------------- up-front checks
+def test_an_output_folder_that_cannot_hold_files_fails_the_up_front_check(tmp_path, capsys):
+    from pixelgen_diffusers.utils import check_output_folder
+
+    with pytest.raises(ValueError, match="--out /proc/nope: its parent /proc is not writable"):
+        check_output_folder("/proc/nope", "--out")
+    code, _, err = run_cli(capsys, "generate", "--class", "circle", "--out", "/proc/nope")
+    assert_one_line(code, err, "generate", "--out /proc/nope")
+    assert list(tmp_path.iterdir()) == [] and check_output_folder(tmp_path, "--out") == tmp_path  # no probe left
+
+
+@pytest.mark.parametrize("command", ["generate", "sample", "eval-demo"])
+def test_a_seed_beyond_what_generators_take_fails_when_parsed(tmp_path, capsys, command):
+    code, _, err = run_cli(capsys, command, "--seed", str(2**64), "--out", tmp_path)
+    assert code == 2 and f"--seed: must be an integer in [0, {2**64 - 1}], got {2**64}" in err
+    code, _, err = run_cli(capsys, "train", "--seed", str(2**63), "--output-dir", tmp_path / "run")
+    assert code == 2 and "--seed: must be an integer in [0, " in err
+
+
+def test_sample_with_faster_cache_gives_samples_remedy(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "sample", "--out", tmp_path / "s", "--num-samples", "1", "--cache", "faster")
+    assert_one_line(code, err, "sample", "--cache faster needs every step guided")
+    assert "--guidance-interval -1 1`" not in err.replace(
+        "pixelgen generate --cache faster --guidance-interval -1 1`", ""
+    )
+
+
+def test_a_sampling_config_that_is_not_an_object_is_one_line(tmp_path, capsys):
+    folder = tmp_path / "s"
+    folder.mkdir()
+    (folder / "000000.png").write_bytes(b"")
+    (folder / "sampling_config.json").write_text("[1, 2]")
+    code, _, err = run_cli(capsys, "sample", "--out", folder, "--num-samples", "1", "--steps", "1", "--no-npz")
+    assert_one_line(code, err, "sample", "sampling_config.json holds a JSON list, not the settings object")
+
+
+@pytest.mark.parametrize("id2label", ["[1, 2]", '{"a": "cat"}', '{"0": 5}', '"cats"'])
+def test_labels_on_a_malformed_id2label_is_one_line(tmp_path, capsys, id2label):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "model_index.json").write_text(
+        f'{{"_class_name": "PixelGenC2IPipeline", "id2label": {id2label}}}'
+    )
+    code, _, err = run_cli(capsys, "labels", "cat", "--model", tmp_path / "model")
+    assert_one_line(code, err, "labels", "model_index.json's id2label must map class ids to names")

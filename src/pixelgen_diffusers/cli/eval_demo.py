@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..evaluation.demo_c2i import METHODS, STOCK_SCHEDULERS, TABLES, evaluate, format_table
 from ..evaluation.demo_t2i import DEFAULT_T2I_TABLE, evaluate_t2i, format_t2i_table
-from ..utils import atomic_write_json, check_output_folder, cli_number, is_text_to_image
+from ..utils import MAX_SEED, atomic_write_json, check_output_folder, cli_number, is_text_to_image
 from ..utils.sampling_options import CACHES, parse_cache
 from .generate import add_threads_argument, set_threads
 
@@ -63,7 +63,7 @@ def add_parser(subparsers) -> None:
         type=cli_number(integer=True, minimum=1, maximum=1000),
         help="--t2i: images per evaluation prompt (default 1; 8x for single object)",
     )
-    parser.add_argument("--seed", type=cli_number(integer=True, minimum=0), default=0)
+    parser.add_argument("--seed", type=cli_number(integer=True, minimum=0, maximum=MAX_SEED), default=0)
     parser.add_argument("--json", help="also write the rows to this JSON file")
     add_threads_argument(parser)
     parser.set_defaults(func=run_from_args)

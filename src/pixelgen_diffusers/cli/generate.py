@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 
 from ..utils import (
+    MAX_SEED,
     SAMPLING_METHODS,
     add_sampling_speed_arguments,
     atomic_save_image,
@@ -202,7 +203,7 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument(
         "--seed",
-        type=cli_number(integer=True, minimum=0),
+        type=cli_number(integer=True, minimum=0, maximum=MAX_SEED),
         default=0,
         help="seed of the first image; image i uses seed + i",
     )

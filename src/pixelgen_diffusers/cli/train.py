@@ -7,8 +7,15 @@ import json
 from pathlib import Path
 
 from ..models.transformer_jit import PIXELGEN_PRESETS
-from ..training.trainer import MIXED_PRECISION, MODEL_TYPES, TrainingConfig, read_training_state, resolve_resume
-from ..utils import check_output_folder
+from ..training.trainer import (
+    MAX_TRAINING_SEED,
+    MIXED_PRECISION,
+    MODEL_TYPES,
+    TrainingConfig,
+    read_training_state,
+    resolve_resume,
+)
+from ..utils import check_output_folder, cli_number
 from .generate import add_threads_argument, set_threads
 
 
@@ -94,7 +101,7 @@ def add_parser(subparsers) -> None:
     arg("--adaptive-weight-start", type=int)
     arg("--mixed-precision", choices=MIXED_PRECISION)
     arg("--gradient-checkpointing", action="store_true")
-    arg("--seed", type=int)
+    arg("--seed", type=cli_number(integer=True, minimum=0, maximum=MAX_TRAINING_SEED))
     arg("--num-workers", type=int)
     arg("--log-every", type=int)
     arg("--sample-every", type=int)

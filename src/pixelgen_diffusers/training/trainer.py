@@ -59,6 +59,9 @@ DEFAULT_SAMPLING = {
                 guidance_scale=4.0, guidance_interval_min=0.0, guidance_interval_max=1.0),
 }  # fmt: skip
 SAMPLING_FIELDS = tuple(DEFAULT_SAMPLING["c2i"])
+# Seeds derived from the run's (seed + 1 + rank for dropout and noise, seed + epoch for the data order) must stay
+# below torch's 2**64 limit: the run's seed is bounded with room to spare.
+MAX_TRAINING_SEED = 2**63 - 1
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 STATE_DIR = "training_state"
 # Fields that may be None (off / keep all / unset / the pretrained folder's recipe).
@@ -165,8 +168,9 @@ class TrainingConfig:
             check(name, integer=True, minimum=1)
         for name in ("num_inference_steps", "sample_size", "checkpoints_total_limit", "lora_rank"):
             check(name, integer=True, minimum=1)
-        for name in ("seed", "num_workers", "adaptive_weight_start", "repa_layer"):
+        for name in ("num_workers", "adaptive_weight_start", "repa_layer"):
             check(name, integer=True, minimum=0)
+        check("seed", integer=True, minimum=0, maximum=MAX_TRAINING_SEED)
         check("dino_layer", integer=True)
         check("solver_order", integer=True, minimum=1, maximum=4)
         check("learning_rate", minimum=0, exclusive_minimum=True)

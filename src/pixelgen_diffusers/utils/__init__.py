@@ -36,6 +36,10 @@ def torch_dtype(name: str):
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
+# The largest seed a torch generator takes (`manual_seed` accepts unsigned 64-bit integers); `--seed` is checked
+# against it when parsed, not after the model has loaded.
+MAX_SEED = 2**64 - 1
+
 # `--compile` modes of the sampling commands: the repeated blocks (diffusers' regional compile) or the whole model.
 COMPILE_MODES = ("blocks", "model")
 
@@ -80,8 +84,9 @@ def compile_transformer(pipeline, mode: str | None) -> None:
 
 def check_output_folder(path: str | Path, option: str) -> Path:
     """The folder `option` names, `~` expanded, checked before any work: it must be a folder or creatable as one (its
-    nearest existing parent a folder) and writable. Raises ValueError naming the option, the path and the problem;
-    creates nothing, so that a run that fails later leaves no empty folder behind."""
+    nearest existing parent a folder) and writable (a probe file is created there and removed at once). Raises
+    ValueError naming the option, the path and the problem; creates no folder, so that a run that fails later leaves
+    no empty folder behind."""
     folder = Path(path).expanduser()
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"{option} {path}: exists and is not a folder; choose a folder path")
@@ -90,9 +95,15 @@ def check_output_folder(path: str | Path, option: str) -> Path:
         raise ValueError(f"{option} {path}: none of its parent folders exists")
     if not existing.is_dir():
         raise ValueError(f"{option} {path}: {existing} is a file, not a folder, so the folder cannot be created")
+    where = "the folder" if existing == folder else f"its parent {existing}"
     if not os.access(existing, os.W_OK | os.X_OK):
-        where = "the folder" if existing == folder else f"its parent {existing}"
         raise ValueError(f"{option} {path}: {where} is not writable (permission denied)")
+    try:  # permissions do not tell everything (root, read-only mounts, /proc): a file is created there and removed
+        descriptor, probe = tempfile.mkstemp(dir=existing, prefix=".pixelgen-write-check-")
+        os.close(descriptor)
+        os.unlink(probe)
+    except OSError as error:
+        raise ValueError(f"{option} {path}: {where} is not writable ({error.strerror or one_line(error)})") from None
     return folder
 
 

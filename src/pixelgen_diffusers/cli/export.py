@@ -31,6 +31,11 @@ def add_parser(subparsers) -> None:
         metavar="INDEX",
         help="training checkpoints: which tracked EMA to export (default 0)",
     )
+    parser.add_argument(
+        "--text-encoder",
+        help="text-to-image: the encoder's Hub id to record, or a folder (Qwen3 + tokenizer, or a pipeline folder) to "
+        "ship; by default an encoder the model names by a path of this machine is shipped",
+    )
     parser.set_defaults(func=run)
 
 
@@ -43,5 +48,6 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         verbose=True,
         ema_index=args.ema,
+        text_encoder=args.text_encoder,
     )
     return 0

@@ -124,3 +124,29 @@ def test_labels_on_a_malformed_id2label_is_one_line(tmp_path, capsys, id2label):
     )
     code, _, err = run_cli(capsys, "labels", "cat", "--model", tmp_path / "model")
     assert_one_line(code, err, "labels", "model_index.json's id2label must map class ids to names")
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["generate", "--class", "circle", "--lora", "someone/a-lora:0.5"],
+        ["train", "--data-dir", "DATA", "--pretrained", "someone/a-model"],
+        ["train", "--data-dir", "DATA", "--model-config", '{"depth": 2}', "--dino", "someone/a-dino"],
+    ],
+)
+def test_hub_ids_that_cannot_load_offline_fail_fast_naming_the_option(tmp_path, capsys, monkeypatch, arguments):
+    import huggingface_hub
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the network was reached")
+
+    monkeypatch.setattr(huggingface_hub.file_download, "get_session", no_network, raising=False)
+    (tmp_path / "DATA").mkdir()
+    arguments = [str(tmp_path / "DATA") if value == "DATA" else value for value in arguments]
+    output = ["--out", tmp_path / "o"] if arguments[0] == "generate" else ["--output-dir", tmp_path / "o"]
+    code, _, err = run_cli(capsys, *arguments, *output)
+    option = next(value for value in arguments if value in ("--lora", "--pretrained", "--dino"))
+    assert_one_line(code, err, arguments[0], f"{option} ")
+    assert "HF_HUB_OFFLINE=1 forbids downloading" in err

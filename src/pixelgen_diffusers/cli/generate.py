@@ -21,6 +21,7 @@ from ..utils import (
     SAMPLING_METHODS,
     add_sampling_speed_arguments,
     atomic_save_image,
+    check_hub_reachable,
     check_number,
     check_output_folder,
     cli_number,
@@ -327,6 +328,8 @@ def run(args: argparse.Namespace) -> int:
     check_request_size(len(args.prompts or []) + len(args.classes or []) or 1, args.num_images)
     sampling_options.check_arguments(args)
     loras = [parse_lora(spec) for spec in args.loras or []]
+    for path, _ in loras:
+        check_hub_reachable(path, "--lora")
     out = check_output_folder(args.out, "--out")
     import torch
 

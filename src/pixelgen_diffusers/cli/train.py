@@ -15,7 +15,7 @@ from ..training.trainer import (
     read_training_state,
     resolve_resume,
 )
-from ..utils import check_output_folder, cli_number
+from ..utils import check_hub_reachable, check_output_folder, cli_number
 from .generate import add_threads_argument, set_threads
 
 
@@ -131,6 +131,8 @@ def run_from_args(args) -> int:
     names = {config_field.name for config_field in dataclasses.fields(TrainingConfig)}
     given = {name: value for name, value in vars(args).items() if name in names}
     given["output_dir"] = str(check_output_folder(given["output_dir"], "--output-dir"))
+    for name in ("pretrained", "dino", "lpips", "text_encoder"):
+        check_hub_reachable(given.get(name), f"--{name.replace('_', '-')}")
     if given.get("caption_cache_dir") is not None:
         given["caption_cache_dir"] = str(check_output_folder(given["caption_cache_dir"], "--caption-cache-dir"))
     if given.get("resume") is not None:

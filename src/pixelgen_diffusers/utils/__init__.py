@@ -502,6 +502,30 @@ def cli_shard_size(text: str) -> str:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def check_hub_reachable(value, option: str) -> None:
+    """With the Hub offline (`HF_HUB_OFFLINE=1`), a value that is no local path but a Hub id (`owner/name`, or
+    `owner/name/subfolder`) must already be in the local cache: otherwise a ValueError says so before any work,
+    instead of a slow or unclear failure once loading starts. Values that exist locally, or that are not Hub-like
+    (the loader then names a missing path), pass."""
+    if not isinstance(value, str) or Path(value).expanduser().exists():
+        return
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
+    parts = value.split("/")
+    if not offline or len(parts) < 2 or not all(part and part not in (".", "..") for part in parts[:2]):
+        return
+    if value.startswith(("/", "~", ".")):
+        return
+    from huggingface_hub import snapshot_download
+
+    try:
+        snapshot_download("/".join(parts[:2]), local_files_only=True)
+    except Exception:  # not cached (or not a valid repo id): nothing can load it offline
+        raise ValueError(
+            f"{option} {value}: no such local path, and it names a Hub repo that is not in the local cache while"
+            " HF_HUB_OFFLINE=1 forbids downloading; give a local path, or download it first (unset HF_HUB_OFFLINE)"
+        ) from None
+
+
 def resolve_device(name: str | None, option: str = "--device"):
     """The torch device a command runs on (default: cuda if available, else cpu), checked before any work: a name
     torch does not know, the `meta` device (no data), or an accelerator this machine lacks is a ValueError."""

@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from components import tiny_t2i_pipeline
 from test_faults import assert_one_line, run_cli
 
 from pixelgen_diffusers.demo import model_dir, t2i_model_dir
@@ -150,3 +151,21 @@ def test_hub_ids_that_cannot_load_offline_fail_fast_naming_the_option(tmp_path, 
     option = next(value for value in arguments if value in ("--lora", "--pretrained", "--dino"))
     assert_one_line(code, err, arguments[0], f"{option} ")
     assert "HF_HUB_OFFLINE=1 forbids downloading" in err
+
+
+def test_a_t2i_model_without_its_encoder_fails_fast_when_the_hub_cannot_be_reached(tmp_path, capsys, monkeypatch):
+    import huggingface_hub
+
+    tiny_t2i_pipeline(with_text_encoder=False, text_encoder_id="someone/qwen-encoder").save_pretrained(tmp_path / "m")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    requests = []
+
+    def unreachable(repo_id, **kwargs):  # what huggingface_hub raises without a network, at once
+        requests.append(repo_id)
+        raise huggingface_hub.errors.HfHubHTTPError("Connection error: cannot resolve huggingface.co")
+
+    monkeypatch.setattr(huggingface_hub, "model_info", unreachable)
+    code, _, err = run_cli(capsys, "generate", "--model", tmp_path / "m", "--prompt", "a", "--out", tmp_path / "o")
+    assert_one_line(code, err, "generate", "needs its text encoder 'someone/qwen-encoder', which is not in the local")
+    assert "pass --text-encoder FOLDER" in err and requests == ["someone/qwen-encoder"]
+    assert not (tmp_path / "o").exists()

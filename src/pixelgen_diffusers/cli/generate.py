@@ -409,6 +409,8 @@ def prepare_text_encoder(pipeline, text_encoder: str | None) -> None:
             "this text-to-image model needs its text encoder, and its folder neither ships one nor records where to"
             " load it from (text_encoder_id is null); pass --text-encoder FOLDER, the encoder with its tokenizer"
         )
+    check_hub_reachable(source, "--text-encoder" if text_encoder is not None else "the model's text_encoder_id")
+    check_hub_online(source)
     try:
         pipeline.load_text_encoder(text_encoder)
     except ValueError as error:
@@ -418,3 +420,32 @@ def prepare_text_encoder(pipeline, text_encoder: str | None) -> None:
             f" ({type(cause).__name__}: {one_line(cause)}); pass --text-encoder FOLDER, a local copy of the encoder"
             " with its tokenizer"
         ) from error
+
+
+def check_hub_online(source: str) -> None:
+    """An encoder named by a Hub id that is not in the local cache must be downloaded: one quick request first
+    (huggingface_hub's `model_info`, no retries), so that an unreachable Hub is one line with the remedy at once,
+    not a minute of download retries."""
+    if Path(source).expanduser().exists() or os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in (
+        "1",
+        "ON",
+        "YES",
+        "TRUE",
+    ):
+        return  # a local folder, or offline: check_hub_reachable has decided
+    import huggingface_hub
+
+    repo_id = "/".join(str(source).split("/")[:2])
+    try:
+        huggingface_hub.snapshot_download(repo_id, local_files_only=True)
+        return  # cached
+    except Exception:
+        pass
+    try:
+        huggingface_hub.model_info(repo_id, timeout=10)
+    except Exception as error:
+        raise ValueError(
+            f"this text-to-image model needs its text encoder {source!r}, which is not in the local cache, and the"
+            f" Hub cannot be reached ({type(error).__name__}: {one_line(error, 100)}); pass --text-encoder FOLDER (a"
+            f" local copy of the encoder with its tokenizer), or download it first (hf download {repo_id})"
+        ) from None

@@ -543,7 +543,7 @@ def config_for_resume(config: TrainingConfig, recorded: dict, explicit: set[str]
 def changed_settings(config: TrainingConfig, recorded: dict) -> dict[str, tuple]:
     """Fields whose value differs from the checkpoint's run: name -> (recorded, now)."""
     current = config.to_json_dict()
-    ignored = ("resume", "output_dir")
+    ignored = ("resume", "output_dir", "overwrite")
     return {
         name: (recorded[name], current[name])
         for name in current

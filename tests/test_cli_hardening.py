@@ -166,6 +166,9 @@ def test_a_t2i_model_without_its_encoder_fails_fast_when_the_hub_cannot_be_reach
 
     monkeypatch.setattr(huggingface_hub, "model_info", unreachable)
     code, _, err = run_cli(capsys, "generate", "--model", tmp_path / "m", "--prompt", "a", "--out", tmp_path / "o")
-    assert_one_line(code, err, "generate", "needs its text encoder 'someone/qwen-encoder', which is not in the local")
+    assert_one_line(
+        code, err, "generate", "loading it from 'someone/qwen-encoder' failed (someone/qwen-encoder is not"
+    )
+    assert "in the local cache and the Hub cannot be reached" in err
     assert "pass --text-encoder FOLDER" in err and requests == ["someone/qwen-encoder"]
     assert not (tmp_path / "o").exists()

@@ -409,8 +409,14 @@ def prepare_text_encoder(pipeline, text_encoder: str | None) -> None:
             "this text-to-image model needs its text encoder, and its folder neither ships one nor records where to"
             " load it from (text_encoder_id is null); pass --text-encoder FOLDER, the encoder with its tokenizer"
         )
-    check_hub_reachable(source, "--text-encoder" if text_encoder is not None else "the model's text_encoder_id")
-    check_hub_online(source)
+    try:
+        check_hub_reachable(source, "--text-encoder" if text_encoder is not None else "text_encoder_id")
+        check_hub_online(source)
+    except ValueError as error:
+        raise ValueError(
+            f"this text-to-image model needs its text encoder, and loading it from {source!r} failed ({error});"
+            " pass --text-encoder FOLDER, a local copy of the encoder with its tokenizer"
+        ) from None
     try:
         pipeline.load_text_encoder(text_encoder)
     except ValueError as error:
@@ -445,7 +451,6 @@ def check_hub_online(source: str) -> None:
         huggingface_hub.model_info(repo_id, timeout=10)
     except Exception as error:
         raise ValueError(
-            f"this text-to-image model needs its text encoder {source!r}, which is not in the local cache, and the"
-            f" Hub cannot be reached ({type(error).__name__}: {one_line(error, 100)}); pass --text-encoder FOLDER (a"
-            f" local copy of the encoder with its tokenizer), or download it first (hf download {repo_id})"
+            f"{source} is not in the local cache and the Hub cannot be reached ({type(error).__name__}:"
+            f" {one_line(error, 100)}); download it first: hf download {repo_id}"
         ) from None

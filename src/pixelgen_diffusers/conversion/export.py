@@ -58,12 +58,12 @@ TOKENIZER_FILES = (
 
 
 # -------------------------------------------------------------------------------------------------- output folders
-def check_output_dir(output_dir: Path, overwrite: bool, source: Path | None = None) -> None:
+def check_output_dir(output_dir: Path, overwrite: bool, source: Path | None = None, recover: bool = True) -> None:
     """Fails early (before any work) on an output that exists and may not be replaced, or that lies inside the source
     folder. What a killed run left next to the output (a temporary folder, the old folder under a hidden name) is
-    cleaned up or recovered first."""
+    cleaned up or recovered first (`recover`; not while this run's own temporary folder is there)."""
     output_dir = Path(output_dir)
-    for line in recover_directory(output_dir):
+    for line in recover_directory(output_dir) if recover else ():
         print(line, file=sys.stderr)
     if source is not None and Path(source).is_dir() and _is_within(output_dir, Path(source)):
         raise ModelFolderError(
@@ -90,7 +90,7 @@ def _commit(temporary: Path, output_dir: Path, overwrite: bool) -> None:
     if output_dir.is_dir() and not any(output_dir.iterdir()):
         output_dir.rmdir()
     if output_dir.exists() or output_dir.is_symlink():
-        check_output_dir(output_dir, overwrite)
+        check_output_dir(output_dir, overwrite, recover=False)  # `temporary` is ours: nothing to clean up now
     replace_directory(temporary, output_dir)
 
 

@@ -13,8 +13,12 @@ __version__ = "0.1.0"
 # Public name -> the module that defines it.
 _EXPORTS = {
     "PIXELGEN_PRESETS": "models.transformer_jit",
+    "PixelGenC2IImg2ImgPipeline": "pipelines.pipeline_pixelgen_c2i_edit",
+    "PixelGenC2IInpaintPipeline": "pipelines.pipeline_pixelgen_c2i_edit",
     "PixelGenC2IPipeline": "pipelines.pipeline_pixelgen_c2i",
     "PixelGenScheduler": "schedulers.scheduling_pixelgen",
+    "PixelGenT2IImg2ImgPipeline": "pipelines.pipeline_pixelgen_t2i_edit",
+    "PixelGenT2IInpaintPipeline": "pipelines.pipeline_pixelgen_t2i_edit",
     "PixelGenT2IPipeline": "pipelines.pipeline_pixelgen_t2i",
     "PixelGenT2ITransformer2DModel": "models.transformer_jit_t2i",
     "PixelGenTransformer2DModel": "models.transformer_jit",
@@ -27,8 +31,12 @@ _EXPORTS = {
 
 __all__ = [
     "PIXELGEN_PRESETS",
+    "PixelGenC2IImg2ImgPipeline",
+    "PixelGenC2IInpaintPipeline",
     "PixelGenC2IPipeline",
     "PixelGenScheduler",
+    "PixelGenT2IImg2ImgPipeline",
+    "PixelGenT2IInpaintPipeline",
     "PixelGenT2IPipeline",
     "PixelGenT2ITransformer2DModel",
     "PixelGenTransformer2DModel",
@@ -48,7 +56,9 @@ if TYPE_CHECKING:
     from .models.transformer_jit import PIXELGEN_PRESETS, PixelGenTransformer2DModel
     from .models.transformer_jit_t2i import PixelGenT2ITransformer2DModel
     from .pipelines.pipeline_pixelgen_c2i import PixelGenC2IPipeline
+    from .pipelines.pipeline_pixelgen_c2i_edit import PixelGenC2IImg2ImgPipeline, PixelGenC2IInpaintPipeline
     from .pipelines.pipeline_pixelgen_t2i import PixelGenT2IPipeline
+    from .pipelines.pipeline_pixelgen_t2i_edit import PixelGenT2IImg2ImgPipeline, PixelGenT2IInpaintPipeline
     from .schedulers.scheduling_pixelgen import PixelGenScheduler
 
 

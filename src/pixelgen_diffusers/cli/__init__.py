@@ -33,6 +33,10 @@ COMMANDS = {
         "pixelgen_diffusers.cli.export",
         "turn a saved PixelGen pipeline into a self-contained folder that loads with plain diffusers",
     ),
+    "edit": (
+        "pixelgen_diffusers.cli.edit",
+        "edit an image with a PixelGen model: image-to-image, inpainting, outpainting",
+    ),
     "push": ("pixelgen_diffusers.cli.push", "publish a converted or exported model folder to the Hugging Face Hub"),
     "sample": ("pixelgen_diffusers.cli.sample", "sample many images for evaluation (resumable, multi-process)"),
     "pack": ("pixelgen_diffusers.cli.pack", "merge the per-process shards of a `pixelgen sample` run into one npz"),
@@ -47,6 +51,10 @@ COMMANDS = {
     "sweep": (
         "pixelgen_diffusers.cli.sweep",
         "sample and evaluate a grid of settings (models/EMAs, guidance, interval, sampler, steps, cache)",
+    ),
+    "distill": (
+        "pixelgen_diffusers.cli.distill",
+        "distil a PixelGen model into a few-step student (1-8 steps, no guidance pass)",
     ),
     "eval-demo": (
         "pixelgen_diffusers.cli.eval_demo",

@@ -37,7 +37,7 @@ def test_edit_with_a_mask_writes_the_inpainting_pipelines_images(tmp_path, capsy
     expected = pipe(8, image=image, mask_image=make_mask("centre"), eta=0.5, num_images_per_prompt=2,
                     generator=generators).images  # fmt: skip
     for seed, image_expected in zip((5, 6), expected):
-        written = np.asarray(PIL.Image.open(out / f"edit-8-star-seed{seed}.png"))
+        written = np.asarray(PIL.Image.open(out / f"inpaint-8-star-seed{seed}.png"))
         assert np.abs(written.astype(int) - np.asarray(image_expected).astype(int)).max() <= 1
         assert np.array_equal(written[make_mask("centre") == 0], image[make_mask("centre") == 0])
 
@@ -46,7 +46,7 @@ def test_edit_strength_zero_without_a_mask_writes_the_input(tmp_path, capsys, in
     image, image_path, _ = inputs
     code, _, _ = run_cli(capsys, "edit", "--image", image_path, "--strength", 0, "--class", 1, "--out", tmp_path / "o")
     assert code == 0
-    assert np.array_equal(np.asarray(PIL.Image.open(tmp_path / "o" / "edit-1-circle-seed0.png")), image)
+    assert np.array_equal(np.asarray(PIL.Image.open(tmp_path / "o" / "img2img-1-circle-strength0-seed0.png")), image)
 
 
 @pytest.mark.parametrize(
@@ -69,3 +69,30 @@ def test_edit_errors_are_one_line_with_exit_code_2(tmp_path, capsys, inputs, arg
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and lines[0].startswith("pixelgen edit: error: "), err
     assert fragment in lines[0] and not (tmp_path / "out").exists()
+
+
+def test_inpainting_and_img2img_into_one_folder_keep_both_results(tmp_path, capsys, inputs):
+    """The docs' two commands share `--out edits/`: neither result overwrites the other."""
+    _, image_path, mask_path = inputs
+    out = tmp_path / "edits"
+    run_cli(capsys, "edit", "--image", image_path, "--mask", mask_path, "--class", "star", "--steps", 2, "--out", out)
+    run_cli(capsys, "edit", "--image", image_path, "--strength", 0.8, "--class", "star", "--steps", 2, "--out", out)
+    assert sorted(path.name for path in out.glob("*.png")) == [
+        "img2img-8-star-strength0.8-seed0.png",
+        "inpaint-8-star-seed0.png",
+    ]
+
+
+def test_a_uint8_mask_of_ones_and_a_huge_blur_are_one_line_errors(tmp_path, capsys, inputs):
+    _, image_path, mask_path = inputs
+    ones = tmp_path / "ones.png"
+    PIL.Image.fromarray((make_mask("centre") > 0).astype(np.uint8)).save(ones)
+    code, _, stderr = run_cli(
+        capsys, "edit", "--image", image_path, "--mask", ones, "--class", "star", "--out", tmp_path / "a"
+    )
+    assert code == 2 and "uint8 mask of 0s and 1s" in stderr and not (tmp_path / "a").exists()
+    code, _, stderr = run_cli(
+        capsys, "edit", "--image", image_path, "--mask", mask_path, "--mask-blur", 1e9, "--class", "star",
+        "--out", tmp_path / "b",
+    )  # fmt: skip
+    assert code == 2 and "mask_blur" in stderr and "1000000000" in stderr and not (tmp_path / "b").exists()

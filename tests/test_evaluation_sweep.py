@@ -82,3 +82,14 @@ def test_an_unknown_cache_is_one_line_before_any_work(tmp_path, capsys):
     error = capsys.readouterr().err
     assert status == 2 and error.count("\n") == 1 and "Did you mean 'first-block'" in error
     assert not (tmp_path / "out").exists()
+
+
+def test_every_model_is_checked_before_any_point_is_sampled(tmp_path, capsys):
+    """A bad second `--model` fails before the first point is drawn, and creates nothing."""
+    from pixelgen_diffusers.demo import model_dir
+
+    out = tmp_path / "sweep"
+    arguments = ["sweep", tmp_path / "reference.npz", "--out", out, "--model", model_dir(), tmp_path / "no-such-model"]
+    assert main([str(argument) for argument in arguments + ["--num-samples", 2]]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "no-such-model" in error and not out.exists()

@@ -78,7 +78,8 @@ def build_parser(commands=None) -> argparse.ArgumentParser:
 
     parser = ArgumentParser(
         prog="pixelgen",
-        description="PixelGen pixel-space diffusion models in diffusers: generate, convert and export.",
+        description="PixelGen pixel-space diffusion models in diffusers: generate, edit, sample and evaluate,"
+        " train and distil, convert, export and publish.",
         epilog="Errors are one line; --debug (or PIXELGEN_DEBUG=1) shows the full traceback.",
     )
     parser.add_argument("--version", action="version", version=f"pixelgen-diffusers {__version__}")

@@ -168,7 +168,9 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for index, edited in enumerate(images):
-        path = out / f"edit-{name}-seed{args.seed + index}.png"
+        mode = "inpaint" if mask is not None else "img2img"  # one --out folder can hold both without overwriting
+        strength = "" if args.strength is None else f"-strength{args.strength:g}"
+        path = out / f"{mode}-{name}{strength}-seed{args.seed + index}.png"
         atomic_save_image(edited, path)
         written.append(path)
     print(f"Wrote {len(written)} image{'s' * (len(written) != 1)} to {out}/: " + ", ".join(p.name for p in written))

@@ -180,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
     metrics = args.metric
     plot_metric = args.plot_metric or ("fid" if metrics is None or "fid" in metrics else metrics[0])
 
-    from ..conversion.hub import load_pipeline
+    from ..conversion.hub import load_pipeline, resolve_model_folder
     from ..evaluation.evaluator import evaluate
     from ..evaluation.reference import load_reference
     from ..evaluation.weights import load_inception
@@ -189,6 +189,8 @@ def run(args: argparse.Namespace) -> int:
     from .sample import sample_many
 
     device = resolve_device(args.device)
+    for model in dict.fromkeys(point["model"] for point in points if point["model"] is not None):
+        resolve_model_folder(model)  # every --model is checked (and a Hub one fetched) before any sampling
     load_reference(args.reference)  # bad input fails before any sampling
     needs_inception = metrics is None or any(name in METRIC_NAMES for name in metrics)
     inception, weights_sha256 = load_inception(args.inception_weights, device) if needs_inception else (None, None)

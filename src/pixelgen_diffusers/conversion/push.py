@@ -207,7 +207,7 @@ def push_to_hub(
             raise ModelFolderError(f"--sample-grid {sample_grid} is not a PNG file")
     token = token or huggingface_hub.get_token()
     if not token:
-        raise ModelFolderError("no Hugging Face token: run `hf auth login` or set HF_TOKEN (or pass token=)")
+        raise ModelFolderError("no Hugging Face token: run `hf auth login` or set HF_TOKEN (or pass --token / token=)")
     pipeline = load_package_pipeline(folder)  # configs and every tensor load
     grid_name = SAMPLE_GRID_NAME if sample_grid is not None or (folder / SAMPLE_GRID_NAME).is_file() else None
     card = publishing_card(

@@ -224,9 +224,10 @@ def convert_to_upstream(
         atomic_write_bytes(labels_file, (json.dumps(labels, indent=2) + "\n").encode())
     if verbose:
         parameters = sum(tensor.numel() for tensor in state_dict.values())
-        extra = f" and {labels_file.name} (convert back with --labels)" if labels is not None else ""
+        extra = f" and {labels_file.name}" if labels is not None else ""
+        back = f"--config {config_file}" + (f" --labels {labels_file}" if labels is not None else "")
         print(
             f"Wrote {output_file} ({kind.upstream_class}, {parameters:,} values as ema_denoiser.* / denoiser.*),"
-            f" {config_file.name}{extra}"
+            f" {config_file.name}{extra}; convert back with `pixelgen convert {output_file} OUT {back}`"
         )
     return output_file, config_file

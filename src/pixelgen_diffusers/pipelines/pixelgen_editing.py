@@ -103,7 +103,12 @@ def _item_to_tensor(item, name: str, channels: int, modes: tuple[str, ...]) -> t
     elif tensor.ndim != 3:
         raise ValueError(f"{name} must have 2 or 3 dimensions per image, got shape {tuple(tensor.shape)}.")
     if tensor.shape[0] != channels and not (channels == 1 and tensor.shape[0] in (3, 4) and name == "mask_image"):
-        raise ValueError(f"{name} must have {channels} channel(s), got {tensor.shape[0]} (shape {tuple(item.shape)}).")
+        hint = ""
+        if tensor.ndim == 3 and tensor.shape[-1] == channels:
+            hint = "; this looks like (height, width, channels): tensors are (channels, height, width)"
+        raise ValueError(
+            f"{name} must have {channels} channel(s), got {tensor.shape[0]} (shape {tuple(item.shape)}){hint}."
+        )
     is_uint8 = tensor.dtype == torch.uint8
     if tensor.dtype == torch.bool:
         tensor = tensor.float()
@@ -181,7 +186,7 @@ def prepare_mask(mask_image, batch_size: int, height: int, width: int, mask_blur
         ValueError: naming `mask_image` / `mask_blur`, for another type, mode or size, values outside [0, 1], NaN,
             a mask count that is neither 1 nor the number of images, or a mask with no pixel to repaint.
     """
-    check_number("mask_blur", mask_blur, minimum=0)
+    check_number("mask_blur", mask_blur, minimum=0, maximum=max(height, width))  # wider blurs change nothing
     if mask_image is None:
         return torch.ones(batch_size, 1, height, width)
     items = _as_items(mask_image)
@@ -189,7 +194,12 @@ def prepare_mask(mask_image, batch_size: int, height: int, width: int, mask_blur
         raise ValueError(f"Got {len(items)} masks for {batch_size} images: give one mask, or one per image.")
     tensors = []
     for item in items:
-        tensor = _item_to_tensor(item, "mask_image", 1, MASK_MODES)[0]
+        tensor, is_uint8 = _item_to_tensor(item, "mask_image", 1, MASK_MODES)
+        if is_uint8 and 0 < tensor.max() <= 1 / 255:
+            raise ValueError(
+                "mask_image is a uint8 mask of 0s and 1s, but uint8 masks run 0..255 (255 = repaint), so it would"
+                " repaint nothing: multiply it by 255, or pass it as bool or float."
+            )
         _check_size("mask_image", tensor, height, width)
         tensors.append(tensor)
     mask = torch.stack(tensors).expand(batch_size, -1, -1, -1).contiguous()

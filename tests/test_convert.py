@@ -179,10 +179,12 @@ def test_folder_has_the_self_contained_layout_with_stored_defaults(tmp_path):
         "conversion_metadata.json",
         "model_index.json",
         "pipeline.py",
+        "pipeline_utils_pixelgen.py",
         "scheduler/scheduler_config.json",
         "scheduler/scheduling_pixelgen.py",
         "transformer/config.json",
         "transformer/diffusion_pytorch_model.safetensors",
+        "transformer/jit_layers.py",
         "transformer/transformer_jit.py",
     ]
     index = json.loads((folder / "model_index.json").read_text())

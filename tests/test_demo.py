@@ -100,7 +100,11 @@ def test_demo_model_ships_the_installed_code():
         "pipeline.py": "pipelines/pipeline_pixelgen_c2i.py",
         "transformer/transformer_jit.py": "models/transformer_jit.py",
         "scheduler/scheduling_pixelgen.py": "schedulers/scheduling_pixelgen.py",
+        # the shared modules the pipeline and the transformer import relatively, shipped beside them
+        "pipeline_utils_pixelgen.py": "pipelines/pipeline_utils_pixelgen.py",
+        "transformer/jit_layers.py": "models/jit_layers.py",
     }
+    assert sorted(path.relative_to(model_dir()).as_posix() for path in model_dir().rglob("*.py")) == sorted(shipped)
     stale = [
         name
         for name, module in shipped.items()

@@ -196,7 +196,13 @@ def test_t2i_demo_folder_ships_the_installed_code():
         "pipeline.py": "pipelines/pipeline_pixelgen_t2i.py",
         "transformer/transformer_jit_t2i.py": "models/transformer_jit_t2i.py",
         "scheduler/scheduling_pixelgen.py": "schedulers/scheduling_pixelgen.py",
+        # the shared modules the pipeline and the transformer import relatively, shipped beside them
+        "pipeline_utils_pixelgen.py": "pipelines/pipeline_utils_pixelgen.py",
+        "transformer/jit_layers.py": "models/jit_layers.py",
     }
+    assert sorted(path.relative_to(t2i_model_dir()).as_posix() for path in t2i_model_dir().rglob("*.py")) == sorted(
+        shipped
+    )
     stale = [
         name
         for name, module in shipped.items()

@@ -152,6 +152,22 @@ def test_refresh_code_rewrites_only_the_shipped_code_files(tmp_path):
         refresh_code(tmp_path / "saved" / "transformer")
 
 
+def test_shared_modules_count_as_shipped_code_for_trust_and_refresh(tmp_path):
+    pipe, _, exported = saved_and_exported(tmp_path)
+    shared = exported / "pipeline_utils_pixelgen.py"
+    shared.write_text(shared.read_text() + "# edited\n")
+    (exported / "transformer/jit_layers.py").unlink()
+    with pytest.raises(
+        ModelFolderError, match=r"differs from the installed package \(pipeline_utils_pixelgen.py, transformer/jit_la"
+    ):
+        load_pipeline(exported)
+    assert sorted(refresh_code(exported)) == [shared, exported / "transformer/jit_layers.py"]
+    assert (exported / "transformer/jit_layers.py").read_bytes() == Path(
+        inspect.getsourcefile(PixelGenTransformer2DModel)
+    ).with_name("jit_layers.py").read_bytes()
+    torch.testing.assert_close(sample(load_pipeline(exported)), sample(pipe), rtol=0, atol=1e-5)
+
+
 def test_export_rejects_folders_that_are_not_our_pipelines_and_unsafe_outputs(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelFolderError, match="not a saved pipeline folder"):
@@ -173,17 +189,24 @@ def test_shipped_modules_must_not_import_the_package(tmp_path):
     pipe = tiny_c2i_pipeline()
     pipe.save_pretrained(tmp_path / "saved")
     module = tmp_path / "leaky.py"
+    (tmp_path / "sibling.py").write_text("import torch\n")
     for line in (
         "from pixelgen_diffusers.conversion.labels import imagenet_id2label",
-        "from .transformer_jit import x",
+        "from .transformer_jit import x",  # not beside it
+        "from ..sibling import x",  # outside its folder: diffusers would not copy it
+        "from . import sibling",  # a form diffusers does not copy
     ):
         module.write_text(line + "\n")
         from pixelgen_diffusers.conversion.export import _check_standalone
 
         with pytest.raises(ModelFolderError, match="must be self-contained"):
             _check_standalone(module)
+    module.write_text("from .sibling import torch\n")
+    _check_standalone(module)  # a sibling shipped beside it
     make_self_contained(tmp_path / "saved", pipe)  # the package's own modules pass
     assert (tmp_path / "saved/pipeline.py").is_file()
+    assert (tmp_path / "saved/pipeline_utils_pixelgen.py").is_file()
+    assert (tmp_path / "saved/transformer/jit_layers.py").is_file()
 
 
 # ---------------------------------------------------------------------------------------------------- load_pipeline
@@ -205,6 +228,100 @@ assert type(pipe).__module__ == "diffusers_modules.local.pipeline", type(pipe)._
 assert type(pipe.transformer).__module__ == "diffusers_modules.local.transformer_jit"
 assert pipe.transformer.marker == "edited"
 """
+
+
+# Both kinds in one plain-diffusers process: the C2I folder as a local folder, the T2I one from a Hub-style repo
+# subfolder (`huggingface_hub.snapshot_download` is replaced by a local copy of the repo's selected files, the download
+# only), loaded through its `model_index.json` `_class_name` entry. Their shared modules land in diffusers' one flat
+# namespace, `diffusers_modules.local.<stem>`, with identical content.
+PLAIN_DIFFUSERS_C2I_AND_HUB_T2I = """
+import fnmatch, os, shutil, sys, huggingface_hub, torch
+from diffusers import DiffusionPipeline
+
+c2i_folder, repo, output = sys.argv[1:4]
+
+
+def snapshot_download(repo_id, allow_patterns=None, **kwargs):
+    snapshot = os.path.join(os.path.dirname(output), "snapshot")
+    for root, _, files in os.walk(repo):
+        for name in files:
+            relative = os.path.relpath(os.path.join(root, name), repo)
+            if allow_patterns is None or any(fnmatch.fnmatch(relative, pattern) for pattern in allow_patterns):
+                os.makedirs(os.path.dirname(os.path.join(snapshot, relative)), exist_ok=True)
+                shutil.copyfile(os.path.join(root, name), os.path.join(snapshot, relative))
+    return snapshot
+
+
+huggingface_hub.snapshot_download = snapshot_download
+
+
+def sample_c2i(pipe):
+    generators = [torch.Generator().manual_seed(seed) for seed in (5, 6)]
+    return pipe([1, 3], generator=generators, num_inference_steps=3, output_type="latent").images
+
+
+c2i = DiffusionPipeline.from_pretrained(
+    c2i_folder, custom_pipeline=c2i_folder + "/pipeline.py", trust_remote_code=True, local_files_only=True
+)
+c2i.set_progress_bar_config(disable=True)
+c2i_first = sample_c2i(c2i)
+snapshot = huggingface_hub.snapshot_download(repo_id="someone/PixelGen-diffusers", allow_patterns=["PixelGen-T2I/*"])
+t2i = DiffusionPipeline.from_pretrained(
+    os.path.join(snapshot, "PixelGen-T2I"), trust_remote_code=True, local_files_only=True
+)
+t2i.set_progress_bar_config(disable=True)
+t2i_latents = t2i(
+    ["a red circle", "a blue square"], generator=torch.Generator().manual_seed(0), num_inference_steps=2,
+    output_type="latent",
+).images
+modules = {name: type(module).__module__ for name, module in (("c2i", c2i), ("c2i_transformer", c2i.transformer),
+           ("t2i", t2i), ("t2i_transformer", t2i.transformer))}
+torch.save(
+    {
+        "c2i_first": c2i_first,
+        "c2i_after_t2i": sample_c2i(c2i),
+        "t2i": t2i_latents,
+        "modules": modules,
+        "shared": sorted(name for name in sys.modules if name.endswith((".pipeline_utils_pixelgen", ".jit_layers"))),
+        "snapshot": sorted(os.path.relpath(os.path.join(root, name), snapshot)
+                           for root, _, files in os.walk(snapshot) for name in files if name.endswith(".py")),
+    },
+    output,
+)
+"""
+
+
+def test_c2i_and_t2i_folders_load_side_by_side_in_plain_diffusers_one_from_a_hub_subfolder(tmp_path):
+    c2i, _, c2i_folder = saved_and_exported(tmp_path)
+    t2i = tiny_t2i_pipeline()
+    t2i.save_pretrained(tmp_path / "repo" / "PixelGen-T2I")  # save_pretrained alone ships the code and its siblings
+    c2i.save_pretrained(tmp_path / "repo" / "Other-Model")  # not selected by the download's allow_patterns
+
+    run_python(PLAIN_DIFFUSERS_C2I_AND_HUB_T2I, c2i_folder, tmp_path / "repo", tmp_path / "out.pt", cwd=tmp_path)
+    result = torch.load(tmp_path / "out.pt")
+    assert result["snapshot"] == [
+        "PixelGen-T2I/pipeline.py",
+        "PixelGen-T2I/pipeline_utils_pixelgen.py",
+        "PixelGen-T2I/scheduler/scheduling_pixelgen.py",
+        "PixelGen-T2I/transformer/jit_layers.py",
+        "PixelGen-T2I/transformer/transformer_jit_t2i.py",
+    ]
+    assert result["modules"] == {
+        "c2i": "diffusers_modules.local.pipeline",
+        "c2i_transformer": "diffusers_modules.local.transformer_jit",
+        "t2i": "diffusers_modules.local.pipeline",
+        "t2i_transformer": "diffusers_modules.local.transformer_jit_t2i",
+    }
+    shared = ["diffusers_modules.local.jit_layers", "diffusers_modules.local.pipeline_utils_pixelgen"]
+    assert result["shared"] == shared
+    torch.testing.assert_close(result["c2i_first"], sample(c2i), rtol=0, atol=1e-5)
+    assert torch.equal(result["c2i_after_t2i"], result["c2i_first"])  # the T2I folder's modules left it intact
+    expected = t2i(
+        ["a red circle", "a blue square"], generator=torch.Generator().manual_seed(0), num_inference_steps=2,
+        output_type="latent",
+    ).images  # fmt: skip
+    # Loaded weights sit at other addresses, which moves CPU BLAS rounding by an ulp; sampling amplifies that.
+    torch.testing.assert_close(result["t2i"], expected, rtol=1e-4, atol=1e-4)
 
 
 def test_load_pipeline_refuses_a_folders_own_code_by_default_and_runs_it_only_if_trusted(tmp_path):

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from ..utils import (
     DTYPE_NAMES,
+    atomic_write_bytes,
     check_shard_size,
     one_line,
     torch_dtype,
@@ -88,7 +89,9 @@ def write_model_folder(
 
 
 def make_self_contained(folder: Path, pipeline: DiffusionPipeline, extra_entries: dict | None = None) -> None:
-    """Copies the pipeline's and components' code into `folder` and points `model_index.json` at the copies."""
+    """Copies the pipeline's and components' code into `folder`, each module with the sibling modules it imports
+    relatively (the shared `pipeline_utils_pixelgen.py`, `jit_layers.py`) beside it, and points `model_index.json`
+    at the copies."""
     index_path = folder / "model_index.json"
     model_index = json.loads(index_path.read_text())
 
@@ -97,28 +100,54 @@ def make_self_contained(folder: Path, pipeline: DiffusionPipeline, extra_entries
         module = type(component).__module__ if component is not None else ""
         if module.startswith(CODE_PACKAGES):
             shipped[name] = (type(component), folder / name / f"{module.rpartition('.')[2]}.py")
-    stems = [target.stem for _, target in shipped.values()]
-    if len(set(stems)) != len(stems):
-        # Remote modules are imported into one flat namespace (diffusers_modules.local.<stem>).
-        raise ModelFolderError(f"module file names must be unique across the folder, got {stems}")
+    copies = {}  # target -> source
+    for cls, target in shipped.values():
+        code_file, *siblings = shipped_code_files(inspect.getsourcefile(cls))
+        copies[target] = code_file
+        copies.update((target.parent / sibling.name, sibling) for sibling in siblings)
+    _check_flat_namespace(copies)
 
     for name, (cls, target) in shipped.items():
-        code_file = Path(inspect.getsourcefile(cls))
-        _check_standalone(code_file)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(code_file, target)
         if name == "pipeline":
             model_index["_class_name"] = [target.stem, cls.__name__]
         else:
             model_index[name] = [target.stem, cls.__name__]
+    for target, code_file in copies.items():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(code_file, target)
 
     model_index.update(extra_entries or {})
     index_path.write_text(json.dumps(model_index, indent=2, sort_keys=True) + "\n")
 
 
+def shipped_code_files(code_file: str | Path) -> list[Path]:
+    """`code_file` and the sibling modules it imports relatively (recursively), each checked by `_check_standalone`:
+    what a model folder ships for one class."""
+    from ..pipelines.pipeline_utils_pixelgen import shipped_code_files as relative_import_closure
+
+    files = relative_import_closure(code_file)
+    for file in files:
+        _check_standalone(file)
+    return files
+
+
+def _check_flat_namespace(copies: dict[Path, Path]) -> None:
+    """diffusers imports every remote module of a folder into one flat namespace (`diffusers_modules.local.<stem>`,
+    whatever its subfolder), so two different files must not share a stem; the same file in two places is fine."""
+    by_stem = {}
+    for target, code_file in copies.items():
+        other = by_stem.setdefault(target.stem, (target, code_file))
+        if other[1].read_bytes() != code_file.read_bytes():
+            raise ModelFolderError(
+                f"module file names must be unique across the folder: {other[0].name} and {target.name} would both be"
+                f" imported as diffusers_modules.local.{target.stem}"
+            )
+
+
 def refresh_code(folder: str | Path) -> list[Path]:
     """Replaces the code a self-contained model folder ships (`pipeline.py` and each component's module, as its
-    `model_index.json` names them) with this package's current modules; configs, weights and the tokenizer are not
+    `model_index.json` names them, each with the sibling modules it imports relatively, added where missing) with
+    this package's current modules; configs, weights and the tokenizer are not
     touched. Each file is written to a unique temporary name beside it and renamed into place.
 
     Returns:
@@ -136,6 +165,7 @@ def refresh_code(folder: str | Path) -> list[Path]:
     model_index = json.loads(index_path.read_text())
     package = __name__.partition(".")[0]
     written = []
+    copies = {}  # target -> source
     for name, entry in model_index.items():
         if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)):
             continue
@@ -146,10 +176,18 @@ def refresh_code(folder: str | Path) -> list[Path]:
         cls = getattr(importlib.import_module(package), class_name, None)
         if cls is None:
             raise ModelFolderError(f"{target} holds {class_name}, which {package} does not define")
-        source = Path(inspect.getsourcefile(cls))
-        _check_standalone(source)
+        code_file, *siblings = shipped_code_files(inspect.getsourcefile(cls))
+        copies[target] = code_file
+        copies.update((target.parent / sibling.name, sibling) for sibling in siblings)
+    _check_flat_namespace(copies)
+    written = []
+    for target, source in copies.items():
         code = source.read_bytes()
-        if target.read_bytes() == code:
+        if target.is_file() and target.read_bytes() == code:
+            continue
+        if not target.is_file():  # a shared module the folder did not ship yet
+            atomic_write_bytes(target, code)
+            written.append(target)
             continue
         descriptor, temporary = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
         try:
@@ -165,7 +203,8 @@ def refresh_code(folder: str | Path) -> list[Path]:
 
 
 def _check_standalone(code_file: Path) -> None:
-    """A shipped module may import only installed libraries: not this package, not its siblings."""
+    """A shipped module may import installed libraries and, with single-dot relative imports (`from .name import
+    ...`, the form diffusers copies along with remote code), sibling modules beside it; not this package."""
     tree = ast.parse(code_file.read_text())
     for node in ast.walk(tree):
         names = []
@@ -173,10 +212,18 @@ def _check_standalone(code_file: Path) -> None:
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             names = ["." * node.level + (node.module or "")]
+            if node.level == 1 and node.module and "." not in node.module:
+                if not (code_file.parent / f"{node.module}.py").is_file():
+                    raise ModelFolderError(
+                        f"{code_file.name} imports .{node.module}, which is not beside it; a module shipped in a"
+                        " model folder must be self-contained"
+                    )
+                continue
         for name in names:
             if name.startswith(".") or name.split(".")[0] == "pixelgen_diffusers":
                 raise ModelFolderError(
-                    f"{code_file.name} imports {name}; a module shipped in a model folder must be self-contained"
+                    f"{code_file.name} imports {name}; a module shipped in a model folder must be self-contained:"
+                    " libraries, and its siblings as `from .sibling import ...`"
                 )
 
 

@@ -87,21 +87,32 @@ def resolve_model_folder(id_or_path: str | Path, **hub_kwargs) -> Path:
 
 
 def _differing_code_files(folder: Path, model_index: dict, pipeline_class: type) -> list[str]:
-    """The code files of a self-contained folder that are not byte-identical to the installed package's."""
+    """The code files of a self-contained folder that are not byte-identical to the installed package's: the
+    pipeline's and components' modules and the sibling modules each imports relatively (missing ones count)."""
+    from ..pipelines.pipeline_utils_pixelgen import shipped_code_files
+
     package = importlib.import_module("pixelgen_diffusers")
     stem = model_index["_class_name"][0]
-    pairs = [(folder / f"{stem}.py", Path(inspect.getsourcefile(pipeline_class)))]
+    pairs = []
+
+    def add(shipped: Path, ours: type | None) -> None:
+        if ours is None:
+            pairs.append((shipped, shipped.with_suffix("")))  # no such class installed: differs
+            return
+        code_file, *siblings = shipped_code_files(inspect.getsourcefile(ours))
+        pairs.append((shipped, code_file))
+        pairs.extend((shipped.parent / sibling.name, sibling) for sibling in siblings)
+
+    add(folder / f"{stem}.py", pipeline_class)
     for name, entry in model_index.items():
         if isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str):
             shipped = folder / name / f"{entry[0]}.py"
             if shipped.is_file():
-                ours = getattr(package, entry[1]) if entry[1] in package.__all__ else None
-                installed = Path(inspect.getsourcefile(ours)) if ours else shipped.with_suffix("")  # none: differs
-                pairs.append((shipped, installed))
+                add(shipped, getattr(package, entry[1]) if entry[1] in package.__all__ else None)
     return [
         shipped.relative_to(folder).as_posix()
         for shipped, installed in pairs
-        if not (installed.is_file() and shipped.read_bytes() == installed.read_bytes())
+        if not (shipped.is_file() and installed.is_file() and shipped.read_bytes() == installed.read_bytes())
     ]
 
 

@@ -24,7 +24,7 @@ from typing import Any, Callable
 import numpy as np
 import PIL.Image
 import torch
-from diffusers.hooks import FasterCacheConfig
+from diffusers.hooks import FasterCacheConfig, MagCacheConfig
 from diffusers.loaders.lora_base import LoraBaseMixin, _fetch_state_dict
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from diffusers.schedulers import FlowMatchEulerDiscreteScheduler, FlowMatchHeunDiscreteScheduler
@@ -576,8 +576,16 @@ class PixelGenPipelineMixin:
 
     def check_cache(self, guided: list[bool]):
         """FasterCache approximates the unconditional half of a batched [uncond, cond] call from past calls, so it
-        needs every evaluation guided (or, with `is_guidance_distilled=True`, none)."""
+        needs every evaluation guided (or, with `is_guidance_distilled=True`, none). MagCache's ratios and counter
+        are per transformer evaluation, so its `num_inference_steps` must count this run's evaluations."""
         cache_config = getattr(self.transformer, "_cache_config", None)
+        if isinstance(cache_config, MagCacheConfig) and cache_config.num_inference_steps != len(guided):
+            # Its ratios are per evaluation, and its counter restarts after num_inference_steps of them.
+            raise ValueError(
+                f"MagCacheConfig(num_inference_steps={cache_config.num_inference_steps}) does not match this run's"
+                f" {len(guided)} transformer evaluations (Heun makes 2N - 1 for N steps): pass"
+                f" num_inference_steps={len(guided)} and one ratio per evaluation (calibrate_mag_ratios)."
+            )
         if not isinstance(cache_config, FasterCacheConfig):
             return
         if cache_config.current_timestep_callback is None:

@@ -24,7 +24,7 @@ def run(pipe, inputs, **kwargs):
 def test_sd_cfg_cutoff_callback_with_two_prompts_is_refused_not_broadcast():
     """SDCFGCutoffCallback returns `prompt_embeds[-1:]`, one row: broadcast, image 0 would follow prompt 2."""
     pipe = tiny_t2i_pipeline()
-    callback = SDCFGCutoffCallback(cutoff_step_index=1)
+    callback = SDCFGCutoffCallback(cutoff_step_ratio=None, cutoff_step_index=1)
     with pytest.raises(ValueError, match=r"callback_on_step_end returned prompt_embeds of shape \(1, 8, 24\)"):
         run(pipe, PIPELINES["t2i"][1], callback_on_step_end=callback)
     images = run(pipe, dict(prompt="a red square"), callback_on_step_end=callback)  # one prompt: one row, fine
@@ -54,12 +54,13 @@ def test_latents_returned_by_a_callback_are_checked(model, returned, message):
 
 @pytest.mark.parametrize("model", PIPELINES)
 def test_a_sample_that_ends_non_finite_is_an_error_not_a_black_image(model):
-    """Finite but huge latents from a callback overflow in the next steps: the run raises instead of returning NaN."""
+    """Finite but huge latents from a callback (3e38, float32's max is 3.4e38) overflow in the next step's velocity:
+    the run raises instead of returning NaN."""
     make_pipeline, inputs = PIPELINES[model]
     pipe = make_pipeline()
 
     def callback(pipe, i, t, callback_kwargs):
-        return {"latents": callback_kwargs["latents"] * 1e38} if i == 0 else {}
+        return {"latents": torch.full_like(callback_kwargs["latents"], 3e38)} if i == 0 else {}
 
     with pytest.raises(ValueError, match="non-finite"):
         run(pipe, inputs, callback_on_step_end=callback)

@@ -38,6 +38,10 @@ OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 FLOW_MATCH_SCHEDULERS = (FlowMatchEulerDiscreteScheduler, FlowMatchHeunDiscreteScheduler)
 # Lower clamp of 1 - t when a clean-image prediction becomes a velocity (upstream's t_eps).
 X_PREDICTION_T_EPS = 0.05
+# Bound on scale-like numbers (guidance_scale, noise_scale, LoRA scales and weights): far beyond any useful setting,
+# and far enough below float32's 3.4e38 that the products a sampling run forms (velocities up to 1 / t_eps = 20 times
+# the pixel range, times the scale, through a few hundred steps) stay finite. 1e308 would turn every image black.
+MAX_SCALE = 1e6
 
 
 # Copied from pixelgen_diffusers.utils.check_number
@@ -364,7 +368,7 @@ class PixelGenPipelineMixin:
         """The sampling numbers, whether stored in the config (checked when the pipeline is built or loaded, and
         before `save_pretrained`) or given to a call: finite, and in range, so no setting draws black images."""
         check_number("num_inference_steps", num_inference_steps, integer=True, minimum=1)
-        check_number("guidance_scale", guidance_scale)
+        check_number("guidance_scale", guidance_scale, minimum=-MAX_SCALE, maximum=MAX_SCALE)
         check_number("guidance_interval_min", guidance_interval_min)
         check_number("guidance_interval_max", guidance_interval_max)
         if guidance_interval_min > guidance_interval_max:
@@ -372,7 +376,7 @@ class PixelGenPipelineMixin:
                 f"guidance_interval_min ({guidance_interval_min}) must not exceed guidance_interval_max"
                 f" ({guidance_interval_max})."
             )
-        check_number("noise_scale", noise_scale, minimum=0, exclusive_minimum=True)
+        check_number("noise_scale", noise_scale, minimum=0, maximum=MAX_SCALE, exclusive_minimum=True)
 
     def check_sampling_inputs(
         self,
@@ -495,6 +499,12 @@ class PixelGenPipelineMixin:
             raise ValueError(
                 f"sampling_method and solver_order select PixelGenScheduler's solvers; {name} is its own solver."
             )
+        if config.get("final_sigmas_type", "zero") != "zero":
+            raise ValueError(
+                f"{name}(final_sigmas_type={config.final_sigmas_type!r}) ends its grid at sigma_min, which on"
+                " PixelGen's grid makes the last step zero-length and leaves the sample noisy: use"
+                " final_sigmas_type='zero'."
+            )
         shift_name = "shift" if "shift" in config else "flow_shift"
         if timeshift is not None and timeshift != config.get(shift_name, 1.0):
             raise ValueError(
@@ -533,6 +543,13 @@ class PixelGenPipelineMixin:
             scheduler.set_timesteps(num_inference_steps, device=device)
         if hasattr(scheduler, "set_begin_index"):
             scheduler.set_begin_index(0)
+        final_sigma = float(scheduler.sigmas[-1])
+        if final_sigma != 0.0:
+            raise ValueError(
+                f"{type(scheduler).__name__} with this config ends its grid at sigma {final_sigma:.4g}, not at the"
+                " clean image (sigma 0): the sample would stay noisy. Use a setting that ends at sigma 0"
+                " (final_sigmas_type='zero')."
+            )
         sigmas = scheduler.sigmas.to("cpu", torch.float32)[: len(scheduler.timesteps)]
         times = 1.0 - sigmas
         # Two-stage solvers (Heun) evaluate twice per step and decide guidance at the step's start, as upstream.
@@ -694,14 +711,49 @@ class PixelGenPipelineMixin:
                             "callback_on_step_end must return a dict (of the tensors it changes, or {}), got"
                             f" {type(callback_outputs).__name__}."
                         )
-                    latents = callback_outputs.pop("latents", latents)
+                    latents = self.check_callback_tensor(callback_outputs, "latents", latents)
                     if self._callback_condition_names:
                         condition_name, negative_name = self._callback_condition_names
-                        condition = callback_outputs.pop(condition_name, condition)
-                        negative_condition = callback_outputs.pop(negative_name, negative_condition)
+                        condition = self.check_callback_tensor(callback_outputs, condition_name, condition)
+                        negative_condition = self.check_callback_tensor(
+                            callback_outputs, negative_name, negative_condition
+                        )
 
                 if i == len(timesteps) - 1 or ((i + 1) > num_warmup_steps and (i + 1) % self.scheduler.order == 0):
                     progress_bar.update()
 
         self._current_timestep = None
+        if not torch.isfinite(latents).all():
+            raise ValueError(
+                "The sample holds non-finite values (NaN or infinity): the arithmetic overflowed, e.g. through a huge"
+                " guidance_scale, noise_scale or LoRA scale, or latents set by a callback. No image is returned."
+            )
         return latents
+
+    @staticmethod
+    def check_callback_tensor(callback_outputs: dict, name: str, current: torch.Tensor | None) -> torch.Tensor | None:
+        """`callback_outputs[name]` if the callback returned it, else `current`. A returned tensor is checked as
+        strictly as a call input: same shape (batch included: one row is not broadcast to all images), dtype and
+        device as the tensor it replaces, and finite."""
+        if name not in callback_outputs:
+            return current
+        value = callback_outputs.pop(name)
+        if current is None:
+            if value is not None:
+                raise ValueError(f"callback_on_step_end returned {name}, which this run does not use.")
+            return None
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f"callback_on_step_end returned {name} as {type(value).__name__}, not a torch.Tensor.")
+        for what, got, expected in (
+            ("shape", tuple(value.shape), tuple(current.shape)),
+            ("dtype", value.dtype, current.dtype),
+            ("device", value.device, current.device),
+        ):
+            if got != expected:
+                raise ValueError(
+                    f"callback_on_step_end returned {name} of {what} {got}, but this run's {name} has {what}"
+                    f" {expected}: return a tensor like the one it was given."
+                )
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise ValueError(f"callback_on_step_end returned {name} holds NaN or infinite values.")
+        return value

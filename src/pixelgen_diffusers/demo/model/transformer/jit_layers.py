@@ -153,6 +153,18 @@ def adapt_cache_config(config, batched_inputs: tuple[str, ...]):
     return config
 
 
+def check_no_lora_layers(model: nn.Module) -> None:
+    """Raises a ValueError if peft LoRA layers are injected into `model`: its state dict would hold peft's
+    `base_layer` / `lora_` names, which no PixelGen model loads."""
+    if any(".lora_A." in name or ".base_layer." in name for name, _ in model.named_parameters()):
+        raise ValueError(
+            f"This {type(model).__name__} has LoRA layers loaded: saving it would write peft's base_layer/lora_ keys,"
+            " a folder nothing can load. To save the adapted weights, call pipe.fuse_lora() then"
+            " pipe.unload_lora_weights() (bakes the LoRA in) and save; to save the LoRA alone, use"
+            " save_lora_weights; or unload_lora_weights() to save the base model."
+        )
+
+
 def follow_cache_contexts(model: nn.Module) -> None:
     """Makes the cache hooks that diffusers' `enable_cache` put on `model` keep to the cache context, so that cached
     state never mixes conditions: Pyramid Attention Broadcast gets one state per context (diffusers keeps one per

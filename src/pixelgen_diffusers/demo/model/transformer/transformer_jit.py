@@ -31,6 +31,7 @@ from .jit_layers import (
     QueryKeyRMSNormMixin,
     adapt_cache_config,
     apply_rotary_emb,
+    check_no_lora_layers,
     check_number,
     follow_cache_contexts,
     get_2d_sincos_pos_embed,
@@ -359,6 +360,11 @@ class PixelGenTransformer2DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Atte
             )
         super().enable_cache(adapt_cache_config(config, batched_inputs=("class_labels",)))
         follow_cache_contexts(self)
+
+    def save_pretrained(self, save_directory, *args, **kwargs) -> None:
+        """`ModelMixin.save_pretrained`, refusing while LoRA layers are loaded (see `check_no_lora_layers`)."""
+        check_no_lora_layers(self)
+        super().save_pretrained(save_directory, *args, **kwargs)
 
     @property
     def null_class_id(self) -> int:

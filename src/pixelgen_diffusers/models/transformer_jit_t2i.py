@@ -361,10 +361,20 @@ class PixelGenT2ITransformer2DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, A
         super().enable_cache(adapt_cache_config(config, batched_inputs=()))
         follow_cache_contexts(self)
 
-    def save_pretrained(self, save_directory, *args, **kwargs) -> None:
-        """`ModelMixin.save_pretrained`, refusing while LoRA layers are loaded (see `check_no_lora_layers`)."""
+    def save_pretrained(
+        self, save_directory, *args, safe_serialization=True, variant=None, max_shard_size="10GB", **kwargs
+    ) -> None:
+        """`ModelMixin.save_pretrained`, refusing while LoRA layers are loaded (see `check_no_lora_layers`). The
+        options a pipeline passes only when the signature names them are named here."""
         check_no_lora_layers(self)
-        super().save_pretrained(save_directory, *args, **kwargs)
+        super().save_pretrained(
+            save_directory,
+            *args,
+            safe_serialization=safe_serialization,
+            variant=variant,
+            max_shard_size=max_shard_size,
+            **kwargs,
+        )
 
     def forward(
         self,

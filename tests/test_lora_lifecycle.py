@@ -67,8 +67,11 @@ def test_fused_lora_cannot_be_reweighted_and_unfuse_restores_the_base(tmp_path):
     base = _base_weights(pipe)
     pipe.load_lora_weights(_random_lora(pipe)[0], adapter_name="style")
     pipe.fuse_lora()
-    with pytest.raises(ValueError, match=r"unfuse_lora\(\) first"):
+    with pytest.raises(ValueError, match=r"unfuse_lora\(\) first, then set_adapters"):
         pipe.set_adapters(["style"], [0.5])
+    for method, args in (("delete_adapters", ["style"]), ("disable_lora", []), ("enable_lora", [])):
+        with pytest.raises(ValueError, match=rf"unfuse_lora\(\) first, then {method}"):
+            getattr(pipe, method)(*args)
     pipe.unfuse_lora()
     pipe.unload_lora_weights()
     for name, tensor in pipe.transformer.state_dict().items():

@@ -22,6 +22,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, Qwen3Model
 
 from .pipeline_utils_pixelgen import (
+    MAX_SCALE,
     PixelGenLoraLoaderMixin,
     PixelGenPipelineMixin,
     check_number,
@@ -298,7 +299,7 @@ class PixelGenT2IPipeline(PixelGenPipelineMixin, DiffusionPipeline, PixelGenLora
         output_type,
         callback,
     ):
-        guidance_scale = check_number("guidance_scale", sampling_numbers[1])
+        guidance_scale = check_number("guidance_scale", sampling_numbers[1], minimum=-MAX_SCALE, maximum=MAX_SCALE)
         if (prompt is None) == (prompt_embeds is None):
             raise ValueError(
                 "Pass exactly one of `prompt` and `prompt_embeds`, got "

@@ -377,12 +377,32 @@ class PixelGenLoraLoaderMixin(LoraBaseMixin):
             for value in weight.values() if isinstance(weight, dict) else [weight]:
                 if value is not None and not isinstance(value, dict):
                     check_lora_number("adapter_weights", value)
+        self._refuse_while_fused("set_adapters")
+        super().set_adapters(adapter_names, adapter_weights)
+
+    def _refuse_while_fused(self, method: str) -> None:
+        """Changing which adapters are active, or their weights, while a LoRA is fused would not change the fused
+        weights; a later unfuse would subtract other weights than were fused, leaving part of the LoRA for good."""
         if self._lora_is_fused():
             raise ValueError(
-                "A LoRA is fused into the weights: call unfuse_lora() first, then set_adapters() (and fuse_lora()"
-                " again); unfusing after a change would subtract other weights than were fused."
+                f"A LoRA is fused into the weights: call unfuse_lora() first, then {method}() (and fuse_lora() again);"
+                " changing adapters while fused would leave part of the LoRA in the weights for good."
             )
-        super().set_adapters(adapter_names, adapter_weights)
+
+    def delete_adapters(self, adapter_names):
+        """diffusers' `delete_adapters`, refused while a LoRA is fused (see `_refuse_while_fused`)."""
+        self._refuse_while_fused("delete_adapters")
+        super().delete_adapters(adapter_names)
+
+    def disable_lora(self):
+        """diffusers' `disable_lora`, refused while a LoRA is fused: the fused weights would keep it."""
+        self._refuse_while_fused("disable_lora")
+        super().disable_lora()
+
+    def enable_lora(self):
+        """diffusers' `enable_lora`, refused while a LoRA is fused (see `_refuse_while_fused`)."""
+        self._refuse_while_fused("enable_lora")
+        super().enable_lora()
 
     def unload_lora_weights(self, *args, **kwargs):
         """Removes the LoRA layers. A fused LoRA stays in the weights (baked in, diffusers' semantics); unload

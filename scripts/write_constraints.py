@@ -15,7 +15,7 @@ from packaging.requirements import Requirement
 
 
 ROOT = Path(__file__).resolve().parents[1]
-EXTRAS = ("test", "demo", "docs")
+EXTRAS = ("test", "demo", "docs", "quantization")
 LEFT_OUT = {"torch", "pixelgen-diffusers"}
 
 

@@ -227,11 +227,11 @@ def test_a_failed_npz_pack_keeps_the_previous_samples_npz(tmp_path, monkeypatch)
     sample_many(pipe, tmp_path, num_samples=3, batch_size=3, **SETTINGS)
     packed = (tmp_path / "samples.npz").read_bytes()
 
-    def savez_then_disk_full(file, **arrays):
-        file.write(b"PK\x03\x04partial")
+    def write_then_disk_full(stream, array, **options):  # numpy's writer of one array of the npz
+        stream.write(b"\x93NUMPY partial")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(np, "savez", savez_then_disk_full)
+    monkeypatch.setattr(np.lib.format, "write_array", write_then_disk_full)
     with pytest.raises(OSError, match=f"cannot write {tmp_path / 'samples.npz'}: No space left on device"):
         sample_many(pipe, tmp_path, num_samples=3, batch_size=3, **SETTINGS)
     assert (tmp_path / "samples.npz").read_bytes() == packed

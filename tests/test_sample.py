@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import tracemalloc
@@ -21,6 +22,10 @@ EFFECTIVE = dict(
     SETTINGS, guidance_interval_min=0.0, guidance_interval_max=1.0, noise_scale=1.0, sampling_method="heun",
     timeshift=2.0, solver_order=2,
 )  # fmt: skip
+
+
+# How the run ran, recorded beside the settings (not a setting: a run may resume with another number of processes).
+ONE_PROCESS = {"processes": {"world_size": 1, "samples_per_process": [2]}}
 
 
 def test_samples_are_class_balanced_seeded_per_index_and_packed(tmp_path):
@@ -47,21 +52,40 @@ def test_a_stopped_run_resumes_without_redoing_finished_samples(tmp_path):
 
 
 def test_two_processes_write_the_same_set_as_one(tmp_path):
+    """`accelerate launch --multi_gpu` (accelerate's torchrun) with ACCELERATE_USE_CPU=1 starts two processes that
+    join over gloo; each says in its own output that it is one of two, and they draw the bytes one process draws."""
     pipe = tiny_c2i_pipeline()
     model_dir = tmp_path / "model"
     pipe.save_pretrained(model_dir)
-    arguments = ["--model", str(model_dir), "--num-samples", "6", "--batch-size", "2", "--steps", "2"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2"]
-    for name, prefix in (("one", [sys.executable]), ("two", launcher)):
+    # Batch size 1: every sample is literally the same computation in both runs; MKL_CBWR: MKL's results then do not
+    # depend on the memory alignment, which differs between processes.
+    arguments = ["--model", str(model_dir), "--num-samples", "6", "--batch-size", "1", "--steps", "2"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "MKL_CBWR": "AUTO,STRICT"}
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    launcher += ["--num_machines", "1", "--main_process_port", str(free_port()), "--mixed_precision", "no"]
+    launcher += ["--dynamo_backend", "no"]
+    outputs = {}
+    for name, prefix, extra_env in (("one", [sys.executable], {}), ("two", launcher, {"ACCELERATE_USE_CPU": "1"})):
         command = [*prefix, "-m", "pixelgen_diffusers.cli", "sample", *arguments, "--out", str(tmp_path / name)]
-        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        result = subprocess.run(command, env=env | extra_env, capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stderr[-2000:]
-    one, two = np.load(tmp_path / "one" / "samples.npz"), np.load(tmp_path / "two" / "samples.npz")
-    np.testing.assert_array_equal(one["arr_0"], two["arr_0"])
-    # One process of the two wrote the settings; both recorded the same ones.
+        outputs[name] = result.stdout
+    assert "Drew 6 samples on 1 process\n" in outputs["one"]
+    assert "Process 0 of 2: 3 samples" in outputs["two"] and "Process 1 of 2: 3 samples" in outputs["two"]
+    assert outputs["two"].count("Drew 6 samples on 2 processes") == 1  # the main process only
+    assert (tmp_path / "one" / "samples.npz").read_bytes() == (tmp_path / "two" / "samples.npz").read_bytes()
+    # Both recorded the same settings; the two-process run also its two shares.
     recorded = [json.loads((tmp_path / name / "sampling_config.json").read_text()) for name in ("one", "two")]
+    assert recorded[1].pop("processes") == {"world_size": 2, "samples_per_process": [3, 3]}
+    assert recorded[0].pop("processes") == {"world_size": 1, "samples_per_process": [6]}
     assert recorded[0] == recorded[1] and recorded[0]["model"] == str(model_dir.resolve())
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface, so that concurrent launches do not collide."""
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        return free.getsockname()[1]
 
 
 # ---------------------------------------------------------------------------------------------------- bad settings
@@ -87,7 +111,7 @@ def test_a_run_records_its_settings_and_a_later_run_with_other_settings_is_refus
     pipe = tiny_c2i_pipeline()
     sample_many(pipe, tmp_path, num_samples=2, seed=1, batch_size=2, pack=False, **SETTINGS)
     recorded = json.loads((tmp_path / "sampling_config.json").read_text())
-    assert recorded == {"model": None, "dtype": "float32", "seed": 1, "num_samples": 2, **EFFECTIVE}
+    assert recorded == {"model": None, "dtype": "float32", "seed": 1, "num_samples": 2, **EFFECTIVE, **ONE_PROCESS}
 
     with pytest.raises(ValueError) as error:
         sample_many(pipe, tmp_path, num_samples=2, seed=2, batch_size=2, num_inference_steps=2)

@@ -13,8 +13,12 @@ __version__ = "0.1.0"
 # Public name -> the module that defines it.
 _EXPORTS = {
     "PIXELGEN_PRESETS": "models.transformer_jit",
+    "PixelGenC2IImg2ImgPipeline": "pipelines.pipeline_pixelgen_c2i_edit",
+    "PixelGenC2IInpaintPipeline": "pipelines.pipeline_pixelgen_c2i_edit",
     "PixelGenC2IPipeline": "pipelines.pipeline_pixelgen_c2i",
     "PixelGenScheduler": "schedulers.scheduling_pixelgen",
+    "PixelGenT2IImg2ImgPipeline": "pipelines.pipeline_pixelgen_t2i_edit",
+    "PixelGenT2IInpaintPipeline": "pipelines.pipeline_pixelgen_t2i_edit",
     "PixelGenT2IPipeline": "pipelines.pipeline_pixelgen_t2i",
     "PixelGenT2ITransformer2DModel": "models.transformer_jit_t2i",
     "PixelGenTransformer2DModel": "models.transformer_jit",
@@ -22,12 +26,17 @@ _EXPORTS = {
     "export_pipeline": "conversion.export",
     "imagenet_id2label": "conversion.labels",
     "load_pipeline": "conversion.hub",
+    "push_to_hub": "conversion.push",
 }
 
 __all__ = [
     "PIXELGEN_PRESETS",
+    "PixelGenC2IImg2ImgPipeline",
+    "PixelGenC2IInpaintPipeline",
     "PixelGenC2IPipeline",
     "PixelGenScheduler",
+    "PixelGenT2IImg2ImgPipeline",
+    "PixelGenT2IInpaintPipeline",
     "PixelGenT2IPipeline",
     "PixelGenT2ITransformer2DModel",
     "PixelGenTransformer2DModel",
@@ -35,6 +44,7 @@ __all__ = [
     "export_pipeline",
     "imagenet_id2label",
     "load_pipeline",
+    "push_to_hub",
 ]
 
 if TYPE_CHECKING:
@@ -42,10 +52,13 @@ if TYPE_CHECKING:
     from .conversion.export import export_pipeline
     from .conversion.hub import load_pipeline
     from .conversion.labels import imagenet_id2label
+    from .conversion.push import push_to_hub
     from .models.transformer_jit import PIXELGEN_PRESETS, PixelGenTransformer2DModel
     from .models.transformer_jit_t2i import PixelGenT2ITransformer2DModel
     from .pipelines.pipeline_pixelgen_c2i import PixelGenC2IPipeline
+    from .pipelines.pipeline_pixelgen_c2i_edit import PixelGenC2IImg2ImgPipeline, PixelGenC2IInpaintPipeline
     from .pipelines.pipeline_pixelgen_t2i import PixelGenT2IPipeline
+    from .pipelines.pipeline_pixelgen_t2i_edit import PixelGenT2IImg2ImgPipeline, PixelGenT2IInpaintPipeline
     from .schedulers.scheduling_pixelgen import PixelGenScheduler
 
 

@@ -33,10 +33,28 @@ COMMANDS = {
         "pixelgen_diffusers.cli.export",
         "turn a saved PixelGen pipeline into a self-contained folder that loads with plain diffusers",
     ),
+    "edit": (
+        "pixelgen_diffusers.cli.edit",
+        "edit an image with a PixelGen model: image-to-image, inpainting, outpainting",
+    ),
+    "push": ("pixelgen_diffusers.cli.push", "publish a converted or exported model folder to the Hugging Face Hub"),
     "sample": ("pixelgen_diffusers.cli.sample", "sample many images for evaluation (resumable, multi-process)"),
+    "pack": ("pixelgen_diffusers.cli.pack", "merge the per-process shards of a `pixelgen sample` run into one npz"),
     "train": (
         "pixelgen_diffusers.cli.train",
         "train or fine-tune a class-to-image or text-to-image model on a folder of images",
+    ),
+    "evaluate": (
+        "pixelgen_diffusers.cli.evaluate",
+        "score samples as the paper does: ADM's FID, sFID, Inception Score, precision/recall",
+    ),
+    "sweep": (
+        "pixelgen_diffusers.cli.sweep",
+        "sample and evaluate a grid of settings (models/EMAs, guidance, interval, sampler, steps, cache)",
+    ),
+    "distill": (
+        "pixelgen_diffusers.cli.distill",
+        "distil a PixelGen model into a few-step student (1-8 steps, no guidance pass)",
     ),
     "eval-demo": (
         "pixelgen_diffusers.cli.eval_demo",

@@ -6,6 +6,7 @@ import argparse
 from ..conversion.checkpoints import WEIGHT_CHOICES
 from ..conversion.convert import convert_checkpoint
 from ..utils import DTYPE_NAMES, check_output_folder, cli_shard_size
+from .export import add_card_arguments
 
 
 # ------------------------------------------------------------------------------------------------------------- CLI
@@ -16,8 +17,17 @@ def add_parser(subparsers) -> None:
         description="Convert an upstream PixelGen Lightning checkpoint (.ckpt) or original JiT checkpoint (.pth) "
         "into a model folder that loads with plain diffusers.",
     )
-    parser.add_argument("source", help="PixelGen .ckpt, JiT .pth, or a bare upstream state dict")
-    parser.add_argument("output_dir", help="folder to create")
+    parser.add_argument(
+        "source", help="PixelGen .ckpt, JiT .pth, or a bare upstream state dict (with --to upstream: a model folder)"
+    )
+    parser.add_argument("output_dir", help="folder to create (with --to upstream: the .ckpt file to write)")
+    parser.add_argument(
+        "--to",
+        choices=("diffusers", "upstream"),
+        default="diffusers",
+        help="diffusers (default): checkpoint -> model folder; upstream: model folder -> upstream Lightning .ckpt "
+        "with its YAML beside it",
+    )
     parser.add_argument("--config", help="upstream YAML (e.g. configs_c2i/PixelGen_XL.yaml): architecture + sampling")
     parser.add_argument("--weights", choices=WEIGHT_CHOICES, default="ema", help="which copy of the weights")
     parser.add_argument("--dtype", choices=DTYPE_NAMES, default="float32", help="storage dtype")
@@ -37,10 +47,13 @@ def add_parser(subparsers) -> None:
         action="store_true",
         help="unpickle the checkpoint fully (needed for JiT files with saved args). UNSAFE for untrusted files",
     )
+    add_card_arguments(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.to == "upstream":
+        return run_to_upstream(args)
     convert_checkpoint(
         args.source,
         check_output_folder(args.output_dir, "OUTPUT_DIR"),
@@ -54,6 +67,32 @@ def run(args: argparse.Namespace) -> int:
         max_shard_size=args.max_shard_size,
         overwrite=args.overwrite,
         allow_pickle=args.allow_pickle,
+        license=args.license,
+        base_model=args.base_model,
         verbose=True,
     )
+    return 0
+
+
+def run_to_upstream(args: argparse.Namespace) -> int:
+    from ..conversion.to_upstream import convert_to_upstream
+
+    given = [
+        option
+        for option, value in (
+            ("--config", args.config),
+            ("--labels", args.labels),
+            ("--text-encoder", args.text_encoder),
+            ("--tokenizer", args.tokenizer),
+            ("--in-context-start", args.in_context_start),
+            ("--license", args.license),
+            ("--base-model", args.base_model),
+        )
+        if value is not None
+    ]
+    if given or args.weights != "ema" or args.dtype != "float32" or args.allow_pickle:
+        given += ["--weights"] * (args.weights != "ema") + ["--dtype"] * (args.dtype != "float32")
+        given += ["--allow-pickle"] * args.allow_pickle
+        raise ValueError(f"{', '.join(given)} apply to conversions into a model folder, not to --to upstream")
+    convert_to_upstream(args.source, args.output_dir, overwrite=args.overwrite, verbose=True)
     return 0

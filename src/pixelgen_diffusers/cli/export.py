@@ -31,7 +31,17 @@ def add_parser(subparsers) -> None:
         metavar="INDEX",
         help="training checkpoints: which tracked EMA to export (default 0)",
     )
+    add_card_arguments(parser)
     parser.set_defaults(func=run)
+
+
+def add_card_arguments(parser) -> None:
+    """`--license` and `--base-model`: recorded in the folder metadata and on its model card (convert, export)."""
+    parser.add_argument(
+        "--license",
+        help="the weights' license as a Hub license id (e.g. mit, apache-2.0), for the model card; never guessed",
+    )
+    parser.add_argument("--base-model", metavar="REPO_ID", help="the Hub model the weights derive from, for the card")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,5 +53,7 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         verbose=True,
         ema_index=args.ema,
+        license=args.license,
+        base_model=args.base_model,
     )
     return 0

@@ -221,6 +221,7 @@ def add_parser(subparsers) -> None:
     add_text_encoder_argument(parser)
     add_threads_argument(parser)
     add_trust_remote_code_argument(parser)
+    add_quantize_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -306,6 +307,29 @@ def add_trust_remote_code_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_quantize_argument(parser: argparse.ArgumentParser) -> None:
+    from ..conversion.quantization import QUANTIZATION_CHOICES
+
+    described = "; ".join(f"{name}: {description}" for name, (_, _, description) in QUANTIZATION_CHOICES.items())
+    parser.add_argument(
+        "--quantize",
+        choices=tuple(QUANTIZATION_CHOICES),
+        help=f"load the transformer (and a shipped text encoder) quantized ({described}); needs the [quantization]"
+        " extra",
+    )
+
+
+def load_model(model, dtype, device, args: argparse.Namespace):
+    """The pipeline `--model` names, in `dtype`, quantized as `--quantize` asks (refused before loading if its
+    backend is missing or needs another device)."""
+    from ..conversion.hub import load_pipeline
+    from ..conversion.quantization import load_quantized
+
+    if getattr(args, "quantize", None):
+        return load_quantized(model, args.quantize, device, dtype=dtype, trust_remote_code=args.trust_remote_code)
+    return load_pipeline(model, dtype=dtype, trust_remote_code=args.trust_remote_code)
+
+
 def run(args: argparse.Namespace) -> int:
     for option, value in (
         ("--num-images", args.num_images),
@@ -328,14 +352,11 @@ def run(args: argparse.Namespace) -> int:
     out = check_output_folder(args.out, "--out")
     import torch
 
-    from ..conversion.hub import load_pipeline
-
     device = resolve_device(args.device)
 
     model = args.model if args.model is not None else demo_model_dir(text_to_image=bool(args.prompts))
     dtype = default_dtype(args.dtype, device)
-    pipeline = load_pipeline(model, dtype=dtype, trust_remote_code=args.trust_remote_code)
-    pipeline = pipeline.to(device)
+    pipeline = load_model(model, dtype, device, args).to(device)
     set_threads(args.threads, pipeline)
     if loras:
         load_loras(pipeline, loras)

@@ -6,9 +6,11 @@ Sample i is fully determined by i: class `i % num_classes` (so every prefix of t
 for the same batch size and number of processes, and within one uint8 level for any others (matrix products round
 differently for other batch shapes). A stopped run resumes where it stopped: finished PNGs are kept (each is written
 atomically; a file cut short otherwise is detected and drawn again), and the output folder is locked against a
-second run. With several processes (`accelerate launch` or `torchrun`),
-process r takes the samples i with i % world_size == r. At the end the first process packs every PNG into
-`samples.npz` (`arr_0`: uint8 NHWC, `arr_1`: class ids), the layout of the ADM evaluation suite.
+second run. With several processes (`torchrun`, `accelerate launch`; on one machine or several, GPUs or CPUs over
+gloo), process r takes the samples i with i % world_size == r. At the end the first process packs every PNG into
+`samples.npz` (`arr_0`: uint8 NHWC, `arr_1`: class ids), the layout of the ADM evaluation suite; where the processes
+do not share one folder (nodes without a shared filesystem), each packs its share as `samples.rank{r}.npz` and
+`pixelgen pack` merges them (docs/scaling.md).
 
 Text-to-image seeds count over the whole set (`seed + i`), so no two images share a noise. Upstream's GenEval
 instead seeds image k of every prompt with k (0..3): `seed_per_prompt=True` (`--seed-per-prompt`) seeds it with
@@ -26,6 +28,7 @@ import hashlib
 import json
 import os
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -44,15 +47,17 @@ from ..utils import (
     compile_transformer,
     default_dtype,
     is_text_to_image,
-    locked_folder,
     one_line,
     sampling_options,
 )
+from ..utils.distributed import check_same_settings, gather_objects, launch_state, locked_shared_folder, raise_together
 from .generate import (
+    add_quantize_argument,
     add_text_encoder_argument,
     add_threads_argument,
     add_trust_remote_code_argument,
     demo_model_dir,
+    load_model,
     prepare_text_encoder,
     set_threads,
 )
@@ -61,6 +66,8 @@ from .generate import (
 CONFIG_FILE = "sampling_config.json"
 # Settings that grow with the set rather than define it: a run may extend (or pack a prefix of) a recorded set.
 GROWING_SETTINGS = ("num_samples",)
+# What a run records about how it ran, not about the set: never compared.
+RUN_RECORDS = ("processes",)
 # The pipeline's and the scheduler's recommended settings, filled in where a run does not override them.
 PIPELINE_DEFAULTS = ("num_inference_steps", "guidance_scale", "guidance_interval_min", "guidance_interval_max")
 PIPELINE_DEFAULTS += ("noise_scale",)
@@ -170,74 +177,96 @@ def sampling_config(
     return json.loads(json.dumps(config, default=repr))
 
 
-def check_sampling_config(out_dir: Path, config: dict, state) -> None:
+def check_sampling_config(out_dir: Path, config: dict, state, leader: bool) -> None:
     """Records `config` in a new output folder, or checks that it equals the one recorded there (a larger
     `num_samples` is recorded instead: the set grows). A record beside no samples (a run that failed before its first
-    sample) binds nothing and is replaced. Every process decides alike (the main process writes, between barriers),
-    so all of them fail together or none does."""
+    sample) binds nothing and is replaced. The `leader` of the processes that see this folder writes, between
+    barriers, and an error of any process is raised on every process, so all of them fail together or none does."""
     path = out_dir / CONFIG_FILE
     recorded_before = path.is_file()
     has_samples = any(out_dir.glob("[0-9]*.png"))
-    state.wait_for_everyone()  # nobody writes before every process has looked
+    error = None
     if not recorded_before and has_samples:
-        raise ValueError(
-            f"{out_dir} holds samples but no {CONFIG_FILE}, so their settings are unknown; use a new --out folder"
-        )
-    write_error = None
-    if state.is_main_process and not (recorded_before and has_samples):
+        error = f"{out_dir} holds samples but no {CONFIG_FILE}, so their settings are unknown; use a new --out folder"
+    raise_together(state, error)  # also a barrier: nobody writes before every process has looked
+    if leader and not (recorded_before and has_samples):
         try:
             atomic_write_json(path, config)
-        except OSError as error:
-            write_error = error
-    state.wait_for_everyone()
-    if write_error is not None:
-        raise write_error
+        except OSError as write_error:
+            error = one_line(write_error)
+    raise_together(state, error)
     try:
         recorded = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"cannot read {path}: {error}") from None
+    except (OSError, json.JSONDecodeError) as read_error:
+        recorded, error = {}, f"cannot read {path}: {one_line(read_error)}"
     differing = [
         f"{key} (recorded {_describe(recorded, key)}, now {_describe(config, key)})"
         for key in [*recorded, *(key for key in config if key not in recorded)]
-        if recorded.get(key, ...) != config.get(key, ...) and key not in GROWING_SETTINGS
+        if recorded.get(key, ...) != config.get(key, ...) and key not in GROWING_SETTINGS + RUN_RECORDS
     ]
-    if differing:
-        raise ValueError(
+    if differing and error is None:
+        error = (
             f"{out_dir} holds samples made with other settings: {', '.join(differing)}; resume with the recorded "
             "settings or use a new --out folder"
         )
+    raise_together(state, error)  # every process has read the record before it is replaced
     grows = config.get("num_samples", 0) > recorded.get("num_samples", 0)
-    state.wait_for_everyone()  # every process has read the record before it is replaced
-    if grows and state.is_main_process:
+    if grows and leader:
         atomic_write_json(path, {**recorded, "num_samples": config["num_samples"]})
     state.wait_for_everyone()
+
+
+def record_processes(out_dir: Path, counts: list[int]) -> None:
+    """Adds the process count and each process's share of the set to the folder's record (not a setting of the set:
+    a run may resume with another number of processes)."""
+    path = out_dir / CONFIG_FILE
+    recorded = json.loads(path.read_text())
+    atomic_write_json(path, {**recorded, "processes": {"world_size": len(counts), "samples_per_process": counts}})
 
 
 def _describe(config: dict, key: str) -> str:
     return repr(config[key]) if key in config else "unset"
 
 
-def pack_npz(folder: Path, conditions: list, output: Path) -> np.ndarray:
-    """Reads 000000.png ... into one uint8 array (N, H, W, 3), in index order. The array is allocated once and
-    filled image by image, so packing 50k samples needs the memory of the array, not twice that."""
-    with PIL.Image.open(folder / f"{0:06d}.png") as image:
+def write_npz(output: Path, arrays: dict) -> None:
+    """`np.savez`'s format (an uncompressed zip of .npy files, what `np.load` reads), written atomically and with a
+    fixed timestamp in every zip entry: equal arrays give equal bytes, so two runs' files can be compared as files."""
+    with atomic_write(output) as file, zipfile.ZipFile(file, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, array in arrays.items():
+            entry = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with archive.open(entry, "w", force_zip64=True) as stream:
+                np.lib.format.write_array(stream, np.asanyarray(array), allow_pickle=False)
+
+
+def pack_npz(
+    folder: Path, conditions: list, output: Path, indices: list[int] | None = None, extra: dict | None = None
+) -> np.ndarray:
+    """Reads the samples `indices` (default: all, 000000.png ...) into one uint8 array (N, H, W, 3), in that order,
+    and writes it with their class ids as `output` (`arr_0`, `arr_1`: ADM's layout; `extra` arrays beside them). The
+    array is allocated once and filled image by image, so packing 50k samples needs the memory of the array, not
+    twice that."""
+    indices = range(len(conditions)) if indices is None else indices
+    with PIL.Image.open(folder / f"{indices[0]:06d}.png") as image:
         width, height = image.size
-    images = np.empty((len(conditions), height, width, 3), dtype=np.uint8)
-    for i in range(len(conditions)):
+    images = np.empty((len(indices), height, width, 3), dtype=np.uint8)
+    for row, i in enumerate(indices):
         path = folder / f"{i:06d}.png"
         try:
             with PIL.Image.open(path) as image:
                 if image.size != (width, height):
-                    raise ValueError(f"{path} is {image.width}x{image.height}, but sample 0 is {width}x{height}")
-                images[i] = np.asarray(image.convert("RGB"))
+                    raise ValueError(f"{path} is {image.width}x{image.height}, but the first is {width}x{height}")
+                images[row] = np.asarray(image.convert("RGB"))
         except (OSError, SyntaxError) as error:  # PIL reports damaged files as either
             raise ValueError(
                 f"cannot read sample {path} ({one_line(error)}); delete it and rerun to draw it again"
             ) from None
-    labels = np.array([c if isinstance(c, int) else -1 for c in conditions], dtype=np.int64)
-    with atomic_write(output) as file:  # a killed or failed packing never leaves a partial samples.npz
-        np.savez(file, arr_0=images, arr_1=labels)
+    labels = np.array([conditions[i] if isinstance(conditions[i], int) else -1 for i in indices], dtype=np.int64)
+    write_npz(output, {"arr_0": images, "arr_1": labels, **(extra or {})})  # never a partial file
     return images
+
+
+def shard_name(rank: int) -> str:
+    return f"samples.rank{rank}.npz"
 
 
 def sample_many(
@@ -263,8 +292,6 @@ def sample_many(
     Returns:
         The output folder.
     """
-    from accelerate import PartialState
-
     check_sizes(num_samples, batch_size, images_per_prompt, len(prompts) if prompts is not None else None)
     check_number("seed (--seed)", seed, integer=True, minimum=0)
     conditions = sample_conditions(pipeline, num_samples, prompts, images_per_prompt)
@@ -278,31 +305,72 @@ def sample_many(
         pipeline, model, num_samples, seed, prompts, images_per_prompt, seed_per_prompt, call_kwargs
     )
 
-    state = PartialState()
-    out_dir = Path(out_dir)
-    with locked_folder(out_dir, "sample", state):
-        if state.is_main_process:
+    state = launch_state()
+    rank, world_size = state.process_index, state.num_processes
+    if len(conditions) < world_size:  # alike on every process: all of them stop
+        raise ValueError(
+            f"the set holds {len(conditions)} samples, fewer than the {world_size} processes; launch at most "
+            f"{len(conditions)} processes"
+        )
+    check_same_settings(state, {**config, "batch_size": batch_size, "pack": pack})
+    with locked_shared_folder(out_dir, "sample", state) as view:
+        out_dir = view.folder
+        if view.leader:
             remove_stale_temporaries(out_dir)
-        check_sampling_config(out_dir, config, state)
+            for stale in out_dir.glob(shard_name("*")):  # shards of an earlier run are written again at the end
+                stale.unlink()
+        check_sampling_config(out_dir, config, state, view.leader)
         key = "prompt" if prompts is not None else "class_labels"
         seeds = [seed + (i % images_per_prompt if seed_per_prompt else i) for i in range(len(conditions))]
-        draw_missing_samples(pipeline, out_dir, key, conditions, seeds, batch_size, state, call_kwargs)
+        mine = list(range(rank, len(conditions), world_size))  # sample i is drawn by process i % world_size
+        draw_missing_samples(
+            pipeline, out_dir, key, conditions, seeds, mine, batch_size, call_kwargs, state.is_main_process
+        )
+        counts = gather_objects(state, len(mine))
+        if view.leader:
+            record_processes(out_dir, counts)
+        if world_size > 1:
+            print(f"Process {rank} of {world_size}: {len(mine)} samples in {out_dir}", flush=True)
         state.wait_for_everyone()
-        if pack and state.is_main_process:
-            images = pack_npz(out_dir, conditions, out_dir / "samples.npz")
-            shape = f"{images.shape[1]}x{images.shape[2]}"
-            print(f"Packed {len(images)} samples of {shape} into {out_dir / 'samples.npz'}")
+        if state.is_main_process:
+            print(f"Drew {len(conditions)} samples on {world_size} process{'es' if world_size > 1 else ''}")
+        if pack and view.shared:
+            if state.is_main_process:
+                images = pack_npz(out_dir, conditions, out_dir / "samples.npz")
+                shape = f"{images.shape[1]}x{images.shape[2]}"
+                print(f"Packed {len(images)} samples of {shape} into {out_dir / 'samples.npz'}")
+        elif pack:  # no folder holds every sample: each process packs its own share, `pixelgen pack` merges them
+            settings = json.dumps(config, sort_keys=True)
+            run = {"indices": np.array(mine, dtype=np.int64), "settings": np.array(settings)}
+            run |= {"rank": np.array(rank), "world_size": np.array(world_size)}
+            run["num_samples"] = np.array(len(conditions))
+            pack_npz(out_dir, conditions, out_dir / shard_name(rank), indices=mine, extra=run)
+            state.wait_for_everyone()
+            if state.is_main_process:
+                print(
+                    f"The output folder is not shared by the processes (separate folders for {view.describe()}): "
+                    f"each process wrote its share as {shard_name('R')} into its folder; merge them with "
+                    "`pixelgen pack FOLDER_OR_SHARD ... --out samples.npz`"
+                )
+        state.wait_for_everyone()
     return out_dir
 
 
 def draw_missing_samples(
-    pipeline, out_dir: Path, key: str, conditions: list, seeds: list[int], batch_size: int, state, call_kwargs: dict
+    pipeline,
+    out_dir: Path,
+    key: str,
+    conditions: list,
+    seeds: list[int],
+    mine: list[int],
+    batch_size: int,
+    call_kwargs: dict,
+    show_progress: bool = True,
 ) -> None:
-    """Draws this process's samples that are missing or incomplete in `out_dir`; sample i is the pipeline called with
+    """Draws the samples `mine` that are missing or incomplete in `out_dir`; sample i is the pipeline called with
     `{key: conditions[i]}` and a generator seeded with `seeds[i]`."""
     import torch
 
-    mine = [i for i in range(len(conditions)) if i % state.num_processes == state.process_index]
     existing = [i for i in mine if (out_dir / f"{i:06d}.png").exists()]
     damaged = [i for i in existing if not is_complete_png(out_dir / f"{i:06d}.png")]
     if damaged:
@@ -310,9 +378,7 @@ def draw_missing_samples(
         print(f"Drawing again {len(damaged)} incomplete sample file(s) in {out_dir}: {names}", file=sys.stderr)
     todo = sorted(set(mine) - set(existing) | set(damaged))
     pipeline.set_progress_bar_config(disable=True)
-    with tqdm(
-        total=len(mine), initial=len(mine) - len(todo), desc="sampling", disable=not state.is_main_process
-    ) as bar:
+    with tqdm(total=len(mine), initial=len(mine) - len(todo), desc="sampling", disable=not show_progress) as bar:
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
             generators = [torch.Generator("cpu").manual_seed(seeds[i]) for i in batch]
@@ -381,6 +447,7 @@ def add_parser(subparsers) -> None:
     add_text_encoder_argument(parser)
     add_threads_argument(parser)
     add_trust_remote_code_argument(parser)
+    add_quantize_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -398,9 +465,6 @@ def run(args: argparse.Namespace) -> int:
     args.num_samples = 50_000 if args.num_samples is None else args.num_samples
     args.images_per_prompt = 4 if args.images_per_prompt is None else args.images_per_prompt
     import torch
-    from accelerate import PartialState
-
-    from ..conversion.hub import load_pipeline
 
     prompts = None
     if args.prompts:
@@ -412,9 +476,8 @@ def run(args: argparse.Namespace) -> int:
     check_sizes(args.num_samples, args.batch_size, args.images_per_prompt, len(prompts) if prompts else None)
     out = check_output_folder(args.out, "--out")
     model = args.model if args.model is not None else str(demo_model_dir(text_to_image=bool(args.prompts)))
-    device = PartialState().device
-    pipeline = load_pipeline(model, dtype=default_dtype(args.dtype, device), trust_remote_code=args.trust_remote_code)
-    pipeline = pipeline.to(device)
+    device = launch_state().device  # joins the launcher's processes first
+    pipeline = load_model(model, default_dtype(args.dtype, device), device, args).to(device)
     set_threads(args.threads, pipeline)
     prepare_text_encoder(pipeline, args.text_encoder)
     compile_transformer(pipeline, args.compile)

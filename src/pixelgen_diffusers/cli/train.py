@@ -108,6 +108,10 @@ def add_parser(subparsers) -> None:
     arg("--guidance-scale", type=float)
     arg("--guidance-interval-min", type=float)
     arg("--guidance-interval-max", type=float)
+    arg("--eval-every", type=int, help="every K steps, log FID-N of the EMA model to train_log.jsonl")
+    arg("--eval-reference", help="reference for --eval-every, as for `pixelgen evaluate` (e.g. an ADM npz)")
+    arg("--eval-num-samples", type=int, help="N of FID-N (default 1000)")
+    arg("--eval-inception-weights", help="Inception weights for --eval-every (default: the cached ones)")
     parser.set_defaults(func=run_from_args)
 
 

@@ -33,8 +33,9 @@ from .architecture import build_transformer, resolve_architecture
 from .checkpoints import WEIGHT_CHOICES, file_sha256, load_checkpoint, read_labels, select_weights
 from .export import write_model_folder
 from .keys import C2I, T2I, ModelKind, detect_kind
-from .model_card import render_model_card
+from .model_card import card_fields, render_model_card
 from .model_folder import ConversionError, check_output_dir, folder_size, format_size
+from .ports import is_port_folder, read_port_folder
 from .upstream_config import defaults_from_jit_args, read_upstream_config, recommended_defaults, sampling_from_config
 
 
@@ -75,6 +76,8 @@ def convert_checkpoint(
     max_shard_size: str | int = "10GB",
     overwrite: bool = False,
     allow_pickle: bool = False,
+    license: str | None = None,
+    base_model: str | None = None,
     verbose: bool = False,
 ) -> Path:
     """Converts an upstream PixelGen / JiT checkpoint into a self-contained diffusers model folder.
@@ -91,6 +94,9 @@ def convert_checkpoint(
         max_shard_size: safetensors files above this size are sharded (with an index file).
         overwrite: replace an existing non-empty `output_dir` (only once the new folder is complete).
         allow_pickle: allow full unpickling of the checkpoint. Unsafe for files you do not trust.
+        license: the weights' license (a Hub license id, e.g. `mit`), recorded in the metadata and on the card; the
+            checkpoint does not say, so it is recorded only when stated.
+        base_model: the Hub id of the model the weights derive from, for the card.
         verbose: print a summary.
     Returns:
         The output folder.
@@ -111,12 +117,22 @@ def convert_checkpoint(
         check_shard_size(max_shard_size)
     except ValueError as error:
         raise ConversionError(str(error)) from None
+    stated_card_fields = card_fields(license, base_model)
     check_output_dir(output_dir, overwrite, source)
     upstream_config = read_upstream_config(config) if config is not None else None
     config_name = f"--config {Path(config).name}" if config is not None else "--config"
 
-    checkpoint = load_checkpoint(source, allow_pickle=allow_pickle)
-    selected = select_weights(checkpoint, weights)
+    port = read_port_folder(source) if is_port_folder(source) else None
+    if port is not None:  # another port's folder (JiT-diffusers, PixelGen-diffusers)
+        if weights != "ema":
+            raise ConversionError(f"--weights applies to checkpoints; {source} is a {port.layout} folder")
+        selected = port.selected
+        labels = labels if labels is not None else port.id2label
+        if text_encoder is None and port.text_encoder is not None:
+            text_encoder, tokenizer = port.text_encoder, port.tokenizer
+    else:
+        checkpoint = load_checkpoint(source, allow_pickle=allow_pickle)
+        selected = select_weights(checkpoint, weights)
     kind = detect_kind(selected.state_dict)
     if upstream_config is not None:
         class_path = str(upstream_config["model"]["denoiser"]["class_path"])
@@ -174,9 +190,9 @@ def convert_checkpoint(
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "source": {
             "file_name": source.name,
-            "size_bytes": source.stat().st_size,
-            "sha256": file_sha256(source),
-            "format": selected.source_format,
+            "size_bytes": folder_size(source) if port else source.stat().st_size,
+            "sha256": _source_sha256(source, port),
+            "format": port.layout if port else selected.source_format,
             "weights": selected.weights,
         },
         "dropped_keys": selected.dropped_keys,
@@ -191,6 +207,7 @@ def convert_checkpoint(
         "sampling_defaults_source": defaults_source,
         "upstream_config": _upstream_config_summary(upstream_config, config) if upstream_config else None,
         "notes": notes,
+        **stated_card_fields,
     }
     if kind is T2I:
         metadata["text_encoder"] = text_encoder_id
@@ -213,7 +230,18 @@ def convert_checkpoint(
     return output_dir
 
 
-def _class_names(num_classes: int, labels: str | Path | None) -> dict[int, str]:
+def _source_sha256(source: Path, port) -> str | None:
+    """The checkpoint's digest; for a port folder, its weights file's (None when sharded)."""
+    if port is None:
+        return file_sha256(source)
+    return file_sha256(port.weight_files[0]) if len(port.weight_files) == 1 else None
+
+
+def _class_names(num_classes: int, labels: str | Path | dict | None) -> dict[int, str]:
+    if isinstance(labels, dict):  # a port folder's id2label
+        if sorted(labels) != list(range(num_classes)):
+            raise ConversionError(f"the folder's id2label does not name the model's {num_classes} classes 0..N-1")
+        return labels
     if labels is not None:
         return read_labels(labels, num_classes)
     if num_classes == 1000:

@@ -31,7 +31,7 @@ from ..utils import (
     one_line,
     torch_dtype,
 )
-from .model_card import render_model_card
+from .model_card import card_fields, render_model_card
 from .model_folder import (
     ModelFolderError,
     check_output_dir,
@@ -237,6 +237,8 @@ def export_pipeline(
     overwrite: bool = False,
     verbose: bool = False,
     ema_index: int = 0,
+    license: str | None = None,
+    base_model: str | None = None,
 ) -> Path:
     """Turns a saved PixelGen pipeline (e.g. `save_pretrained` output after fine-tuning) or a pipeline object into a
     self-contained model folder.
@@ -247,6 +249,8 @@ def export_pipeline(
             text encoder keeps its own dtype.
         ema_index: for a training checkpoint that tracked several EMAs (`--ema-decay A B ...`), which one the
             exported transformer holds; 0, the first, is the one the checkpoint's pipeline holds already.
+        license, base_model: the weights' license (Hub license id) and origin (Hub id) for the card; by default what
+            the source folder's `conversion_metadata.json` records.
     """
     import torch
     from diffusers import DiffusionPipeline
@@ -261,6 +265,7 @@ def export_pipeline(
         check_shard_size(max_shard_size)
     except ValueError as error:
         raise ModelFolderError(str(error)) from None
+    stated_card_fields = card_fields(license, base_model)
     if ema_index and isinstance(source, DiffusionPipeline):
         raise ModelFolderError("--ema picks an EMA of a training checkpoint folder, not of a pipeline object")
     metadata = {}
@@ -309,6 +314,7 @@ def export_pipeline(
             metadata = {**recorded, **metadata}
     metadata = {
         **metadata,
+        **stated_card_fields,
         "exported_with": f"pixelgen-diffusers {_version()}",
         "export_date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "exported_from": str(source_path) if source_path is not None else None,

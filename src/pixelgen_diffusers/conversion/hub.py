@@ -25,6 +25,19 @@ if TYPE_CHECKING:
 
 HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "force_download")
 _HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*")
+_REPO_PART = re.compile(r"[A-Za-z0-9](?:[\w.-]{0,94}[A-Za-z0-9])?")
+
+
+def check_repo_id(repo_id: str, option: str = "repo id") -> str:
+    """`owner/name` with Hub-valid parts (letters, digits, `-`, `_`, `.`; no `--` or `..`), else a ModelFolderError."""
+    text = repo_id if isinstance(repo_id, str) else ""
+    parts = text.split("/")
+    valid = len(parts) == 2 and all(_REPO_PART.fullmatch(part) for part in parts)
+    if not valid or "--" in text or ".." in text:
+        raise ModelFolderError(
+            f"{option} must be owner/name (letters, digits, '-', '_', '.'), got {repo_id!r}; e.g. my-user/pixelgen-xl"
+        )
+    return text
 
 
 def package_pipeline_class(class_name: str) -> type | None:

@@ -4,13 +4,23 @@ the architecture and the citation."""
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from ..utils import is_text_to_image
+from .model_folder import ModelFolderError
 
 
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
+    from huggingface_hub import ModelCardData
+
+
+# The Hub's tags for every PixelGen folder (its search and filters read them), beside the task's own.
+CARD_TAGS = ("pixelgen", "pixel-space", "flow-matching")
+# `pipeline_tag` by task (keyed by text-to-image): class-to-image folders use `unconditional-image-generation`, as
+# the official PixelGen card does (the Hub has no class-to-image task).
+PIPELINE_TAGS = {False: "unconditional-image-generation", True: "text-to-image"}
 
 
 CITATION = """@article{ma2026pixelgen,
@@ -22,6 +32,48 @@ CITATION = """@article{ma2026pixelgen,
   primaryClass={cs.CV},
   url={https://arxiv.org/abs/2602.02493},
 }"""
+
+
+def card_data(
+    pipeline: DiffusionPipeline, existing: ModelCardData | None = None, tags: tuple[str, ...] = (), **fields
+) -> ModelCardData:
+    """The Hub metadata of a PixelGen model card: `library_name: diffusers`, the task's `pipeline_tag`, `CARD_TAGS`
+    after `existing`'s tags and `tags`, and `fields` (`license`, `base_model`, ...) over what `existing` holds;
+    None values are left out (a license is never guessed)."""
+    from huggingface_hub import ModelCardData
+
+    data = existing.to_dict() if existing is not None else {}
+    all_tags = []
+    for tag in [*(data.get("tags") or ()), *tags, *CARD_TAGS]:
+        if tag not in all_tags:
+            all_tags.append(tag)
+    data.update(library_name="diffusers", pipeline_tag=PIPELINE_TAGS[is_text_to_image(pipeline)], tags=all_tags)
+    data.update({key: value for key, value in fields.items() if value is not None})
+    return ModelCardData(**data)
+
+
+def card_fields(license: str | None = None, base_model: str | None = None) -> dict:
+    """The card metadata a user states (`--license`, `--base-model`), checked: a Hub license id (lowercase letters,
+    digits, `.`, `-`, e.g. `mit`, `apache-2.0`, `cc-by-nc-4.0`) and a Hub repo id. Only the given ones are returned."""
+    from .hub import check_repo_id
+
+    fields = {}
+    if license is not None:
+        if not isinstance(license, str) or not re.fullmatch(r"[a-z0-9][a-z0-9.-]*", license):
+            raise ModelFolderError(
+                f"--license must be a Hub license id such as mit, apache-2.0 or cc-by-nc-4.0, got {license!r}"
+            )
+        fields["license"] = license
+    if base_model is not None:
+        fields["base_model"] = check_repo_id(base_model, "--base-model")
+    return fields
+
+
+def card_license(data: ModelCardData) -> str | None:
+    """The license a card states, or None when it does not determine one (`other` needs a `license_name`)."""
+    if data.license == "other":
+        return f"other ({data.license_name})" if data.license_name else None
+    return data.license or None
 
 
 def render_model_card(pipeline: DiffusionPipeline, model_name: str, metadata: dict | None = None) -> str:
@@ -38,7 +90,6 @@ def render_model_card(pipeline: DiffusionPipeline, model_name: str, metadata: di
         tags = ["pixelgen", "text-to-image", "pixel-space", "flow-matching", "jit"]
         call = 'pipe(prompt="a photo of a corgi wearing sunglasses", generator=torch.Generator().manual_seed(0))'
         cli = f'pixelgen generate --model {folder} --prompt "a photo of a corgi wearing sunglasses" --num-images 4'
-        pipeline_tag = "text-to-image"
         text_encoder_id = config.get("text_encoder_id")
         included = (metadata or {}).get("text_encoder_included", getattr(pipeline, "text_encoder", None) is not None)
         if included:
@@ -60,14 +111,13 @@ def render_model_card(pipeline: DiffusionPipeline, model_name: str, metadata: di
         example = id2label.get(207, "").split(",")[0].strip() or id2label.get(0, "0").split(",")[0].strip()
         call = f'pipe(class_labels="{example}", generator=torch.Generator().manual_seed(0))'
         cli = f'pixelgen generate --model {folder} --class "{example}" --num-images 4'
-        pipeline_tag = "unconditional-image-generation"
         text_note = f"Class names: `pipe.id2label` ({len(id2label)} classes); `class_labels` takes names or ids."
 
     source = (metadata or {}).get("source") or {}
     architecture_name = (metadata or {}).get("model_name")
     described = f" Architecture: {architecture_name}." if architecture_name and architecture_name != model_name else ""
     origin = (
-        f"Converted from `{source['file_name']}` (sha256 `{source.get('sha256', '?')[:16]}…`, "
+        f"Converted from `{source['file_name']}` (sha256 `{(source.get('sha256') or '?')[:16]}…`, "
         f"{source.get('weights', '?')} weights) with pixelgen-diffusers {metadata.get('converter_version', '?')}."
         if source.get("file_name")
         else "Exported with pixelgen-diffusers."
@@ -84,11 +134,15 @@ def render_model_card(pipeline: DiffusionPipeline, model_name: str, metadata: di
     }
     settings_source = (metadata or {}).get("sampling_defaults_source", "the pipeline config")
     architecture = {key: value for key, value in transformer.items() if not key.startswith("_")}
-    front_matter = "\n".join(
-        ["---", "library_name: diffusers", "license: other", f"pipeline_tag: {pipeline_tag}", "tags:"]
-        + [f"- {tag}" for tag in tags]
-        + ["---"]
-    )
+    license, base_model = (metadata or {}).get("license"), (metadata or {}).get("base_model")
+    front_matter = f"---\n{card_data(pipeline, tags=tags, license=license, base_model=base_model).to_yaml()}\n---"
+    if license:
+        license_text = f"The weights are released under `{license}` (as recorded when they were converted)."
+    else:
+        license_text = (
+            "The weights come from the upstream PixelGen release, whose terms this folder does not record; check them"
+            " before redistributing the weights."
+        )
     rows = "\n".join(f"| `{key}` | {value} |" for key, value in sampling.items())
     architecture_rows = "\n".join(f"| `{key}` | {value} |" for key, value in architecture.items())
     return f"""{front_matter}
@@ -145,8 +199,7 @@ Stored as the pipeline's defaults ({settings_source}); every one can be overridd
 
 ## License
 
-The code in this folder is MIT-licensed (pixelgen-diffusers). The weights come from the upstream PixelGen release;
-check its terms before redistributing them.
+The code in this folder is MIT-licensed (pixelgen-diffusers). {license_text}
 
 ## Citation
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Iterator
 
 import PIL.Image
+import PIL.ImageChops
 import torch
 
 from ..cli.generate import class_ids, plan_images
@@ -457,7 +458,138 @@ def build_app(pipeline, model: str | None = None, dtype: str = "float32"):
             concurrency_limit=1,
             api_name="generate",
         )  # fmt: skip
+        add_edit_tab(gr, demo, gallery)
     return app.queue(default_concurrency_limit=1)
+
+
+# ------------------------------------------------------------------------------------------------------ editing
+def edit_pipeline(demo: PixelGenDemo, inpaint: bool):
+    """The demo pipeline's editing twin (inpainting with a mask, image-to-image without), sharing its weights."""
+    from .. import (
+        PixelGenC2IImg2ImgPipeline,
+        PixelGenC2IInpaintPipeline,
+        PixelGenT2IImg2ImgPipeline,
+        PixelGenT2IInpaintPipeline,
+    )
+
+    cache = demo.__dict__.setdefault("_edit_pipelines", {})
+    if inpaint not in cache:
+        if demo.text_to_image:
+            cls = PixelGenT2IInpaintPipeline if inpaint else PixelGenT2IImg2ImgPipeline
+        else:
+            cls = PixelGenC2IInpaintPipeline if inpaint else PixelGenC2IImg2ImgPipeline
+        cache[inpaint] = cls.from_pipe(demo.pipeline)
+        cache[inpaint].set_progress_bar_config(disable=True)
+    return cache[inpaint]
+
+
+def editor_image_and_mask(value) -> tuple[PIL.Image.Image, PIL.Image.Image | None]:
+    """The image (the editor's background, as RGB) and the mask drawn over it (white where any layer has paint;
+    None when nothing is drawn) from a Gradio ImageEditor value."""
+    background = value.get("background") if isinstance(value, dict) else None
+    if background is None:
+        raise ValueError("no image to edit: upload one, or take the first generated image")
+    background = background.convert("RGB")
+    mask = None
+    for layer in value.get("layers") or []:
+        if layer is None:
+            continue
+        alpha = layer.convert("RGBA").getchannel("A").point(lambda a: 255 if a > 0 else 0)
+        mask = alpha if mask is None else PIL.ImageChops.lighter(mask, alpha)
+    if mask is not None and mask.getbbox() is None:
+        mask = None  # layers without paint: nothing drawn
+    return background, mask
+
+
+def edit_image(demo: PixelGenDemo, value, entry, strength: float, eta: float, seed: float) -> PIL.Image.Image:
+    """One edit of the editor's image with the demo's model: inpainting of the painted pixels, or image-to-image of
+    the whole image when nothing is painted. ValueError for bad input, before any work."""
+    image, mask = editor_image_and_mask(value)
+    condition = demo.conditions(entry)[:1]
+    if seed is None or not math.isfinite(seed) or seed != int(seed) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed must be a whole number in [0, {MAX_SEED}], got {seed}")
+    pipeline = edit_pipeline(demo, inpaint=mask is not None)
+    options = {"mask_image": mask} if mask is not None else {}
+    with demo._lock:
+        output = pipeline(
+            **({"prompt": condition} if demo.text_to_image else {"class_labels": condition}),
+            image=image, strength=strength, eta=eta, generator=torch.Generator("cpu").manual_seed(int(seed)),
+            **options,
+        )  # fmt: skip
+    return output.images[0]
+
+
+def first_gallery_image(items) -> PIL.Image.Image:
+    """The first image of a Gradio Gallery value ((path, caption) pairs, or dicts), for the editor."""
+    if not items:
+        raise ValueError("no generated image yet: generate one first")
+    item = items[0]
+    item = item[0] if isinstance(item, (list, tuple)) else item
+    if isinstance(item, dict):
+        item = (item.get("image") or item).get("path")
+    return PIL.Image.open(item).convert("RGB")
+
+
+def add_edit_tab(gr, demo: PixelGenDemo, gallery) -> None:
+    """The Edit tab (built inside the app's Blocks): upload an image or take the first generated one, paint the
+    pixels to repaint, set strength and eta, and edit towards a class or prompt."""
+    from ..pipelines.pixelgen_editing import DEFAULT_ETA
+
+    size = demo.sample_size
+    with gr.Tab("Edit"):
+        with gr.Row():
+            with gr.Column(scale=2, min_width=320):
+                editor = gr.ImageEditor(
+                    type="pil", image_mode="RGBA", format="png", sources=("upload", "clipboard"), height=360,
+                    brush=gr.Brush(colors=["#ffffff"], color_mode="fixed", default_size=max(1, size // 8)),
+                    transforms=(), label=f"Image ({size}x{size}) and the pixels to repaint (paint them)",
+                    elem_id="edit-editor",
+                )  # fmt: skip
+                take = gr.Button("Take the first generated image", elem_id="edit-take")
+                if demo.text_to_image:
+                    entry = gr.Textbox(label="Prompt", lines=2, elem_id="edit-prompt")
+                else:
+                    entry = gr.Dropdown(
+                        choices=demo.class_choices(), value=None, allow_custom_value=True, filterable=True,
+                        label="Class", info="The class to paint (type part of its name, pick)", elem_id="edit-class",
+                    )  # fmt: skip
+                strength = gr.Slider(
+                    0, 1, value=1.0, step=0.05, label="Strength", elem_id="edit-strength",
+                    info="0 keeps the image, 1 repaints from noise; without painted pixels the whole image changes",
+                )  # fmt: skip
+                eta = gr.Slider(
+                    0, 1, value=DEFAULT_ETA, step=0.05, label="Eta", elem_id="edit-eta",
+                    info="fresh noise mixed in at every step (0: deterministic)",
+                )  # fmt: skip
+                seed = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed", elem_id="edit-seed")
+                run_button = gr.Button("Edit", variant="primary", elem_id="edit-run")
+            with gr.Column(scale=3, min_width=320):
+                status = gr.Markdown("", elem_id="edit-status")
+                result = gr.Image(
+                    label="Edited image", type="pil", format="png", interactive=False, height=360,
+                    elem_id="edit-result",
+                )  # fmt: skip
+
+        def take_first(items):
+            try:
+                image = first_gallery_image(items)
+            except (ValueError, OSError) as error:
+                raise gr.Error(one_line(error, None), print_exception=False) from None
+            return {"background": image, "layers": [], "composite": image}
+
+        def run(value, chosen, strength_value, eta_value, seed_value):
+            try:
+                edited = edit_image(demo, value, chosen, strength_value, eta_value, seed_value)
+            except (ValueError, RuntimeError) as error:
+                yield gr.skip(), f"**Error:** {one_line(error, None)}"
+                raise gr.Error(one_line(error, None), print_exception=False) from None
+            yield edited, f"Done: edited with strength {strength_value:g}, eta {eta_value:g}, seed {int(seed_value)}."
+
+        take.click(take_first, inputs=gallery, outputs=editor, api_name="edit_take")
+        run_button.click(
+            run, inputs=[editor, entry, strength, eta, seed], outputs=[result, status], concurrency_limit=1,
+            api_name="edit",
+        )  # fmt: skip
 
 
 def launch_app(app, host: str = "127.0.0.1", port: int = 7860, block: bool = True, quiet: bool = False):

@@ -74,6 +74,7 @@ class PixelGenT2IPipeline(PixelGenPipelineMixin, DiffusionPipeline, PixelGenLora
         text_encoder_id: str | None = "Qwen/Qwen3-1.7B",
         txt_max_length: int | None = None,
         txt_embed_dim: int | None = None,
+        distillation: dict | None = None,
     ):
         super().__init__()
         self.check_sampling_defaults(
@@ -91,6 +92,7 @@ class PixelGenT2IPipeline(PixelGenPipelineMixin, DiffusionPipeline, PixelGenLora
             text_encoder_id=text_encoder_id,
             txt_max_length=txt_max_length or (transformer.config.txt_max_length if transformer is not None else None),
             txt_embed_dim=txt_embed_dim or (transformer.config.txt_embed_dim if transformer is not None else None),
+            distillation=distillation,
         )
         self._guidance_scale = guidance_scale
         self._num_timesteps = None
@@ -434,6 +436,7 @@ class PixelGenT2IPipeline(PixelGenPipelineMixin, DiffusionPipeline, PixelGenLora
             callback_on_step_end_tensor_inputs if callback_on_step_end is not None else None,
         )
         self.check_scheduler(sampling_method, solver_order, timeshift)
+        self.check_distilled_inputs(num_inference_steps, guidance_scale, sampling_method, timeshift)
         self._guidance_scale = guidance_scale
         self._interrupt = False
         self._current_timestep = None

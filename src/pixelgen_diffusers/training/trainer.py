@@ -53,7 +53,7 @@ STATE_DIR = "training_state"
 # Fields that may be None (off / keep all / unset / the pretrained folder's recipe).
 OPTIONAL_FIELDS = ("checkpoints_total_limit", "adaptive_weight_start", "repa_layer", "lora_rank", "lora_alpha")
 OPTIONAL_FIELDS += ("sampling_timeshift", "solver_order", "num_inference_steps", "guidance_scale")
-OPTIONAL_FIELDS += ("guidance_interval_min", "guidance_interval_max")
+OPTIONAL_FIELDS += ("guidance_interval_min", "guidance_interval_max", "eval_every")
 # Fields a resume keeps (stored in every checkpoint, so a resume needs none of them): the architecture, and the seed
 # (it decides the initial weights, the data order and the noise streams of the whole run).
 ARCHITECTURE_FIELDS = ("pretrained", "preset", "model_config", "sample_size", "repa_layer", "model_type", "seed")
@@ -139,6 +139,10 @@ class TrainingConfig:
     guidance_scale: float | None = None
     guidance_interval_min: float | None = None
     guidance_interval_max: float | None = None
+    eval_every: int | None = None
+    eval_reference: str | None = None
+    eval_num_samples: int = 1000
+    eval_inception_weights: str | None = None
 
     def __post_init__(self):
         """Every value is checked before any work, so a bad flag is one clear error, not NaN weights hours later.
@@ -151,8 +155,11 @@ class TrainingConfig:
 
         for name in ("max_steps", "batch_size", "log_every", "sample_every", "checkpoint_every"):
             check(name, integer=True, minimum=1)
-        for name in ("num_inference_steps", "sample_size", "checkpoints_total_limit", "lora_rank"):
+        for name in ("num_inference_steps", "sample_size", "checkpoints_total_limit", "lora_rank", "eval_every"):
             check(name, integer=True, minimum=1)
+        check("eval_num_samples", integer=True, minimum=2)
+        if (self.eval_every is None) != (self.eval_reference is None):
+            raise ValueError("eval_every (--eval-every) and eval_reference (--eval-reference) go together.")
         for name in ("seed", "num_workers", "adaptive_weight_start", "repa_layer"):
             check(name, integer=True, minimum=0)
         check("dino_layer", integer=True)
@@ -421,6 +428,38 @@ def initialize_t2i_weights(transformer: PixelGenT2ITransformer2DModel) -> None:
         torch.nn.init.zeros_(linear.bias)
 
 
+def add_lora(transformer, rank: int, alpha: float | None, targets: list[str], log: bool = True) -> None:
+    """Freezes the model and adds a peft LoRA adapter of `rank` (scale `alpha / rank`, alpha defaulting to the
+    rank) on the linear layers whose names end in `targets` (Gaussian A, zero B: training starts at the base model).
+    A target naming no linear layer is a ValueError listing the accepted suffixes."""
+    from peft import LoraConfig
+
+    targets = list(targets)
+    linear_names = [name for name, module in transformer.named_modules() if isinstance(module, torch.nn.Linear)]
+    for target in targets:
+        if not any(name == target or name.endswith(f".{target}") for name in linear_names):
+            suffixes = sorted({".".join(name.split(".")[-2:]) for name in linear_names})
+            close = difflib.get_close_matches(target, suffixes, n=3)
+            raise ValueError(
+                f"lora_target_modules has {target!r}, which names no linear layer of the"
+                f" {type(transformer).__name__}"
+                + (f" (did you mean {', '.join(map(repr, close))}?)" if close else "")
+                + f"; its linear layers end in: {', '.join(suffixes)}."
+            )
+    transformer.requires_grad_(False)
+    lora_config = LoraConfig(
+        r=rank, lora_alpha=alpha if alpha is not None else rank, target_modules=targets, init_lora_weights="gaussian"
+    )
+    transformer.add_adapter(lora_config)
+    trainable = sum(parameter.numel() for parameter in transformer.parameters() if parameter.requires_grad)
+    total = sum(parameter.numel() for parameter in transformer.parameters())
+    if log:
+        logger.warning(
+            f"LoRA rank {rank} on {', '.join(targets)}: {trainable:,} trainable parameters,"
+            f" {100 * trainable / (total - trainable):.2f}% of the model's {total - trainable:,}."
+        )
+
+
 def make_pipeline(transformer, config: TrainingConfig, sampling: dict, id2label=None, text_encoder_id=None):
     """The pipeline a checkpoint is saved as, with the run's sampling recipe as its defaults: class-to-image with
     `id2label`, else text-to-image (without its text encoder, which loads from `text_encoder_id` when prompted)."""
@@ -560,6 +599,15 @@ class Trainer:
         self.model_type = self._model_type()
         self._check_options_fit_the_model_type()
         self.sampling = resolve_sampling(config, self.model_type)
+        self.evaluator = None
+        if config.eval_every is not None:  # FID-N: the reference and weights are checked before any work
+            if self.model_type == "t2i":
+                raise ValueError("--eval-every scores class-to-image models (FID of class-balanced samples)")
+            from ..evaluation.training_eval import TrainingEvaluator
+
+            self.evaluator = TrainingEvaluator(
+                config.eval_reference, config.eval_num_samples, config.batch_size, config.eval_inception_weights
+            )
         self.id2label, self.text_encoder_id, empty_prompt_embeds = None, None, None
         if self.model_type == "t2i":
             images = ImageCaptionDataset(config.data_dir, self._sample_size(), config.caption_column)
@@ -693,35 +741,9 @@ class Trainer:
         return files
 
     def _add_lora(self, transformer) -> None:
-        """Freezes the model and adds a peft LoRA adapter (Gaussian A, zero B: the run starts at the base model)."""
-        from peft import LoraConfig
-
         config = self.config
         targets = list(config.lora_target_modules or DEFAULT_LORA_TARGETS[self.model_type])
-        linear_names = [name for name, module in transformer.named_modules() if isinstance(module, torch.nn.Linear)]
-        for target in targets:
-            if not any(name == target or name.endswith(f".{target}") for name in linear_names):
-                suffixes = sorted({".".join(name.split(".")[-2:]) for name in linear_names})
-                close = difflib.get_close_matches(target, suffixes, n=3)
-                raise ValueError(
-                    f"lora_target_modules has {target!r}, which names no linear layer of the"
-                    f" {type(transformer).__name__}"
-                    + (f" (did you mean {', '.join(map(repr, close))}?)" if close else "")
-                    + f"; its linear layers end in: {', '.join(suffixes)}."
-                )
-        transformer.requires_grad_(False)
-        alpha = config.lora_alpha if config.lora_alpha is not None else config.lora_rank
-        lora_config = LoraConfig(
-            r=config.lora_rank, lora_alpha=alpha, target_modules=targets, init_lora_weights="gaussian"
-        )
-        transformer.add_adapter(lora_config)
-        trainable = sum(parameter.numel() for parameter in transformer.parameters() if parameter.requires_grad)
-        total = sum(parameter.numel() for parameter in transformer.parameters())
-        if self.accelerator.is_main_process:
-            logger.warning(
-                f"LoRA rank {config.lora_rank} on {', '.join(targets)}: {trainable:,} trainable parameters,"
-                f" {100 * trainable / (total - trainable):.2f}% of the model's {total - trainable:,}."
-            )
+        add_lora(transformer, config.lora_rank, config.lora_alpha, targets, self.accelerator.is_main_process)
 
     def _save_lora(self, transformer, folder: Path) -> None:
         """The adapter of `transformer` as diffusers' `pytorch_lora_weights.safetensors`, with its peft config."""
@@ -1011,6 +1033,11 @@ class Trainer:
             if self.step % config.sample_every == 0 and accelerator.is_main_process:
                 grid_path = self.output_dir / "samples" / f"step-{self.step:07d}.png"
                 self.save_sample_grid(grid_path)
+            if self.evaluator is not None and self.step % config.eval_every == 0 and accelerator.is_main_process:
+                scores = self.evaluator(self.make_pipeline(self.ema.model))
+                progress.write(f"step {self.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in scores.items()))
+                with open(log_path, "a") as log_file:
+                    log_file.write(json.dumps({"step": self.step, **scores}) + "\n")
             if self.step % config.checkpoint_every == 0 or self.step == config.max_steps:
                 checkpoint = self.save_checkpoint()
         progress.close()
@@ -1022,6 +1049,3 @@ def train(config: TrainingConfig) -> Path:
     """Trains a PixelGen class-to-image or text-to-image model; returns the final checkpoint, a loadable pipeline
     folder whose transformer holds the EMA weights."""
     return Trainer(config).train()
-
-
-# ------------------------------------------------------------------------------------------------------------ CLI

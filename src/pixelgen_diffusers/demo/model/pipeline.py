@@ -58,6 +58,7 @@ class PixelGenC2IPipeline(PixelGenPipelineMixin, DiffusionPipeline, PixelGenLora
         guidance_interval_min: float = 0.0,
         guidance_interval_max: float = 1.0,
         noise_scale: float = 1.0,
+        distillation: dict | None = None,
     ):
         super().__init__()
         self.check_sampling_defaults(
@@ -73,6 +74,7 @@ class PixelGenC2IPipeline(PixelGenPipelineMixin, DiffusionPipeline, PixelGenLora
             guidance_interval_min=guidance_interval_min,
             guidance_interval_max=guidance_interval_max,
             noise_scale=noise_scale,
+            distillation=distillation,
         )
         self._label_candidates = None
         self._guidance_scale = guidance_scale
@@ -250,6 +252,7 @@ class PixelGenC2IPipeline(PixelGenPipelineMixin, DiffusionPipeline, PixelGenLora
             callback_on_step_end_tensor_inputs if callback_on_step_end is not None else None,
         )
         self.check_scheduler(sampling_method, solver_order, timeshift)
+        self.check_distilled_inputs(num_inference_steps, guidance_scale, sampling_method, timeshift)
         self._guidance_scale = guidance_scale
         self._interrupt = False
         self._current_timestep = None

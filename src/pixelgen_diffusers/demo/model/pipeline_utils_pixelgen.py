@@ -419,6 +419,12 @@ def shipped_code_files(module_file: str | os.PathLike) -> list[Path]:
     return [module_file] + [Path(path) for path in get_relative_import_files(module_file)]
 
 
+def _pipeline_kind(class_name) -> str | None:
+    """ "class-to-image" or "text-to-image" for the PixelGen pipelines of that kind (generation and editing alike)."""
+    kinds = {"PixelGenC2I": "class-to-image", "PixelGenT2I": "text-to-image"}
+    return next((kind for prefix, kind in kinds.items() if str(class_name).startswith(prefix)), None)
+
+
 class PixelGenPipelineMixin:
     r"""
     What the PixelGen pipelines share; a pipeline class lists it before `DiffusionPipeline`
@@ -441,13 +447,15 @@ class PixelGenPipelineMixin:
         package = cls.__module__.partition(".")[0] if "." in cls.__module__ else ""
         class_name = config.get("_class_name")
         class_name = class_name[-1] if isinstance(class_name, (list, tuple)) else class_name
-        other_kinds = {"PixelGenC2IPipeline": "class-to-image", "PixelGenT2IPipeline": "text-to-image"}
-        if class_name in other_kinds and class_name != cls.__name__:
+        # A folder's kind, from its pipeline's name; any pipeline of that kind (generation or editing) loads it.
+        folder_kind = _pipeline_kind(class_name)
+        own_kind = next((_pipeline_kind(base.__name__) for base in cls.__mro__ if _pipeline_kind(base.__name__)), None)
+        if folder_kind is not None and own_kind is not None and folder_kind != own_kind:
             raise ValueError(
-                f"This folder holds a {other_kinds[class_name]} PixelGen model: load it with {class_name}, not"
+                f"This folder holds a {folder_kind} PixelGen model: load it with {class_name}, not"
                 f" {cls.__name__} (or with DiffusionPipeline, which picks the class itself)."
             )
-        if class_name != cls.__name__ or not package or package.startswith("diffusers_modules"):
+        if folder_kind is None or own_kind is None or not package or package.startswith("diffusers_modules"):
             return outputs
         config["_class_name"] = class_name
         for name, entry in config.items():
@@ -639,6 +647,36 @@ class PixelGenPipelineMixin:
         """Where the loop is, in diffusers' convention (1000 = pure noise, i.e. 1000 * (1 - t)): the clock that
         `PyramidAttentionBroadcastConfig` / `FasterCacheConfig` read through `current_timestep_callback`."""
         return self._current_timestep
+
+    def check_distilled_inputs(self, num_inference_steps, guidance_scale, sampling_method, timeshift):
+        """A few-step student (`pixelgen distill`, config `distillation`) samples only the schedule it was distilled
+        for: one of its step counts, on the Euler grid with its timeshift, unguided (the teacher's guidance is in its
+        weights, so no null-condition pass runs). Anything else is a ValueError naming what is accepted."""
+        distillation = self.config.get("distillation")
+        if not distillation:
+            return
+        accepted_steps = distillation["num_inference_steps"]
+        if num_inference_steps not in accepted_steps:
+            raise ValueError(
+                f"num_inference_steps is {num_inference_steps}, but this student was distilled for"
+                f" {' or '.join(map(str, accepted_steps))} steps; accepted: {', '.join(map(str, accepted_steps))}."
+            )
+        if guidance_scale != 1.0:
+            raise ValueError(
+                f"guidance_scale is {guidance_scale}, but this student has its teacher's guidance"
+                f" ({distillation['guidance_scale']:g}) distilled in and samples without guidance; accepted: 1.0"
+                " (or leave it unset)."
+            )
+        if not hasattr(self.scheduler, "guidance_mask") or sampling_method not in (None, "euler"):
+            raise ValueError(
+                f"sampling_method is {sampling_method or type(self.scheduler).__name__!r}, but this student was"
+                " distilled for PixelGenScheduler's Euler grid; accepted: 'euler' (or leave it unset)."
+            )
+        if timeshift is not None and timeshift != self.scheduler.config.timeshift:
+            raise ValueError(
+                f"timeshift is {timeshift}, but this student was distilled on the time grid of timeshift"
+                f" {self.scheduler.config.timeshift}; accepted: {self.scheduler.config.timeshift} (or leave it unset)."
+            )
 
     def check_scheduler(self, sampling_method, solver_order, timeshift):
         """Accepts `PixelGenScheduler` or a stock diffusers flow-matching scheduler (FlowMatchEuler/Heun, or a

@@ -276,7 +276,11 @@ def test_loaders_name_a_wrong_argument_type(tmp_path, call, message):
         ("batch_size", True, r"batch_size \(--batch-size\) must be a positive integer, got True"),
         ("model_config", {"unknown_key": 1}, "model_config has 'unknown_key', which is not a PixelGenTransformer2D"),
         ("model_config", {"hidden_sise": 64}, "model_config has 'hidden_sise' .did you mean 'hidden_size'.."),
-        ("model_config", {"depth": 2}, r"in_context_start \(8\) must be in \[0, depth=2\): set in_context_start"),
+        (
+            "model_config",
+            {"depth": 2, "in_context_start": 5},
+            r"in_context_start \(5\) must be in \[0, depth=2\): set in_context_start",
+        ),
     ],
 )
 def test_training_config_refuses_bad_values_naming_the_flag(tmp_path, field, value, message):

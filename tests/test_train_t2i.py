@@ -263,3 +263,62 @@ def test_fine_tuning_the_bundled_t2i_demo_keeps_its_shipped_encoder_reachable(tm
     pipeline.set_progress_bar_config(disable=True)
     images = pipeline("a red star on a blue background", num_inference_steps=2, output_type="np").images
     assert images.shape == (1, 32, 32, 3) and pipeline.text_encoder is not None
+
+
+def test_caption_cache_key_covers_every_input_of_the_embedding(tmp_path):
+    pipeline = tiny_t2i_pipeline()
+    base = CaptionEmbeddingCache(tmp_path, pipeline).key
+
+    other_pad = tiny_t2i_pipeline()
+    other_pad.tokenizer.pad_token = "!"  # another pad token: padded positions get another token id
+    assert CaptionEmbeddingCache(tmp_path, other_pad).key != base
+    embeds, _ = pipeline.encode_prompt(["a"], do_classifier_free_guidance=False)
+    other_embeds, _ = other_pad.encode_prompt(["a"], do_classifier_free_guidance=False)
+    assert not torch.equal(embeds, other_embeds)  # so reusing the cache would train on wrong embeddings
+
+    other_dtype = tiny_t2i_pipeline()
+    other_dtype.text_encoder.to(torch.bfloat16)
+    assert CaptionEmbeddingCache(tmp_path, other_dtype).key != base
+
+    implementations = set()
+    for implementation in ("eager", "sdpa"):
+        other_attention = tiny_t2i_pipeline()
+        other_attention.text_encoder.set_attn_implementation(implementation)
+        implementations.add(CaptionEmbeddingCache(tmp_path, other_attention).key)
+    assert len(implementations) == 2
+
+    assert CaptionEmbeddingCache(tmp_path, tiny_t2i_pipeline()).key == base  # the same inputs: the same key
+
+
+def test_an_exported_fine_tune_of_the_bundled_t2i_demo_ships_its_encoder_and_names_no_machine_path(tmp_path, capsys):
+    from test_faults import run_cli
+
+    from pixelgen_diffusers.conversion.hub import load_pipeline
+    from pixelgen_diffusers.demo import t2i_model_dir
+
+    demo = t2i_model_dir()
+    config = _config(
+        tmp_path, "run", max_steps=1, pretrained=str(demo), model_config={}, text_encoder=None, tokenizer=None
+    )
+    checkpoint = train(config)
+    assert run_cli(capsys, "export", checkpoint, tmp_path / "shared")[0] == 0
+    shared = tmp_path / "shared"
+    for path in shared.rglob("*"):
+        if path.suffix in (".json", ".md", ".py", ".txt"):
+            text = path.read_text()
+            assert str(demo.resolve()) not in text and str(tmp_path) not in text, path
+    model_index = json.loads((shared / "model_index.json").read_text())
+    assert model_index["text_encoder_id"] is None and model_index["text_encoder"] == ["transformers", "Qwen3Model"]
+    assert "The text encoder and its tokenizer are included" in (shared / "README.md").read_text()
+    pipeline = load_pipeline(shared)
+    pipeline.set_progress_bar_config(disable=True)
+    images = pipeline("a red star on a blue background", num_inference_steps=2, output_type="np").images
+    assert images.shape == (1, 32, 32, 3)
+
+    # --text-encoder with a Hub id: recorded, not shipped.
+    assert run_cli(capsys, "export", checkpoint, tmp_path / "by-id", "--text-encoder", "Qwen/Qwen3-1.7B")[0] == 0
+    model_index = json.loads((tmp_path / "by-id" / "model_index.json").read_text())
+    assert model_index["text_encoder_id"] == "Qwen/Qwen3-1.7B" and model_index.get("text_encoder") in (
+        None,
+        [None, None],
+    )

@@ -442,3 +442,25 @@ def test_two_process_accelerate_run_completes(tmp_path):
     assert "projector.0.weight" in load_file(state_dir / "model.safetensors")
     log = json.loads((tmp_path / "ddp" / "train_log.jsonl").read_text().splitlines()[-1])
     assert {"fm", "repa", "lpips", "dino"} <= set(log)
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_resume_with_active_dropout_matches_an_uninterrupted_run(tmp_path, num_workers):
+    # depth 4: blocks 1 and 2 have dropout (JiT's middle half), so every step draws from the global random stream.
+    model_config = {**TINY_TRAIN_MODEL, "depth": 4, "dropout": 0.2, "attention_dropout": 0.2}
+    options = dict(model_config=model_config, num_workers=num_workers, sample_every=100)
+    straight = train(_config(tmp_path, "straight", **options))
+    train(_config(tmp_path, "halves", max_steps=2, **options))
+    resumed = train(_config(tmp_path, "halves", resume="latest", **options))
+    expected = load_file(straight / "training_state/model.safetensors")
+    actual = load_file(resumed / "training_state/model.safetensors")
+    assert all(torch.equal(expected[key], actual[key]) for key in expected)
+
+
+def test_a_model_config_depth_without_in_context_start_takes_the_presets_ratio(tmp_path):
+    model_config = {key: value for key, value in TINY_TRAIN_MODEL.items() if key != "in_context_start"}
+    checkpoint = train(_config(tmp_path, "run", model_config={**model_config, "depth": 5}, max_steps=1))
+    config = json.loads((checkpoint / "transformer" / "config.json").read_text())
+    assert config["depth"] == 5 and config["in_context_start"] == 5 // 3
+    for preset, arguments in trainer_module.PIXELGEN_PRESETS.items():  # the ratio the presets use
+        assert abs(arguments["in_context_start"] - arguments["depth"] // 3) <= 1, preset

@@ -2,11 +2,13 @@
 """`pixelgen eval-demo`: score the bundled demo models with the demo classifiers."""
 
 import itertools
+from pathlib import Path
 
 from ..evaluation.demo_c2i import METHODS, STOCK_SCHEDULERS, TABLES, evaluate, format_table
 from ..evaluation.demo_t2i import DEFAULT_T2I_TABLE, evaluate_t2i, format_t2i_table
-from ..utils import atomic_write_json, cli_number
+from ..utils import MAX_SEED, atomic_write_json, check_output_folder, cli_number, is_text_to_image
 from ..utils.sampling_options import CACHES, parse_cache
+from .generate import add_threads_argument, set_threads
 
 
 def add_parser(subparsers) -> None:
@@ -61,15 +63,40 @@ def add_parser(subparsers) -> None:
         type=cli_number(integer=True, minimum=1, maximum=1000),
         help="--t2i: images per evaluation prompt (default 1; 8x for single object)",
     )
-    parser.add_argument("--seed", type=cli_number(integer=True, minimum=0), default=0)
+    parser.add_argument("--seed", type=cli_number(integer=True, minimum=0, maximum=MAX_SEED), default=0)
     parser.add_argument("--json", help="also write the rows to this JSON file")
+    add_threads_argument(parser)
     parser.set_defaults(func=run_from_args)
 
 
-def run_from_args(args) -> int:
+def check_json_path(path: str | None) -> None:
+    """`--json`: checked before any sampling (the file is written atomically at the end, replacing a link rather
+    than writing through it)."""
+    if path is None:
+        return
+    if Path(path).is_dir():
+        raise ValueError(f"--json {path}: is a folder; name a file, e.g. {Path(path) / 'scores.json'}")
+    check_output_folder(Path(path).expanduser().parent, f"--json {path}: its folder")
+
+
+def load_model(model: str, text_to_image: bool, threads: int | None):
+    """The pipeline to score, refused (before any output) when it is not the kind the score is for."""
     from ..conversion.hub import load_pipeline
+
+    pipeline = load_pipeline(model)
+    if is_text_to_image(pipeline) != text_to_image:
+        kind = "a text-to-image" if is_text_to_image(pipeline) else "a class-to-image"
+        remedy = "drop --t2i" if not is_text_to_image(pipeline) else "pass --t2i"
+        raise ValueError(f"--model {model} is {kind} model; {remedy} to score it (or pass a model of the other kind)")
+    pipeline.set_progress_bar_config(disable=True)
+    set_threads(threads, pipeline)
+    return pipeline
+
+
+def run_from_args(args) -> int:
     from ..demo import model_dir
 
+    check_json_path(args.json)
     for option, value in (
         ("--steps", min(args.steps or [1])),
         ("--num-samples", args.num_samples),
@@ -96,8 +123,7 @@ def run_from_args(args) -> int:
     num_samples = args.num_samples if args.num_samples is not None else 200
     num_real = args.num_real if args.num_real is not None else 1000
 
-    pipeline = load_pipeline(args.model or model_dir())
-    pipeline.set_progress_bar_config(disable=True)
+    pipeline = load_model(args.model or str(model_dir()), text_to_image=False, threads=args.threads)
     if args.methods or args.steps or args.guidance or args.caches:
         for cache in args.caches or ():
             parse_cache(cache)  # bad specs fail before any sampling
@@ -120,11 +146,9 @@ def run_from_args(args) -> int:
 
 def run_t2i(args) -> int:
     """`pixelgen eval-demo --t2i`."""
-    from ..conversion.hub import load_pipeline
     from ..demo import t2i_model_dir
 
-    pipeline = load_pipeline(args.model or t2i_model_dir())
-    pipeline.set_progress_bar_config(disable=True)
+    pipeline = load_model(args.model or str(t2i_model_dir()), text_to_image=True, threads=args.threads)
     if args.methods or args.steps or args.guidance:
         steps, guidance = args.steps or (10, 25), args.guidance or (2.0, 4.0)
         table = list(itertools.product(args.methods or METHODS, steps, guidance))

@@ -32,6 +32,11 @@ def add_parser(subparsers) -> None:
         help="training checkpoints: which tracked EMA to export (default 0)",
     )
     add_card_arguments(parser)
+    parser.add_argument(
+        "--text-encoder",
+        help="text-to-image: the encoder's Hub id to record, or a folder (Qwen3 + tokenizer, or a pipeline folder) to "
+        "ship; by default an encoder the model names by a path of this machine is shipped",
+    )
     parser.set_defaults(func=run)
 
 
@@ -55,5 +60,6 @@ def run(args: argparse.Namespace) -> int:
         ema_index=args.ema,
         license=args.license,
         base_model=args.base_model,
+        text_encoder=args.text_encoder,
     )
     return 0

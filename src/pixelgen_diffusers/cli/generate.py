@@ -17,9 +17,11 @@ import re
 from pathlib import Path
 
 from ..utils import (
+    MAX_SEED,
     SAMPLING_METHODS,
     add_sampling_speed_arguments,
     atomic_save_image,
+    check_hub_reachable,
     check_number,
     check_output_folder,
     cli_number,
@@ -202,7 +204,7 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument(
         "--seed",
-        type=cli_number(integer=True, minimum=0),
+        type=cli_number(integer=True, minimum=0, maximum=MAX_SEED),
         default=0,
         help="seed of the first image; image i uses seed + i",
     )
@@ -283,15 +285,16 @@ def add_threads_argument(parser: argparse.ArgumentParser) -> None:
 
 def set_threads(threads: int | None, pipeline) -> None:
     """`--threads`: torch's intra-op threads. Without it, OMP_NUM_THREADS wins if set; otherwise small models
-    (under `SMALL_MODEL_PARAMETERS`) use one thread: their per-step work is too small to split, and on a shared
-    machine extra threads only wait for each other (the demo model: 2 s per image with two busy cores, 0.05 s with
-    one)."""
+    (under `SMALL_MODEL_PARAMETERS`; `pipeline` is a pipeline or the model itself) use one thread: their per-step
+    work is too small to split, and on a shared machine extra threads only wait for each other (the demo model: 2 s
+    per image with two busy cores, 0.05 s with one)."""
     import torch
 
     if threads is None:
         if os.environ.get("OMP_NUM_THREADS"):
             return
-        parameters = sum(parameter.numel() for parameter in pipeline.transformer.parameters())
+        model = getattr(pipeline, "transformer", pipeline)
+        parameters = sum(parameter.numel() for parameter in model.parameters())
         if parameters >= SMALL_MODEL_PARAMETERS:
             return
         threads = 1
@@ -349,6 +352,8 @@ def run(args: argparse.Namespace) -> int:
     check_request_size(len(args.prompts or []) + len(args.classes or []) or 1, args.num_images)
     sampling_options.check_arguments(args)
     loras = [parse_lora(spec) for spec in args.loras or []]
+    for path, _ in loras:
+        check_hub_reachable(path, "--lora")
     out = check_output_folder(args.out, "--out")
     import torch
 
@@ -426,6 +431,14 @@ def prepare_text_encoder(pipeline, text_encoder: str | None) -> None:
             " load it from (text_encoder_id is null); pass --text-encoder FOLDER, the encoder with its tokenizer"
         )
     try:
+        check_hub_reachable(source, "--text-encoder" if text_encoder is not None else "text_encoder_id")
+        check_hub_online(source)
+    except ValueError as error:
+        raise ValueError(
+            f"this text-to-image model needs its text encoder, and loading it from {source!r} failed ({error});"
+            " pass --text-encoder FOLDER, a local copy of the encoder with its tokenizer"
+        ) from None
+    try:
         pipeline.load_text_encoder(text_encoder)
     except ValueError as error:
         cause = error.__cause__ if error.__cause__ is not None else error
@@ -434,3 +447,31 @@ def prepare_text_encoder(pipeline, text_encoder: str | None) -> None:
             f" ({type(cause).__name__}: {one_line(cause)}); pass --text-encoder FOLDER, a local copy of the encoder"
             " with its tokenizer"
         ) from error
+
+
+def check_hub_online(source: str) -> None:
+    """An encoder named by a Hub id that is not in the local cache must be downloaded: one quick request first
+    (huggingface_hub's `model_info`, no retries), so that an unreachable Hub is one line with the remedy at once,
+    not a minute of download retries."""
+    if Path(source).expanduser().exists() or os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in (
+        "1",
+        "ON",
+        "YES",
+        "TRUE",
+    ):
+        return  # a local folder, or offline: check_hub_reachable has decided
+    import huggingface_hub
+
+    repo_id = "/".join(str(source).split("/")[:2])
+    try:
+        huggingface_hub.snapshot_download(repo_id, local_files_only=True)
+        return  # cached
+    except Exception:
+        pass
+    try:
+        huggingface_hub.model_info(repo_id, timeout=10)
+    except Exception as error:
+        raise ValueError(
+            f"{source} is not in the local cache and the Hub cannot be reached ({type(error).__name__}:"
+            f" {one_line(error, 100)}); download it first: hf download {repo_id}"
+        ) from None

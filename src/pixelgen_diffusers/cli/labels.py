@@ -17,7 +17,16 @@ def model_id2label(model: str) -> dict[int, str]:
         model_index = read_model_index(resolve_model_folder(model, allow_patterns=["model_index.json"]))
     if "id2label" not in model_index:
         raise ValueError(f"{model} has no class names: it is not a class-to-image model (text-to-image takes prompts)")
-    return {int(k): v for k, v in model_index["id2label"].items()}
+    id2label = model_index["id2label"]
+    malformed = f'{model}: model_index.json\'s id2label must map class ids to names, e.g. {{"0": "tench"}}'
+    if not isinstance(id2label, dict):
+        raise ValueError(f"{malformed}; it holds a JSON {type(id2label).__name__}")
+    labels = {}
+    for key, name in id2label.items():
+        if not (isinstance(key, str) and key.strip().lstrip("-").isdigit()) or not isinstance(name, str):
+            raise ValueError(f"{malformed}; it has {key!r}: {name!r}")
+        labels[int(key)] = name
+    return labels
 
 
 def add_parser(subparsers) -> None:

@@ -23,6 +23,7 @@ resumed run never mixes two sample sets. A class-to-image set grows: a larger `n
 """
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -36,6 +37,7 @@ import PIL.Image
 from tqdm.auto import tqdm
 
 from ..utils import (
+    MAX_SEED,
     SAMPLING_METHODS,
     add_sampling_speed_arguments,
     atomic_save_image,
@@ -197,8 +199,14 @@ def check_sampling_config(out_dir: Path, config: dict, state, leader: bool) -> N
     raise_together(state, error)
     try:
         recorded = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as read_error:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as read_error:
         recorded, error = {}, f"cannot read {path}: {one_line(read_error)}"
+    if error is None and not isinstance(recorded, dict):
+        kind, recorded = type(recorded).__name__, {}
+        error = (
+            f"{path} holds a JSON {kind}, not the settings object that `pixelgen sample` records; the samples"
+            " beside it are not from `pixelgen sample`: use a new --out folder"
+        )
     differing = [
         f"{key} (recorded {_describe(recorded, key)}, now {_describe(config, key)})"
         for key in [*recorded, *(key for key in config if key not in recorded)]
@@ -422,7 +430,7 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument(
         "--seed",
-        type=cli_number(integer=True, minimum=0),
+        type=cli_number(integer=True, minimum=0, maximum=MAX_SEED),
         default=0,
         help="sample i uses a generator seeded with seed + i",
     )
@@ -493,17 +501,34 @@ def run(args: argparse.Namespace) -> int:
     sampling_options.apply_arguments(
         pipeline, args, options, {**calibration, "generator": torch.Generator().manual_seed(args.seed)}
     )
-    sample_many(
-        pipeline,
-        out,
-        num_samples=args.num_samples,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        prompts=prompts,
-        images_per_prompt=args.images_per_prompt,
-        pack=not args.no_npz,
-        seed_per_prompt=args.seed_per_prompt,
-        model=model,
-        **options,
-    )
+    with _sample_remedies():
+        sample_many(
+            pipeline,
+            out,
+            num_samples=args.num_samples,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            prompts=prompts,
+            images_per_prompt=args.images_per_prompt,
+            pack=not args.no_npz,
+            seed_per_prompt=args.seed_per_prompt,
+            model=model,
+            **options,
+        )
     return 0
+
+
+@contextlib.contextmanager
+def _sample_remedies():
+    """The pipelines name `generate`'s remedies; `sample` keeps the model's guidance interval (it takes no
+    `--guidance-interval`), so its own remedy replaces them."""
+    try:
+        yield
+    except ValueError as error:
+        if "`--guidance-interval -1 1`" not in str(error):
+            raise
+        raise ValueError(
+            "--cache faster needs every step guided, but this model's recipe (its guidance_scale and guidance"
+            " interval) leaves some steps unguided, and `pixelgen sample` keeps the recipe; choose another --cache"
+            " (e.g. first-block), or sample with `pixelgen generate --cache faster --guidance-interval -1 1`"
+        ) from error

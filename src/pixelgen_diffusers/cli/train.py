@@ -7,8 +7,16 @@ import json
 from pathlib import Path
 
 from ..models.transformer_jit import PIXELGEN_PRESETS
-from ..training.trainer import MIXED_PRECISION, MODEL_TYPES, TrainingConfig, read_training_state, resolve_resume, train
-from ..utils import check_output_folder
+from ..training.trainer import (
+    MAX_TRAINING_SEED,
+    MIXED_PRECISION,
+    MODEL_TYPES,
+    TrainingConfig,
+    read_training_state,
+    resolve_resume,
+)
+from ..utils import check_hub_reachable, check_output_folder, cli_number
+from .generate import add_threads_argument, set_threads
 
 
 def _json_object(text: str) -> dict:
@@ -93,13 +101,19 @@ def add_parser(subparsers) -> None:
     arg("--adaptive-weight-start", type=int)
     arg("--mixed-precision", choices=MIXED_PRECISION)
     arg("--gradient-checkpointing", action="store_true")
-    arg("--seed", type=int)
+    arg("--seed", type=cli_number(integer=True, minimum=0, maximum=MAX_TRAINING_SEED))
     arg("--num-workers", type=int)
     arg("--log-every", type=int)
     arg("--sample-every", type=int)
     arg("--checkpoint-every", type=int)
     arg("--checkpoints-total-limit", type=int)
     arg("--resume", help="'latest' (in --output-dir) or a checkpoint folder")
+    arg(
+        "--overwrite",
+        action="store_true",
+        help="start a new run in an --output-dir that holds another run, deleting its checkpoints, log and samples",
+    )
+    add_threads_argument(parser)
     # The saved pipelines' sampling recipe; unset values keep the pretrained folder's (or the model kind's default).
     arg("--sampling-method", choices=("heun", "euler", "adam_lm"))
     arg("--sampling-timeshift", type=float)
@@ -121,18 +135,31 @@ def run_from_args(args) -> int:
     names = {config_field.name for config_field in dataclasses.fields(TrainingConfig)}
     given = {name: value for name, value in vars(args).items() if name in names}
     given["output_dir"] = str(check_output_folder(given["output_dir"], "--output-dir"))
+    for name in ("pretrained", "dino", "lpips", "text_encoder"):
+        check_hub_reachable(given.get(name), f"--{name.replace('_', '-')}")
+    if given.get("caption_cache_dir") is not None:
+        given["caption_cache_dir"] = str(check_output_folder(given["caption_cache_dir"], "--caption-cache-dir"))
     if given.get("resume") is not None:
         checkpoint = resolve_resume(given["resume"], Path(given["output_dir"]))
+        if checkpoint is None and not given.get("data_dir"):
+            raise ValueError(
+                f"--resume {given['resume']}: {given['output_dir']} holds no checkpoint (checkpoint-N folder) to"
+                " resume from, so this starts a new run, which needs --data-dir"
+            )
         if checkpoint is not None:
             recorded = read_training_state(checkpoint)["config"]
             kept = {
                 name: value
                 for name, value in recorded.items()
-                if name in names and name not in ("resume", "output_dir")
+                if name in names and name not in ("resume", "output_dir", "overwrite")
             }
             given = {**kept, **given}
     if not given.get("data_dir"):
         raise ValueError("--data-dir is required (a resumed run takes the one recorded in its checkpoint)")
-    checkpoint = train(TrainingConfig(**given))
+    from ..training.trainer import Trainer
+
+    trainer = Trainer(TrainingConfig(**given))
+    set_threads(getattr(args, "threads", None), trainer.ema.model)
+    checkpoint = trainer.train()
     print(f"Final checkpoint: {checkpoint}")
     return 0

@@ -28,6 +28,7 @@ from ..utils import (
     DTYPE_NAMES,
     atomic_write_bytes,
     check_shard_size,
+    is_text_to_image,
     one_line,
     torch_dtype,
 )
@@ -40,6 +41,7 @@ from .model_folder import (
     drop_tokenizer_call_settings,
     folder_size,
     format_size,
+    is_local_path,
     staged_folder,
     stored_dtype,
     verify_folder,
@@ -228,6 +230,61 @@ def _check_standalone(code_file: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------------ export
+def encoder_folders(folder: Path) -> dict[str, tuple[Path, list[str]]]:
+    """The `extra_folders` (see `write_model_folder`) that ship the Qwen3 encoder and tokenizer of a local folder:
+    a pipeline folder with `text_encoder/` and `tokenizer/`, or one folder holding both."""
+    folder = Path(folder).expanduser()
+    encoder, tokenizer = folder, folder
+    if (folder / "text_encoder").is_dir() and (folder / "tokenizer").is_dir():
+        encoder, tokenizer = folder / "text_encoder", folder / "tokenizer"
+    try:
+        tokenizer_config = json.loads((tokenizer / "tokenizer_config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        tokenizer_config = {}
+    tokenizer_class = tokenizer_config.get("tokenizer_class") or "Qwen2Tokenizer"
+    return {
+        "text_encoder": (encoder, ["transformers", "Qwen3Model"]),
+        "tokenizer": (tokenizer, ["transformers", tokenizer_class]),
+    }
+
+
+def _place_text_encoder(pipeline, text_encoder: str | Path | None, metadata: dict):
+    """(pipeline, extra_folders) of a text-to-image export: the encoder a shared folder can reach, never a path of
+    this machine. `text_encoder` (a Hub id or a local folder) wins; else a local `text_encoder_id` is shipped."""
+    if not is_text_to_image(pipeline):
+        if text_encoder is not None:
+            raise ModelFolderError("--text-encoder is for text-to-image models; this is a class-to-image model")
+        return pipeline, {}
+    recorded = pipeline.config.get("text_encoder_id")
+    shipped = getattr(pipeline, "text_encoder", None) is not None
+    source = text_encoder if text_encoder is not None else (recorded if is_local_path(recorded) else None)
+    if source is None:
+        return pipeline, {}
+    pipeline = copy.copy(pipeline)  # the caller's pipeline keeps its config
+    if not Path(source).expanduser().is_dir():
+        if text_encoder is not None and not is_local_path(str(text_encoder)):  # a Hub id: recorded, not shipped
+            pipeline.register_to_config(text_encoder_id=str(text_encoder))
+            metadata["text_encoder"] = str(text_encoder)
+            return pipeline, {}
+        raise ModelFolderError(
+            f"the pipeline's text encoder is a path on this machine ({source}) that no longer exists, and a shared"
+            " folder cannot name it: pass --text-encoder with the encoder's Hub id or a folder to ship"
+        )
+    pipeline.register_to_config(text_encoder_id=None)
+    metadata["text_encoder"] = None
+    metadata["text_encoder_included"] = metadata["tokenizer_included"] = True
+    if shipped and text_encoder is None:
+        return pipeline, {}  # already a component: saved with the pipeline
+    if shipped:
+        pipeline.text_encoder = pipeline.tokenizer = None  # the given folder's replace them
+        pipeline.register_to_config(text_encoder=(None, None), tokenizer=(None, None))
+    folders = encoder_folders(Path(source))
+    for name, (folder, _) in folders.items():
+        if not folder.is_dir():
+            raise ModelFolderError(f"--text-encoder {source}: no {name} folder at {folder}")
+    return pipeline, folders
+
+
 def export_pipeline(
     source: str | Path | DiffusionPipeline,
     output_dir: str | Path,
@@ -239,6 +296,7 @@ def export_pipeline(
     ema_index: int = 0,
     license: str | None = None,
     base_model: str | None = None,
+    text_encoder: str | Path | None = None,
 ) -> Path:
     """Turns a saved PixelGen pipeline (e.g. `save_pretrained` output after fine-tuning) or a pipeline object into a
     self-contained model folder.
@@ -249,6 +307,10 @@ def export_pipeline(
             text encoder keeps its own dtype.
         ema_index: for a training checkpoint that tracked several EMAs (`--ema-decay A B ...`), which one the
             exported transformer holds; 0, the first, is the one the checkpoint's pipeline holds already.
+        text_encoder: (text-to-image) a Hub id to record as the folder's `text_encoder_id`, or a local folder (a
+            Qwen3 folder with its tokenizer, or a pipeline folder with `text_encoder/` and `tokenizer/`) to ship in
+            it. By default a `text_encoder_id` that is a path on this machine (a fine-tune of the bundled demo
+            records one) is shipped from there: a shared folder never names a path of this machine.
         license, base_model: the weights' license (Hub license id) and origin (Hub id) for the card; by default what
             the source folder's `conversion_metadata.json` records.
     """
@@ -317,9 +379,11 @@ def export_pipeline(
         **stated_card_fields,
         "exported_with": f"pixelgen-diffusers {_version()}",
         "export_date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "exported_from": str(source_path) if source_path is not None else None,
+        # The source folder's name only: its path is this machine's, and the folder is for sharing.
+        "exported_from": source_path.resolve().name if source_path is not None else None,
         "storage_dtype": str(pipeline.transformer.dtype).removeprefix("torch."),
     }
+    pipeline, extra_folders = _place_text_encoder(pipeline, text_encoder, metadata)
     model_name = Path(output_dir).name  # the folder's name, as users will know the model
     write_model_folder(
         pipeline,
@@ -328,6 +392,7 @@ def export_pipeline(
         max_shard_size=max_shard_size,
         metadata=metadata,
         readme=render_model_card(pipeline, model_name, metadata),
+        extra_folders=extra_folders,
         source=source_path,
     )
     if verbose:

@@ -9,11 +9,12 @@ import contextlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..utils import one_line, replace_directory
+from ..utils import apply_umask, naming_write_errors, one_line, recover_directory, replace_directory
 
 
 if TYPE_CHECKING:
@@ -49,9 +50,17 @@ def pipeline_class_name(model_index: dict) -> str | None:
 
 
 # -------------------------------------------------------------------------------------------------- output folders
-def check_output_dir(output_dir: Path, overwrite: bool, source: Path | None = None) -> None:
-    """Fails early (before any work) on an output that exists and may not be replaced."""
+def check_output_dir(output_dir: Path, overwrite: bool, source: Path | None = None, recover: bool = True) -> None:
+    """Fails early (before any work) on an output that exists and may not be replaced, or that lies inside the source
+    folder. What a killed run left next to the output (a temporary folder, the old folder under a hidden name) is
+    cleaned up or recovered first (`recover`; not while this run's own temporary folder is there)."""
     output_dir = Path(output_dir)
+    for line in recover_directory(output_dir) if recover else ():
+        print(line, file=sys.stderr)
+    if source is not None and Path(source).is_dir() and _is_within(output_dir, Path(source)):
+        raise ModelFolderError(
+            f"output folder {output_dir} is inside the source folder {source}; choose another output"
+        )
     if output_dir.is_symlink() or (output_dir.exists() and not output_dir.is_dir()):
         raise ModelFolderError(f"output {output_dir} exists and is not a folder")
     if output_dir.is_dir() and any(output_dir.iterdir()):
@@ -73,17 +82,8 @@ def _commit(temporary: Path, output_dir: Path, overwrite: bool) -> None:
     if output_dir.is_dir() and not any(output_dir.iterdir()):
         output_dir.rmdir()
     if output_dir.exists() or output_dir.is_symlink():
-        check_output_dir(output_dir, overwrite)
+        check_output_dir(output_dir, overwrite, recover=False)  # `temporary` is ours: nothing to clean up now
     replace_directory(temporary, output_dir)
-
-
-def _apply_umask(folder: Path) -> None:
-    """Gives the folder the permissions of a normally created one (the temporary folder and some weight writers
-    create owner-only files)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    for path in [folder, *folder.rglob("*")]:
-        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
 
 
 def folder_size(folder: Path) -> int:
@@ -113,8 +113,9 @@ def staged_folder(output_dir: str | Path, *, overwrite: bool = False, source: Pa
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
     try:
-        yield temporary
-        _apply_umask(temporary)
+        with naming_write_errors(output_dir):  # a full disk names the folder being written
+            yield temporary
+        apply_umask(temporary)
         _commit(temporary, output_dir, overwrite)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)

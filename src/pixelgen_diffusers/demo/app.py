@@ -15,6 +15,7 @@ import math
 import queue
 import random
 import shlex
+import shutil
 import tempfile
 import threading
 import time
@@ -43,6 +44,10 @@ FRAME_SIZE = 128
 STREAM_INTERVAL = 0.25
 # Small models' images are shown enlarged: keep their pixels sharp.
 PAGE_CSS = "#gallery img, #trajectory img { image-rendering: pixelated; }"
+
+
+# Run folders of generated PNGs kept in the app's folder (older ones are deleted; the page shows Gradio's copies).
+KEPT_RUNS = 16
 
 
 def import_gradio():
@@ -102,6 +107,7 @@ class PixelGenDemo:
         output_dir = tempfile.TemporaryDirectory(prefix="pixelgen-demo-")
         self.output_dir = Path(output_dir.name)
         weakref.finalize(self, output_dir.cleanup)
+        self._runs: list[Path] = []  # the run folders in output_dir, oldest first
 
     # ------------------------------------------------------------------------------------------ recipe and choices
     def recipe(self) -> SamplingSettings:
@@ -271,8 +277,13 @@ class PixelGenDemo:
             stop.set()
             worker.join()
 
-        # A fresh private folder per run: its files are handed out only once all are written.
+        # A fresh private folder per run: its files are handed out only once all are written. Gradio serves copies
+        # from its own cache (which `delete_cache` empties), so only the last KEPT_RUNS runs stay here: a server
+        # that runs for weeks does not fill the disk.
         run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=self.output_dir))
+        self._runs.append(run_dir)
+        while len(self._runs) > KEPT_RUNS:
+            shutil.rmtree(self._runs.pop(0), ignore_errors=True)
         paths, captions = [], []
         for job, image in zip(jobs, images):
             path = run_dir / job["file_name"]

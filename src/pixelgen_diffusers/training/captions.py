@@ -19,6 +19,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from ..utils import naming_write_errors
+
 
 logger = logging.getLogger(__name__)
 
@@ -53,25 +55,39 @@ def _hash_module(module: torch.nn.Module, digest) -> None:
 
 
 def _tokenizer_fingerprint(tokenizer) -> str:
-    """The tokenization rules; without the per-call padding and truncation state that the fast backend records."""
+    """The tokenization rules, without the per-call padding and truncation state that the fast backend records, and
+    the special tokens (the pad token fills every position after the caption, so it changes the embedding)."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
         rules = json.loads(backend.to_str())
         rules.pop("padding", None), rules.pop("truncation", None)
     else:
         rules = tokenizer.get_vocab()
-    text = json.dumps(rules, sort_keys=True)
+    special = {
+        "special_tokens": {name: str(value) for name, value in tokenizer.special_tokens_map.items()},
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": getattr(tokenizer, "bos_token_id", None),
+        "eos_token_id": getattr(tokenizer, "eos_token_id", None),
+        "add_bos_token": getattr(tokenizer, "add_bos_token", None),
+        "add_eos_token": getattr(tokenizer, "add_eos_token", None),
+    }
+    text = json.dumps({"rules": rules, "special": special}, sort_keys=True, default=str)
     return type(tokenizer).__name__ + hashlib.sha256(text.encode()).hexdigest()
 
 
 def encoder_key(text_encoder, tokenizer, txt_max_length: int, txt_embed_dim: int) -> str:
-    """A hash of everything an embedding depends on besides the caption: the encoder's weights (and dtype), the
-    tokenizer, the transformer's text settings and the cache format."""
+    """A hash of everything an embedding depends on besides the caption: the encoder's weights, dtype, config and
+    attention implementation (eager, sdpa and flash kernels round differently), the tokenizer and its special tokens,
+    the transformer's text settings (`txt_max_length`, `txt_embed_dim`) and the cache format, which stands for the
+    encoding path of `encode_prompt` (upstream's: no chat template, right padding, every position's last hidden
+    state)."""
     digest = hashlib.sha256()
     settings = {
         "format": CACHE_FORMAT,
         "encoder_class": type(text_encoder).__name__,
         "encoder_config": text_encoder.config.to_json_string(use_diff=False),
+        "encoder_dtype": str(text_encoder.dtype),
+        "attention": str(getattr(text_encoder.config, "_attn_implementation", None)),
         "tokenizer": _tokenizer_fingerprint(tokenizer),
         "txt_max_length": txt_max_length,
         "txt_embed_dim": txt_embed_dim,
@@ -150,7 +166,8 @@ class CaptionEmbeddingCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {"embeds": embed.detach().cpu().contiguous()}
         metadata = {"caption": caption, "encoder_key": self.key}
-        self._atomic_write(path, lambda temporary: save_file(tensors, temporary, metadata=metadata))
+        with naming_write_errors(path):
+            self._atomic_write(path, lambda temporary: save_file(tensors, temporary, metadata=metadata))
 
     @staticmethod
     def _atomic_write(path: Path, write) -> None:

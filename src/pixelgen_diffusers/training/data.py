@@ -88,13 +88,20 @@ class ImageFileDataset(torch.utils.data.Dataset):
         return self.samples[index][1]
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        try:
-            image = self.load(index)
-        except (OSError, ValueError) as error:
-            # The header was fine but the data is not (e.g. a truncated file): use the next image, not a crash.
-            logger.warning(f"Could not decode {self.samples[index][0]} ({error}); using the next image instead.")
-            return self[(index + 1) % len(self)]
-        return image, self.item_target(index)
+        # An image whose header was fine but whose data is not (e.g. a truncated file) is replaced by the next one
+        # that decodes, not a crash; when none does, one error, not a warning per image and a RecursionError.
+        for offset in range(len(self)):
+            candidate = (index + offset) % len(self)
+            try:
+                return self.load(candidate), self.item_target(candidate)
+            except (OSError, ValueError, SyntaxError, PIL.Image.DecompressionBombError) as error:
+                logger.warning(
+                    f"Could not decode {self.samples[candidate][0]} ({error}); using the next image instead."
+                )
+        raise ValueError(
+            f"None of the {len(self)} images in data_dir {str(self.root)!r} can be decoded (their headers read, their"
+            f" data is broken, e.g. {str(self.samples[index][0])!r}); replace the files"
+        )
 
 
 class ImageClassDataset(ImageFileDataset):
@@ -224,6 +231,11 @@ class ImageCaptionDataset(ImageFileDataset):
                 raise ValueError(f"{metadata} line {line_number} is not valid JSON: {error}.") from error
             if not isinstance(row, dict) or "file_name" not in row:
                 raise ValueError(f"{metadata} line {line_number} has no `file_name`: {line[:200]!r}.")
+            if not isinstance(row["file_name"], str) or not row["file_name"].strip():
+                raise ValueError(
+                    f"{metadata} line {line_number}: `file_name` is {row['file_name']!r}; expected the image's path"
+                    " relative to the folder, as a string."
+                )
             rows.append((line_number, row))
         if not rows:
             raise ValueError(f"{metadata} lists no images.")

@@ -10,6 +10,7 @@ import logging
 import math
 import re
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -24,7 +25,17 @@ from ..models.transformer_jit_t2i import PixelGenT2ITransformer2DModel
 from ..pipelines.pipeline_pixelgen_c2i import PixelGenC2IPipeline
 from ..pipelines.pipeline_pixelgen_t2i import PixelGenT2IPipeline
 from ..schedulers.scheduling_pixelgen import PixelGenScheduler
-from ..utils import atomic_save_image, check_number, locked_folder, one_line, replace_directory
+from ..utils import (
+    append_line,
+    apply_umask,
+    atomic_save_image,
+    check_number,
+    locked_folder,
+    make_folder,
+    naming_write_errors,
+    one_line,
+    replace_directory,
+)
 from .captions import CaptionEmbeddingCache, EmbeddedCaptionDataset, load_embedding, load_text_encoder
 from .data import ImageCaptionDataset, ImageClassDataset, StepBatchSampler, is_caption_folder
 from .losses import EMA, PixelGenLoss, load_dino, load_lpips
@@ -48,6 +59,9 @@ DEFAULT_SAMPLING = {
                 guidance_scale=4.0, guidance_interval_min=0.0, guidance_interval_max=1.0),
 }  # fmt: skip
 SAMPLING_FIELDS = tuple(DEFAULT_SAMPLING["c2i"])
+# Seeds derived from the run's (seed + 1 + rank for dropout and noise, seed + epoch for the data order) must stay
+# below torch's 2**64 limit: the run's seed is bounded with room to spare.
+MAX_TRAINING_SEED = 2**63 - 1
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 STATE_DIR = "training_state"
 # Fields that may be None (off / keep all / unset / the pretrained folder's recipe).
@@ -132,6 +146,7 @@ class TrainingConfig:
     checkpoint_every: int = 5000
     checkpoints_total_limit: int | None = None
     resume: str | None = None
+    overwrite: bool = False
     sampling_method: str | None = None
     sampling_timeshift: float | None = None
     solver_order: int | None = None
@@ -160,8 +175,9 @@ class TrainingConfig:
         check("eval_num_samples", integer=True, minimum=2)
         if (self.eval_every is None) != (self.eval_reference is None):
             raise ValueError("eval_every (--eval-every) and eval_reference (--eval-reference) go together.")
-        for name in ("seed", "num_workers", "adaptive_weight_start", "repa_layer"):
+        for name in ("num_workers", "adaptive_weight_start", "repa_layer"):
             check(name, integer=True, minimum=0)
+        check("seed", integer=True, minimum=0, maximum=MAX_TRAINING_SEED)
         check("dino_layer", integer=True)
         check("solver_order", integer=True, minimum=1, maximum=4)
         check("learning_rate", minimum=0, exclusive_minimum=True)
@@ -297,6 +313,21 @@ def resolve_sampling(config: TrainingConfig, model_type: str) -> dict:
     return recipe
 
 
+def new_model_arguments(config: TrainingConfig, num_classes: int | None = None) -> dict:
+    """The constructor arguments of a new class-to-image model: the preset's, then `sample_size` and the class
+    count, then `model_config`. A `depth` given without `in_context_start` gets depth // 3, the presets' ratio
+    (JiT-B: 12 -> 4, L: 24 -> 8, H: 32 -> 10), not the default 8 that is out of range for shallow models."""
+    arguments = dict(PIXELGEN_PRESETS[config.preset]) if config.preset else {}
+    arguments["sample_size"] = config.sample_size
+    if num_classes is not None:
+        arguments["num_classes"] = num_classes
+    arguments.update(config.model_config)
+    depth = config.model_config.get("depth")
+    if isinstance(depth, int) and not isinstance(depth, bool) and "in_context_start" not in config.model_config:
+        arguments["in_context_start"] = depth // 3
+    return arguments
+
+
 def check_architecture(config: TrainingConfig) -> None:
     """Builds the new model on the `meta` device (no memory, no time): unknown or invalid model_config entries are
     a ValueError before any data is read."""
@@ -316,8 +347,7 @@ def check_architecture(config: TrainingConfig) -> None:
         )
     try:
         with torch.device("meta"):
-            arguments = dict(PIXELGEN_PRESETS[config.preset]) if config.preset else {}
-            PixelGenTransformer2DModel(**{**arguments, "sample_size": config.sample_size, **config.model_config})
+            PixelGenTransformer2DModel(**new_model_arguments(config))
     except (TypeError, ValueError) as error:
         raise ValueError(f"model_config (with preset {config.preset} and sample_size): {error}") from None
 
@@ -345,10 +375,7 @@ def build_transformer(config: TrainingConfig, model_type: str, id2label: dict[in
         transformer = PixelGenT2ITransformer2DModel(**{"sample_size": config.sample_size, **config.model_config})
         initialize_t2i_weights(transformer)
         return transformer
-    arguments = dict(PIXELGEN_PRESETS[config.preset]) if config.preset else {}
-    arguments.update(sample_size=config.sample_size, num_classes=num_classes)
-    arguments.update(config.model_config)
-    transformer = PixelGenTransformer2DModel(**arguments)
+    transformer = PixelGenTransformer2DModel(**new_model_arguments(config, num_classes))
     initialize_weights(transformer)
     return transformer
 
@@ -437,6 +464,21 @@ def add_lora(transformer, rank: int, alpha: float | None, targets: list[str], lo
     targets = list(targets)
     linear_names = [name for name, module in transformer.named_modules() if isinstance(module, torch.nn.Linear)]
     for target in targets:
+        # peft adapts every module whose name ends in the target: all of them must be linear layers that the model
+        # calls (a patch convolution is read through its weight, and would fail at the first step).
+        others = [
+            f"{name} ({type(module).__name__})"
+            for name, module in transformer.named_modules()
+            if (name == target or name.endswith(f".{target}")) and not isinstance(module, torch.nn.Linear)
+        ]
+        if others:
+            specific = sorted({".".join(name.split(".")[-2:]) for name in linear_names if name.endswith(target)})
+            raise ValueError(
+                f"lora_target_modules has {target!r}, which also names {', '.join(others[:3])}: LoRA adapts only"
+                " linear layers"
+                + (f"; name them more precisely, e.g. {', '.join(map(repr, specific[:3]))}" if specific else "")
+                + "."
+            )
         if not any(name == target or name.endswith(f".{target}") for name in linear_names):
             suffixes = sorted({".".join(name.split(".")[-2:]) for name in linear_names})
             close = difflib.get_close_matches(target, suffixes, n=3)
@@ -555,7 +597,7 @@ def config_for_resume(config: TrainingConfig, recorded: dict, explicit: set[str]
 def changed_settings(config: TrainingConfig, recorded: dict) -> dict[str, tuple]:
     """Fields whose value differs from the checkpoint's run: name -> (recorded, now)."""
     current = config.to_json_dict()
-    ignored = ("resume", "output_dir")
+    ignored = ("resume", "output_dir", "overwrite")
     return {
         name: (recorded[name], current[name])
         for name in current
@@ -563,16 +605,24 @@ def changed_settings(config: TrainingConfig, recorded: dict) -> dict[str, tuple]
     }
 
 
-def _rng_state(generator: torch.Generator) -> dict[str, torch.Tensor]:
-    state = {"torch": torch.get_rng_state(), "generator": generator.get_state()}
+def _rng_state(generator: torch.Generator, loader_generator: torch.Generator) -> dict[str, torch.Tensor]:
+    state = {
+        "torch": torch.get_rng_state(),
+        "generator": generator.get_state(),
+        "loader": loader_generator.get_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
-def _set_rng_state(state: dict[str, torch.Tensor], generator: torch.Generator) -> None:
+def _set_rng_state(
+    state: dict[str, torch.Tensor], generator: torch.Generator, loader_generator: torch.Generator
+) -> None:
     torch.set_rng_state(state["torch"])
     generator.set_state(state["generator"])
+    if "loader" in state:  # checkpoints written before the loader had its own generator
+        loader_generator.set_state(state["loader"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
 
@@ -669,6 +719,9 @@ class Trainer:
         rank = self.accelerator.process_index
         torch.manual_seed(config.seed + 1 + rank)  # dropout differs per process
         self.generator = torch.Generator(self.accelerator.device).manual_seed(config.seed + 1 + rank)
+        # The data loader's own stream (its workers' seeds): starting its iterator must not draw from the global
+        # stream that dropout uses, or a resumed run would drift from an uninterrupted one.
+        self.loader_generator = torch.Generator().manual_seed(config.seed + 1 + rank)
         self.step = 0
 
     def _model_type(self) -> str:
@@ -766,6 +819,11 @@ class Trainer:
         transformer = self.ema.model
         pipeline = self.make_pipeline(transformer)
         generator = torch.Generator(transformer.device).manual_seed(self.config.seed)
+        # Sampling a grid takes as long as many training steps: say so, with the pipeline's own progress bar.
+        from tqdm.auto import tqdm
+
+        tqdm.write(f"step {self.step}: drawing the sample grid {path}", file=sys.stderr)
+        pipeline.set_progress_bar_config(desc="sample grid", leave=False, dynamic_ncols=True)
         if self.model_type == "t2i":
             prompt_embeds = torch.stack([load_embedding(file) for file in self.sample_files])
             negative = load_embedding(self.empty_embedding_file)[None]
@@ -783,7 +841,7 @@ class Trainer:
             class_ids = list(range(min(len(self.id2label), 10)))
             images = pipeline(class_ids, num_images_per_prompt=4, generator=generator).images
             rows = len(class_ids)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(path.parent)
         atomic_save_image(image_grid(images, rows=rows), path)
 
     @property
@@ -825,33 +883,38 @@ class Trainer:
             temporary = broadcast_object_list([temporary])[0]
         temporary = Path(temporary)
         try:
-            if accelerator.is_main_process:
-                (temporary / STATE_DIR).mkdir()
-            accelerator.wait_for_everyone()
-            rank = accelerator.process_index
-            torch.save(_rng_state(self.generator), temporary / STATE_DIR / f"rng_state_{rank}.pt")
-            if accelerator.is_main_process:
-                if self.config.is_lora:  # only the adapter: the base model is the pretrained folder
-                    self._save_lora(self.ema.model, temporary)
-                else:
-                    self.make_pipeline(self.ema.model).save_pretrained(temporary)
-                save_file(self._trainable_state_dict(), temporary / STATE_DIR / "model.safetensors")
-                for index, ema in enumerate(self.emas):
-                    if index > 0 or self.config.is_lora:  # float32, for resuming and `pixelgen export --ema INDEX`
-                        save_file(ema.state_dict(), temporary / STATE_DIR / f"ema_{index}.safetensors")
-                torch.save(self.optimizer.state_dict(), temporary / STATE_DIR / "optimizer.pt")
-                state = {
-                    "step": self.step,
-                    "num_processes": accelerator.num_processes,
-                    "dataset_size": len(self.dataset),
-                    "ema_decays": list(self.config.ema_decays),
-                    "config": self.config.to_json_dict(),
-                }
-                (temporary / STATE_DIR / "state.json").write_text(json.dumps(state, indent=2, allow_nan=False))
-            accelerator.wait_for_everyone()
-            if accelerator.is_main_process:
-                replace_directory(temporary, final)
-                self._prune_checkpoints(keep=final)
+            # A full disk names the checkpoint being written, not only the library's error.
+            with naming_write_errors(final):
+                if accelerator.is_main_process:
+                    (temporary / STATE_DIR).mkdir()
+                accelerator.wait_for_everyone()
+                rank = accelerator.process_index
+                torch.save(
+                    _rng_state(self.generator, self.loader_generator), temporary / STATE_DIR / f"rng_state_{rank}.pt"
+                )
+                if accelerator.is_main_process:
+                    if self.config.is_lora:  # only the adapter: the base model is the pretrained folder
+                        self._save_lora(self.ema.model, temporary)
+                    else:
+                        self.make_pipeline(self.ema.model).save_pretrained(temporary)
+                    save_file(self._trainable_state_dict(), temporary / STATE_DIR / "model.safetensors")
+                    for index, ema in enumerate(self.emas):
+                        if index > 0 or self.config.is_lora:  # float32, for resuming and `pixelgen export --ema INDEX`
+                            save_file(ema.state_dict(), temporary / STATE_DIR / f"ema_{index}.safetensors")
+                    torch.save(self.optimizer.state_dict(), temporary / STATE_DIR / "optimizer.pt")
+                    state = {
+                        "step": self.step,
+                        "num_processes": accelerator.num_processes,
+                        "dataset_size": len(self.dataset),
+                        "ema_decays": list(self.config.ema_decays),
+                        "config": self.config.to_json_dict(),
+                    }
+                    (temporary / STATE_DIR / "state.json").write_text(json.dumps(state, indent=2, allow_nan=False))
+                accelerator.wait_for_everyone()
+                if accelerator.is_main_process:
+                    apply_umask(temporary)  # like every other file of the run (mkdtemp's folder is owner-only)
+                    replace_directory(temporary, final)
+                    self._prune_checkpoints(keep=final)
         except BaseException:
             if accelerator.is_main_process:
                 shutil.rmtree(temporary, ignore_errors=True)
@@ -918,7 +981,7 @@ class Trainer:
             )
         rng_file = state_dir / f"rng_state_{self.accelerator.process_index}.pt"
         if rng_file.is_file():
-            _set_rng_state(torch.load(rng_file, weights_only=True), self.generator)
+            _set_rng_state(torch.load(rng_file, weights_only=True), self.generator, self.loader_generator)
         self.step = state["step"]
 
     # --------------------------------------------------------------------------------------------- training
@@ -931,6 +994,31 @@ class Trainer:
                 if getattr(self, "_progress", None) is not None:
                     self._progress.close()  # ends the bar's line, so an error message starts on a line of its own
 
+    def _make_room_for_a_new_run(self) -> None:
+        """A new run (no `resume`) into a folder that holds another run's checkpoints, log or sample grids would
+        overwrite its same-numbered checkpoints and mix the logs (and a later `--resume latest` would pick the wrong
+        run): refused, unless `overwrite`, which removes them first. Links are removed, never followed."""
+        previous = [path for path in list_checkpoints(self.output_dir) if not path.is_symlink()]  # a link: replaced
+        previous += [
+            path
+            for path in (self.output_dir / "train_log.jsonl", self.output_dir / "samples")
+            if path.exists() or path.is_symlink()
+        ]
+        if not previous:
+            return
+        if not self.config.overwrite:
+            names = ", ".join(path.name for path in previous[:3]) + (", ..." if len(previous) > 3 else "")
+            raise ValueError(
+                f"output_dir {self.output_dir} holds another run ({names}); continue it with --resume latest, choose"
+                " another --output-dir, or pass --overwrite to delete it and start anew"
+            )
+        logger.warning(f"--overwrite: deleting the previous run in {self.output_dir} ({len(previous)} entries).")
+        for path in previous:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+
     def _train(self) -> Path:
         config, accelerator = self.config, self.accelerator
         if accelerator.is_main_process:  # temporary folders of a run that was killed mid-save (we hold the lock)
@@ -939,6 +1027,14 @@ class Trainer:
                     shutil.rmtree(stale)
                 else:
                     stale.unlink()
+        if accelerator.is_main_process:
+            for name in ("train_log.jsonl", "samples"):  # checked again at each write; refused before any work
+                if (self.output_dir / name).is_symlink():
+                    raise ValueError(
+                        f"{self.output_dir / name} is a symbolic link; remove it (a run never writes through a link)"
+                    )
+            if config.resume is None:
+                self._make_room_for_a_new_run()
         if config.resume is not None:
             checkpoint = self.resume_from
             if checkpoint is None:
@@ -953,8 +1049,7 @@ class Trainer:
                 if accelerator.is_main_process:
                     logger.warning(f"Resumed from {checkpoint} at step {self.step}.")
                     record = {"step": self.step, "resumed_from": str(checkpoint), "changed": self.resumed_changes}
-                    with open(self.output_dir / "train_log.jsonl", "a") as log_file:
-                        log_file.write(json.dumps(record) + "\n")
+                    append_line(self.output_dir / "train_log.jsonl", json.dumps(record))
                     for name, (before, now) in self.resumed_changes.items():
                         logger.warning(
                             f"Changed on resume and applied from step {self.step}: {name} {before!r} -> {now!r}."
@@ -981,6 +1076,7 @@ class Trainer:
             num_workers=config.num_workers,
             pin_memory=accelerator.device.type == "cuda",
             persistent_workers=config.num_workers > 0,
+            generator=self.loader_generator,
         )
         from tqdm.auto import tqdm
 
@@ -996,7 +1092,7 @@ class Trainer:
         window_start, window_steps, window_losses = time.perf_counter(), 0, {}
         self.objective.train()
         checkpoint = None
-        for images, conditions in loader:
+        for images, conditions in _batches(loader):
             images = images.to(accelerator.device, non_blocking=True)
             conditions = conditions.to(accelerator.device, non_blocking=True)
             losses = self.objective(images, conditions, generator=self.generator, step=self.step)
@@ -1022,8 +1118,7 @@ class Trainer:
                 record = {"step": self.step, **means, "steps_per_s": window_steps / elapsed}
                 progress.set_postfix(loss=f"{means['loss']:.4f}", steps_per_s=f"{record['steps_per_s']:.2f}")
                 if accelerator.is_main_process:
-                    with open(log_path, "a") as log_file:
-                        log_file.write(json.dumps(record) + "\n")
+                    append_line(log_path, json.dumps(record))
                 window_start, window_steps, window_losses = time.perf_counter(), 0, {}
                 if not math.isfinite(means["loss"]):  # every process sees the same reduced mean, so all stop
                     raise FloatingPointError(
@@ -1043,6 +1138,24 @@ class Trainer:
         progress.close()
         accelerator.wait_for_everyone()
         return checkpoint if checkpoint is not None else self.save_checkpoint()
+
+
+def _batches(loader):
+    """The loader's batches. A ValueError raised in a worker process (bad data) comes back wrapped with the worker's
+    traceback in its message; it is raised again with the original message alone, for a one-line error."""
+    iterator = iter(loader)
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except ValueError as error:
+            message = str(error)
+            if "Original Traceback" not in message:
+                raise
+            last = message.strip().splitlines()[-1]
+            raise ValueError(last.removeprefix("ValueError: ")) from error
+        yield batch
 
 
 def train(config: TrainingConfig) -> Path:

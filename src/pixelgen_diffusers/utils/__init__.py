@@ -7,6 +7,8 @@ torch.
 """
 
 import contextlib
+import errno
+import glob
 import inspect
 import io
 import json
@@ -33,6 +35,10 @@ def torch_dtype(name: str):
 
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
+
+# The largest seed a torch generator takes (`manual_seed` accepts unsigned 64-bit integers); `--seed` is checked
+# against it when parsed, not after the model has loaded.
+MAX_SEED = 2**64 - 1
 
 # `--compile` modes of the sampling commands: the repeated blocks (diffusers' regional compile) or the whole model.
 COMPILE_MODES = ("blocks", "model")
@@ -78,8 +84,9 @@ def compile_transformer(pipeline, mode: str | None) -> None:
 
 def check_output_folder(path: str | Path, option: str) -> Path:
     """The folder `option` names, `~` expanded, checked before any work: it must be a folder or creatable as one (its
-    nearest existing parent a folder) and writable. Raises ValueError naming the option, the path and the problem;
-    creates nothing, so that a run that fails later leaves no empty folder behind."""
+    nearest existing parent a folder) and writable (a probe file is created there and removed at once). Raises
+    ValueError naming the option, the path and the problem; creates no folder, so that a run that fails later leaves
+    no empty folder behind."""
     folder = Path(path).expanduser()
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"{option} {path}: exists and is not a folder; choose a folder path")
@@ -88,9 +95,15 @@ def check_output_folder(path: str | Path, option: str) -> Path:
         raise ValueError(f"{option} {path}: none of its parent folders exists")
     if not existing.is_dir():
         raise ValueError(f"{option} {path}: {existing} is a file, not a folder, so the folder cannot be created")
+    where = "the folder" if existing == folder else f"its parent {existing}"
     if not os.access(existing, os.W_OK | os.X_OK):
-        where = "the folder" if existing == folder else f"its parent {existing}"
         raise ValueError(f"{option} {path}: {where} is not writable (permission denied)")
+    try:  # permissions do not tell everything (root, read-only mounts, /proc): a file is created there and removed
+        descriptor, probe = tempfile.mkstemp(dir=existing, prefix=".pixelgen-write-check-")
+        os.close(descriptor)
+        os.unlink(probe)
+    except OSError as error:
+        raise ValueError(f"{option} {path}: {where} is not writable ({error.strerror or one_line(error)})") from None
     return folder
 
 
@@ -159,6 +172,29 @@ def _write_error(error: OSError, path: Path) -> OSError:
 
 
 @contextlib.contextmanager
+def naming_write_errors(path: str | Path):
+    """For the `with` body that writes `path` (a file, or a folder of several): an OSError, or a safetensors
+    `SafetensorError` wrapping one (a full disk while writing weights), becomes an OSError that keeps the errno and
+    names `path`, so that the CLI says which file could not be written and what to do."""
+    try:
+        yield
+    except (FileNotFoundError, PermissionError):
+        raise
+    except OSError as error:
+        if str(path) in str(error):
+            raise
+        raise _write_error(error, Path(path)) from error
+    except Exception as error:
+        if type(error).__name__ != "SafetensorError":
+            raise
+        import re
+
+        code = re.search(r"code: (\d+)", str(error))
+        number = int(code[1]) if code else errno.EIO
+        raise OSError(number, f"cannot write {path}: {os.strerror(number)} ({one_line(error, 100)})") from error
+
+
+@contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "wb"):
     """Opens a new file for writing that appears at `path` complete or not at all.
 
@@ -207,6 +243,44 @@ def atomic_save_image(image, path: str | Path, format: str = "PNG") -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def append_line(path: str | Path, line: str) -> None:
+    """Appends `line` and a newline to a log file, created with the permissions of `open(path, "a")`; a link
+    planted at `path` is refused (O_NOFOLLOW), never written through. OSErrors name `path`."""
+    path = Path(path)
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        descriptor = os.open(path, flags, 0o666)
+    except OSError as error:
+        if path.is_symlink():
+            raise ValueError(f"{path} is a symbolic link; remove it (logs are never written through a link)") from None
+        raise _write_error(error, path) from error
+    try:
+        with os.fdopen(descriptor, "a", encoding="utf-8") as file:
+            file.write(line + "\n")
+    except OSError as error:
+        raise _write_error(error, path) from error
+
+
+def make_folder(path: str | Path) -> Path:
+    """`path` as a folder of its own (created if missing, with its parents): a link planted there is refused, so
+    that nothing is written through it into another folder."""
+    path = Path(path)
+    if path.is_symlink():
+        raise ValueError(f"{path} is a symbolic link; remove it (output folders are never written through a link)")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def apply_umask(folder: str | Path) -> None:
+    """Gives a folder tree the permissions of normally created files and folders (`tempfile.mkdtemp` creates
+    owner-only folders, and some weight writers owner-only files)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [Path(folder), *Path(folder).rglob("*")]:
+        if not path.is_symlink():
+            path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
 def _fsync_tree(folder: Path) -> None:
     for path in sorted(folder.rglob("*")):
         if path.is_file() and not path.is_symlink():
@@ -238,6 +312,31 @@ def replace_directory(temporary: Path, path: Path) -> None:
         raise
     _fsync_folder(path.parent)
     shutil.rmtree(backup, ignore_errors=True)
+
+
+def recover_directory(path: str | Path) -> list[str]:
+    """Undoes what a killed folder write left next to `path` (see `replace_directory` and `atomic_directory`), and
+    returns what it did, one line each: a kill between the two renames of a replacement leaves `path` missing and
+    the old folder at `.<name>.old-*/<name>`, which is put back; a backup left once the new folder was in place, and
+    unfinished temporary folders (`.<name>.*.tmp`, `.<name>.tmp-*`), are removed. Call it while no other process
+    writes `path` (a command holding its lock, or one about to replace the folder)."""
+    path = Path(path)
+    done = []
+    if not path.parent.is_dir():
+        return done
+    for backup in sorted(path.parent.glob(f".{glob.escape(path.name)}.old-*")):
+        if backup.is_symlink() or not backup.is_dir():
+            continue
+        if not path.exists() and not path.is_symlink() and (backup / path.name).is_dir():
+            os.rename(backup / path.name, path)
+            done.append(f"recovered {path} from {backup}, left by an interrupted replacement")
+        shutil.rmtree(backup, ignore_errors=True)
+    for pattern in (f".{glob.escape(path.name)}.*.tmp", f".{glob.escape(path.name)}.tmp-*"):
+        for temporary in sorted(path.parent.glob(pattern)):
+            if temporary.is_dir() and not temporary.is_symlink():
+                shutil.rmtree(temporary, ignore_errors=True)
+                done.append(f"removed {temporary}, left by an interrupted write")
+    return done
 
 
 @contextlib.contextmanager
@@ -401,6 +500,30 @@ def cli_shard_size(text: str) -> str:
         return check_shard_size(value, "the shard size")
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def check_hub_reachable(value, option: str) -> None:
+    """With the Hub offline (`HF_HUB_OFFLINE=1`), a value that is no local path but a Hub id (`owner/name`, or
+    `owner/name/subfolder`) must already be in the local cache: otherwise a ValueError says so before any work,
+    instead of a slow or unclear failure once loading starts. Values that exist locally, or that are not Hub-like
+    (the loader then names a missing path), pass."""
+    if not isinstance(value, str) or Path(value).expanduser().exists():
+        return
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
+    parts = value.split("/")
+    if not offline or len(parts) < 2 or not all(part and part not in (".", "..") for part in parts[:2]):
+        return
+    if value.startswith(("/", "~", ".")):
+        return
+    from huggingface_hub import snapshot_download
+
+    try:
+        snapshot_download("/".join(parts[:2]), local_files_only=True)
+    except Exception:  # not cached (or not a valid repo id): nothing can load it offline
+        raise ValueError(
+            f"{option} {value}: no such local path, and it names a Hub repo that is not in the local cache while"
+            " HF_HUB_OFFLINE=1 forbids downloading; give a local path, or download it first (unset HF_HUB_OFFLINE)"
+        ) from None
 
 
 def resolve_device(name: str | None, option: str = "--device"):

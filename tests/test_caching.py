@@ -168,3 +168,84 @@ def test_unusable_cache_configs_are_rejected_with_the_reason():
         with pytest.raises(ValueError, match="tensor_format='BCHW'"):
             model.enable_cache(FasterCacheConfig(current_timestep_callback=lambda: 0))
         assert not model.is_cache_enabled
+
+
+STATEFUL_CACHES = {
+    **{name: make for name, make in CACHES.items() if name != "mag"},
+    "mag": lambda pipe: MagCacheConfig(
+        threshold=0.5, mag_ratios=[1.0, 0.9, 1.1, 1.0, 0.8, 1.2, 1.0, 0.95], num_inference_steps=8, retention_ratio=0.0
+    ),
+}
+
+
+@pytest.mark.parametrize("model", PIPELINES)
+@pytest.mark.parametrize("cache", STATEFUL_CACHES)
+def test_every_cache_keeps_conditional_and_unconditional_state_apart(model, cache):
+    """The README's "cached state never mixes conditions", for every cache that runs the passes apart: over a run
+    whose guidance skips some evaluations, the unconditional passes equal a run of the unconditional input alone at
+    the same evaluations. Shared state (one per attention module, as Pyramid Attention Broadcast keeps) would hand the
+    unconditional pass the conditional attention output."""
+    make_pipeline, _ = PIPELINES[model]
+    pipe = make_pipeline()
+    transformer = pipe.transformer
+    generator = torch.Generator().manual_seed(1)
+    if model == "c2i":
+        condition, negative = torch.tensor([1, 2]), torch.full((2,), transformer.null_class_id)
+    else:
+        shape = (2, transformer.config.txt_max_length, transformer.config.txt_embed_dim)
+        condition, negative = torch.randn(shape, generator=generator), torch.randn(shape, generator=generator)
+    size = transformer.config.sample_size
+    noise = torch.randn(2, 3, size, size, generator=generator)
+    steps = [(noise * (1 - 0.02 * k), torch.tensor(0.1 * k)) for k in range(8)]
+    guided = [False, True, True, False, True, True, True, False]
+    transformer.enable_cache(STATEFUL_CACHES[cache](pipe))
+
+    transformer._reset_stateful_cache()
+    uncond_passes = []
+    for i, ((x, t), is_guided) in enumerate(zip(steps, guided)):
+        pipe._current_timestep = 1000.0 * (1.0 - float(t))
+        _, uncond = pipe.predict_clean_image(x, t, condition, negative if is_guided else None, i, len(steps))
+        if is_guided:
+            uncond_passes.append(uncond)
+    transformer._reset_stateful_cache()
+    for i, ((x, t), is_guided) in enumerate(zip(steps, guided)):
+        if is_guided:  # the unconditional input alone, at the same evaluations
+            pipe._current_timestep = 1000.0 * (1.0 - float(t))
+            alone, _ = pipe.predict_clean_image(x, t, negative, None, i, len(steps))
+            torch.testing.assert_close(uncond_passes.pop(0), alone, rtol=0, atol=0)
+
+
+def mag_cache_indices(pipe):
+    """(the evaluation index the pipeline passes in cache_context, the index MagCache reads its ratio at) per call."""
+    blocks = pipe.transformer.transformer_blocks
+    hook = blocks[0]._diffusers_hook.get_hook("mag_cache_leader_block_hook")
+    indices = []
+
+    def record(module, args, output):
+        manager = hook.state_manager
+        indices.append((manager.context.name, manager.context.step_index, manager.get_state().step_index))
+
+    blocks[0].register_forward_hook(record)
+    return indices
+
+
+@pytest.mark.parametrize("model", PIPELINES)
+def test_mag_cache_reads_the_ratio_of_the_evaluation_it_runs(model):
+    """The unconditional context skips the unguided evaluations; counting its own calls it would lag behind."""
+    make_pipeline, inputs = PIPELINES[model]
+    pipe = make_pipeline()
+    pipe.transformer.enable_cache(CACHES["mag"](pipe))
+    indices = mag_cache_indices(pipe)
+    sample(pipe, inputs)
+    assert {name for name, _, _ in indices} == {"cond", "uncond"}
+    assert [ratio_index for _, _, ratio_index in indices] == [step for _, step, _ in indices]
+
+
+def test_mag_cache_for_another_number_of_evaluations_is_refused():
+    """diffusers documents MagCacheConfig(num_inference_steps=N); Heun's N steps are 2N - 1 evaluations, and a
+    counter that wraps at N would reset MagCache's state in the middle of the run."""
+    make_pipeline, inputs = PIPELINES["c2i"]
+    pipe = make_pipeline()
+    pipe.transformer.enable_cache(MagCacheConfig(threshold=0.5, mag_ratios=[1.0] * 5, num_inference_steps=5))
+    with pytest.raises(ValueError, match=r"num_inference_steps=5.*9 transformer evaluations"):
+        sample(pipe, inputs)

@@ -1,5 +1,7 @@
 """PixelGenScheduler: the grids, interval tests and update rules of reference section 4."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -186,3 +188,24 @@ def test_heun_cannot_start_at_a_corrector_evaluation():
     scheduler.set_timesteps(5)
     with pytest.raises(ValueError, match="begin_index must be even"):
         scheduler.set_begin_index(3)
+
+
+def test_from_config_of_a_stock_config_and_back_keeps_the_shift():
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    scheduler = PixelGenScheduler(timeshift=2.5)
+    assert scheduler.config.shift == scheduler.config.flow_shift == 2.5
+    assert FlowMatchEulerDiscreteScheduler.from_config(scheduler.config).config.shift == 2.5
+    assert PixelGenScheduler.from_config(FlowMatchEulerDiscreteScheduler(shift=3.0).config).config.timeshift == 3.0
+    # An explicit timeshift wins over the stored copies, which follow it.
+    overridden = PixelGenScheduler.from_config(scheduler.config, timeshift=4.0)
+    assert overridden.config.timeshift == overridden.config.shift == overridden.config.flow_shift == 4.0
+
+
+@pytest.mark.parametrize("timeshift", [1e308, 1e-300])
+def test_a_shift_that_collapses_the_float32_grid_is_refused(timeshift):
+    scheduler = PixelGenScheduler()
+    with pytest.raises(ValueError, match=re.escape(f"timeshift={timeshift} with num_inference_steps=10")):
+        scheduler.set_timesteps(10, timeshift=timeshift)
+    with pytest.raises(ValueError, match=re.escape(f"timeshift={timeshift}")):
+        PixelGenScheduler(timeshift=timeshift).set_timesteps(10)

@@ -83,3 +83,36 @@ def test_unusable_schedulers_are_rejected():
         run(pipe, 4, timeshift=2.0)
     with pytest.raises(ValueError, match="sampling_method and solver_order"):
         run(pipe, 4, sampling_method="heun")
+
+
+@pytest.mark.parametrize("name", STOCK)
+def test_from_config_of_the_pixelgen_scheduler_keeps_the_recipes_shift(name):
+    """diffusers' idiom for swapping schedulers, `X.from_config(pipe.scheduler.config)`, keeps timeshift 2.0."""
+    pipe = tiny_c2i_pipeline(timeshift=2.0)
+    expected_scheduler = STOCK[name]()
+    extra = (
+        {key: expected_scheduler.config[key] for key in ("use_flow_sigmas", "prediction_type")}
+        if name in ("unipc", "dpmsolver")
+        else {}
+    )
+    pipe.scheduler = type(expected_scheduler).from_config(pipe.scheduler.config, **extra)
+    shift_name = "shift" if "shift" in expected_scheduler.config else "flow_shift"
+    assert pipe.scheduler.config[shift_name] == 2.0
+    swapped = run(pipe, 4).images
+    pipe.scheduler = expected_scheduler
+    torch.testing.assert_close(swapped, run(pipe, 4).images, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("scheduler_class", [UniPCMultistepScheduler, DPMSolverMultistepScheduler])
+def test_stock_settings_that_do_not_end_at_the_clean_image_are_refused(scheduler_class):
+    """final_sigmas_type="sigma_min" makes the last step zero-length on PixelGen's grid: the sample would stay noisy
+    at sigma = 1/N. Every accepted setting ends at sigma 0."""
+    pipe = tiny_c2i_pipeline()
+    pipe.scheduler = scheduler_class(
+        use_flow_sigmas=True, prediction_type="flow_prediction", flow_shift=2.0, final_sigmas_type="sigma_min"
+    )
+    with pytest.raises(ValueError, match="final_sigmas_type='zero'"):
+        run(pipe, 4, timeshift=2.0)
+    pipe.scheduler = scheduler_class.from_config(pipe.scheduler.config, final_sigmas_type="zero")
+    run(pipe, 4)
+    assert pipe.scheduler.sigmas[-1] == 0

@@ -25,13 +25,17 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils.torch_utils import maybe_allow_in_graph
 
 from .jit_layers import (
+    AdaRMSNorm,
+    HeadRMSNorm,
+    PatchLinear,
     QueryKeyRMSNormMixin,
     adapt_cache_config,
     apply_rotary_emb,
+    check_no_lora_layers,
     check_number,
+    follow_cache_contexts,
     get_2d_sincos_pos_embed,
     mark_dynamic_shapes,
-    modulate,
 )
 
 
@@ -92,21 +96,18 @@ class PixelGenPatchEmbed(nn.Module):
     def __init__(self, patch_size: int, in_channels: int, hidden_size: int, bottleneck_dim: int | None):
         super().__init__()
         if bottleneck_dim is None:
-            self.proj_in = nn.Conv2d(in_channels, hidden_size, patch_size, stride=patch_size, bias=True)
+            self.proj_in = PatchLinear(in_channels, hidden_size, patch_size, stride=patch_size, bias=True)
             self.proj_out = None
         else:
-            self.proj_in = nn.Conv2d(in_channels, bottleneck_dim, patch_size, stride=patch_size, bias=False)
-            self.proj_out = nn.Conv2d(bottleneck_dim, hidden_size, kernel_size=1, bias=True)
+            self.proj_in = PatchLinear(in_channels, bottleneck_dim, patch_size, stride=patch_size, bias=False)
+            self.proj_out = PatchLinear(bottleneck_dim, hidden_size, kernel_size=1, bias=True)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        # A conv whose stride is its kernel is a linear map of each unfolded patch. Written that way the tokens come
-        # out token-major (not as a strided transpose of channel-major maps), and torch.compile traces a plain
-        # matmul: Inductor mispredicts a convolution's output layout when the batch size is symbolic.
         patch_size = self.proj_in.kernel_size
         patches = F.unfold(pixels, kernel_size=patch_size, stride=patch_size).transpose(1, 2)  # (B, h*w, C*p*p)
-        hidden_states = F.linear(patches, self.proj_in.weight.flatten(1), self.proj_in.bias)
+        hidden_states = self.proj_in(patches)
         if self.proj_out is not None:
-            hidden_states = F.linear(hidden_states, self.proj_out.weight.flatten(1), self.proj_out.bias)
+            hidden_states = self.proj_out(hidden_states)
         return hidden_states
 
 
@@ -154,8 +155,8 @@ class PixelGenAttention(QueryKeyRMSNormMixin, nn.Module, AttentionModuleMixin):
         self.heads = heads
         self.dropout = dropout  # on the attention weights
         self.to_qkv = nn.Linear(dim, 3 * dim, bias=True)
-        self.norm_q = nn.RMSNorm(dim // heads, eps=eps)
-        self.norm_k = nn.RMSNorm(dim // heads, eps=eps)
+        self.norm_q = HeadRMSNorm(dim // heads, eps=eps)
+        self.norm_k = HeadRMSNorm(dim // heads, eps=eps)
         self.to_out = nn.Linear(dim, dim, bias=True)
         self.out_dropout = nn.Dropout(out_dropout)
         self.set_processor(processor if processor is not None else self._default_processor_cls())
@@ -191,9 +192,9 @@ class PixelGenTransformerBlock(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float, attention_dropout: float, dropout: float):
         super().__init__()
-        self.norm1 = nn.RMSNorm(dim, eps=1e-6)
+        self.norm1 = AdaRMSNorm(dim, eps=1e-6)
         self.attn = PixelGenAttention(dim, num_heads, dropout=attention_dropout, out_dropout=dropout)
-        self.norm2 = nn.RMSNorm(dim, eps=1e-6)
+        self.norm2 = AdaRMSNorm(dim, eps=1e-6)
         # JiT's SwiGLU keeps the parameter count of a 4x GELU MLP: inner width int(int(dim * ratio) * 2 / 3).
         self.ff = PixelGenSwiGLU(dim, int(int(dim * mlp_ratio) * 2 / 3), dropout=dropout)
         self.adaln_modulation = nn.Linear(dim, 6 * dim, bias=True)
@@ -213,9 +214,9 @@ class PixelGenTransformerBlock(nn.Module):
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaln_modulation(F.silu(temb)).chunk(
             6, dim=-1
         )
-        attn_output = self.attn(modulate(hidden_states, self.norm1, shift_msa, scale_msa), image_rotary_emb)
+        attn_output = self.attn(self.norm1(hidden_states, shift_msa, scale_msa), image_rotary_emb)
         hidden_states = torch.addcmul(hidden_states, gate_msa.unsqueeze(1), attn_output)
-        ff_output = self.ff(modulate(hidden_states, self.norm2, shift_mlp, scale_mlp))
+        ff_output = self.ff(self.norm2(hidden_states, shift_mlp, scale_mlp))
         hidden_states = torch.addcmul(hidden_states, gate_mlp.unsqueeze(1), ff_output)
         if split:
             hidden_states = torch.cat([passive_tokens, hidden_states], dim=1)
@@ -234,13 +235,13 @@ class PixelGenFinalLayer(nn.Module):
 
     def __init__(self, dim: int, patch_size: int, out_channels: int):
         super().__init__()
-        self.norm = nn.RMSNorm(dim, eps=1e-6)
+        self.norm = AdaRMSNorm(dim, eps=1e-6)
         self.adaln_modulation = nn.Linear(dim, 2 * dim, bias=True)
         self.proj_out = nn.Linear(dim, patch_size * patch_size * out_channels, bias=True)
 
     def forward(self, hidden_states: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
         shift, scale = self.adaln_modulation(F.silu(temb)).chunk(2, dim=-1)
-        return self.proj_out(modulate(hidden_states, self.norm, shift, scale))
+        return self.proj_out(self.norm(hidden_states, shift, scale))
 
 
 class PixelGenTransformer2DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, AttentionMixin, CacheMixin):
@@ -358,6 +359,22 @@ class PixelGenTransformer2DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Atte
                 " PixelGenTransformer2DModel is conditioned on class labels and has no text to cache."
             )
         super().enable_cache(adapt_cache_config(config, batched_inputs=("class_labels",)))
+        follow_cache_contexts(self)
+
+    def save_pretrained(
+        self, save_directory, *args, safe_serialization=True, variant=None, max_shard_size="10GB", **kwargs
+    ) -> None:
+        """`ModelMixin.save_pretrained`, refusing while LoRA layers are loaded (see `check_no_lora_layers`). The
+        options a pipeline passes only when the signature names them are named here."""
+        check_no_lora_layers(self)
+        super().save_pretrained(
+            save_directory,
+            *args,
+            safe_serialization=safe_serialization,
+            variant=variant,
+            max_shard_size=max_shard_size,
+            **kwargs,
+        )
 
     @property
     def null_class_id(self) -> int:

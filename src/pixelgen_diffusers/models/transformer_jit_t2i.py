@@ -43,13 +43,16 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils.torch_utils import maybe_allow_in_graph
 
 from .jit_layers import (
+    AdaRMSNorm,
+    HeadRMSNorm,
     QueryKeyRMSNormMixin,
     adapt_cache_config,
     apply_rotary_emb,
+    check_no_lora_layers,
     check_number,
+    follow_cache_contexts,
     get_2d_sincos_pos_embed,
     mark_dynamic_shapes,
-    modulate,
 )
 
 
@@ -159,8 +162,8 @@ class PixelGenT2IAttention(QueryKeyRMSNormMixin, nn.Module, AttentionModuleMixin
         self.heads = heads
         self.to_qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.to_added_kv = nn.Linear(dim, 2 * dim, bias=False) if added_kv_proj else None
-        self.norm_q = nn.RMSNorm(dim // heads, eps=eps)
-        self.norm_k = nn.RMSNorm(dim // heads, eps=eps)
+        self.norm_q = HeadRMSNorm(dim // heads, eps=eps)
+        self.norm_k = HeadRMSNorm(dim // heads, eps=eps)
         self.to_out = nn.Linear(dim, dim, bias=True)
         self.set_processor(processor if processor is not None else self._default_processor_cls())
 
@@ -195,17 +198,17 @@ class PixelGenT2ITextRefinerBlock(nn.Module):
 
     def __init__(self, dim: int, num_heads: int):
         super().__init__()
-        self.norm1 = nn.RMSNorm(dim, eps=1e-6)
+        self.norm1 = AdaRMSNorm(dim, eps=1e-6)
         self.attn = PixelGenT2IAttention(dim, num_heads)
-        self.norm2 = nn.RMSNorm(dim, eps=1e-6)
+        self.norm2 = AdaRMSNorm(dim, eps=1e-6)
         self.ff = PixelGenT2IFeedForward(dim, 4 * dim)
         self.adaln_modulation = nn.Linear(dim, 6 * dim, bias=True)
 
     def forward(self, hidden_states: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaln_modulation(temb).chunk(6, dim=-1)
-        attn_output = self.attn(modulate(hidden_states, self.norm1, shift_msa, scale_msa))
+        attn_output = self.attn(self.norm1(hidden_states, shift_msa, scale_msa))
         hidden_states = torch.addcmul(hidden_states, gate_msa.unsqueeze(1), attn_output)
-        ff_output = self.ff(modulate(hidden_states, self.norm2, shift_mlp, scale_mlp))
+        ff_output = self.ff(self.norm2(hidden_states, shift_mlp, scale_mlp))
         return torch.addcmul(hidden_states, gate_mlp.unsqueeze(1), ff_output)
 
 
@@ -216,9 +219,9 @@ class PixelGenT2ITransformerBlock(nn.Module):
 
     def __init__(self, dim: int, num_heads: int):
         super().__init__()
-        self.norm1 = nn.RMSNorm(dim, eps=1e-6)
+        self.norm1 = AdaRMSNorm(dim, eps=1e-6)
         self.attn = PixelGenT2IAttention(dim, num_heads, added_kv_proj=True)
-        self.norm2 = nn.RMSNorm(dim, eps=1e-6)
+        self.norm2 = AdaRMSNorm(dim, eps=1e-6)
         self.ff = PixelGenT2IFeedForward(dim, 4 * dim)
         self.adaln_modulation = nn.Linear(dim, 6 * dim, bias=True)
 
@@ -231,10 +234,10 @@ class PixelGenT2ITransformerBlock(nn.Module):
     ) -> torch.Tensor:
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaln_modulation(temb).chunk(6, dim=-1)
         attn_output = self.attn(
-            modulate(hidden_states, self.norm1, shift_msa, scale_msa), encoder_hidden_states, image_rotary_emb
+            self.norm1(hidden_states, shift_msa, scale_msa), encoder_hidden_states, image_rotary_emb
         )
         hidden_states = torch.addcmul(hidden_states, gate_msa.unsqueeze(1), attn_output)
-        ff_output = self.ff(modulate(hidden_states, self.norm2, shift_mlp, scale_mlp))
+        ff_output = self.ff(self.norm2(hidden_states, shift_mlp, scale_mlp))
         return torch.addcmul(hidden_states, gate_mlp.unsqueeze(1), ff_output)
 
 
@@ -356,6 +359,22 @@ class PixelGenT2ITransformer2DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, A
                 " (text_refiner_blocks), so its text keys and values change at every step."
             )
         super().enable_cache(adapt_cache_config(config, batched_inputs=()))
+        follow_cache_contexts(self)
+
+    def save_pretrained(
+        self, save_directory, *args, safe_serialization=True, variant=None, max_shard_size="10GB", **kwargs
+    ) -> None:
+        """`ModelMixin.save_pretrained`, refusing while LoRA layers are loaded (see `check_no_lora_layers`). The
+        options a pipeline passes only when the signature names them are named here."""
+        check_no_lora_layers(self)
+        super().save_pretrained(
+            save_directory,
+            *args,
+            safe_serialization=safe_serialization,
+            variant=variant,
+            max_shard_size=max_shard_size,
+            **kwargs,
+        )
 
     def forward(
         self,

@@ -119,6 +119,11 @@ class PixelGenScheduler(SchedulerMixin, ConfigMixin):
         solver_order (`int`): Adams-Bashforth order (1-4) for `adam_lm`.
         t_eps (`float`): lower clamp of 1 - t in the x-to-velocity conversion.
         num_train_timesteps (`int`): kept for diffusers compatibility; PixelGen time is continuous.
+        shift, flow_shift (`float`, *optional*): copies of `timeshift` under the names stock flow-matching schedulers
+            read (`FlowMatch*` read `shift`, UniPC / DPM-Solver `flow_shift`), so that diffusers' idiom
+            `FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config)` keeps the recipe's shift. An
+            explicit `timeshift` wins over them; without one, `shift` (or `flow_shift`) sets the timeshift, as when
+            a stock scheduler's config is loaded with `PixelGenScheduler.from_config`.
     """
 
     _compatibles = []
@@ -131,10 +136,23 @@ class PixelGenScheduler(SchedulerMixin, ConfigMixin):
         solver_order: int = 2,
         t_eps: float = 0.05,
         num_train_timesteps: int = 1000,
+        shift: float | None = None,
+        flow_shift: float | None = None,
     ):
+        defaults = set(self.config.get("_use_default_values", []))
+        copies = {name: value for name, value in (("shift", shift), ("flow_shift", flow_shift)) if value is not None}
+        if "timeshift" in defaults and copies:  # e.g. from_config of a stock scheduler's config: its shift is ours
+            if len(set(copies.values())) > 1:
+                raise ValueError(f"shift and flow_shift differ ({shift} vs {flow_shift}): pass timeshift instead.")
+            timeshift = next(iter(copies.values()))
         self.check_options(sampling_method, timeshift, solver_order)
         check_number("t_eps", t_eps, minimum=0, maximum=1, exclusive_minimum=True)
         check_number("num_train_timesteps", num_train_timesteps, integer=True, minimum=1)
+        # The copies are real config entries (not "defaults", which from_config drops when it builds another class).
+        defaults -= {"timeshift", "shift", "flow_shift"}
+        self.register_to_config(
+            timeshift=timeshift, shift=timeshift, flow_shift=timeshift, _use_default_values=sorted(defaults)
+        )
         self.sampling_method = sampling_method
         self.solver_order = solver_order
         self.timesteps = None
@@ -196,8 +214,16 @@ class PixelGenScheduler(SchedulerMixin, ConfigMixin):
         timeshift = timeshift if timeshift is not None else self.config.timeshift
 
         self.sampling_method, self.solver_order = sampling_method, solver_order
+        grid = self.time_grid(num_inference_steps, timeshift)
+        if not (torch.isfinite(grid).all() and (grid.diff() > 0).all()):
+            # A huge or tiny shift (1e308, 1e-300) collapses the float32 grid: zero-length steps, or NaN times.
+            raise ValueError(
+                f"timeshift={timeshift} with num_inference_steps={num_inference_steps} gives a float32 time grid with"
+                " repeated or non-finite times (steps of zero length); use a timeshift that keeps every step, e.g."
+                " between 0.001 and 1000."
+            )
         self.num_inference_steps = num_inference_steps
-        self.grid = self.time_grid(num_inference_steps, timeshift)
+        self.grid = grid
         if sampling_method == "heun":
             # Evaluation j belongs to step j // 2: predictor at t_i (even j) and corrector at t_{i+1} (odd j) for
             # i < N-1, then one Euler step from t_{N-1}.

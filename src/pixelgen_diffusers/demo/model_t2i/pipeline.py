@@ -10,6 +10,7 @@ right padding to the transformer's `txt_max_length`, and the last hidden state o
 the attention mask goes to Qwen only), zero-padded or cut to `txt_embed_dim` features.
 """
 
+import logging
 import os
 from typing import Any, Callable
 
@@ -21,10 +22,14 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, Qwen3Model
 
 from .pipeline_utils_pixelgen import (
+    MAX_SCALE,
     PixelGenLoraLoaderMixin,
     PixelGenPipelineMixin,
     check_number,
 )
+
+
+logger = logging.getLogger(__name__)
 
 
 class PixelGenT2IPipeline(PixelGenPipelineMixin, DiffusionPipeline, PixelGenLoraLoaderMixin):
@@ -154,10 +159,18 @@ class PixelGenT2IPipeline(PixelGenPipelineMixin, DiffusionPipeline, PixelGenLora
             )
         return self.config.txt_max_length, self.config.txt_embed_dim
 
-    def _encode_texts(self, texts: list[str], device: torch.device) -> torch.Tensor:
-        """(len(texts), txt_max_length, txt_embed_dim) features of the whole padded sequence, as upstream."""
+    def _encode_texts(self, texts: list[str], device: torch.device, name: str = "prompt") -> torch.Tensor:
+        """(len(texts), txt_max_length, txt_embed_dim) features of the whole padded sequence, as upstream. Texts longer
+        than txt_max_length tokens are cut, as in training, with a warning naming them (`name[i]`)."""
         self._require_text_encoder()
         max_length, embed_dim = self._text_shape()
+        for index, ids in enumerate(self.tokenizer(texts, padding=False, truncation=False).input_ids):
+            if len(ids) > max_length:
+                cut = self.tokenizer.decode(ids[max_length:])
+                logger.warning(
+                    f"{name}[{index}] is {len(ids)} tokens long and is cut to txt_max_length={max_length} tokens; the"
+                    f" model does not read the rest: {cut!r:.200}"
+                )
         tokens = self.tokenizer(
             texts,
             max_length=max_length,
@@ -183,7 +196,7 @@ class PixelGenT2IPipeline(PixelGenPipelineMixin, DiffusionPipeline, PixelGenLora
         if negative_prompt is None:
             negative_prompt = ""
         negative_prompts = self._prompt_list(negative_prompt, "negative_prompt")
-        return self._encode_texts(negative_prompts, device)
+        return self._encode_texts(negative_prompts, device, name="negative_prompt")
 
     @staticmethod
     def _repeat_for_batch(embeds: torch.Tensor, num_prompts: int, num_images_per_prompt: int) -> torch.Tensor:
@@ -228,6 +241,7 @@ class PixelGenT2IPipeline(PixelGenPipelineMixin, DiffusionPipeline, PixelGenLora
         """A prompt argument as a list of strings; a ValueError naming `name` and the type for anything else (bytes
         and numbers included, which would otherwise iterate or fail deep inside the tokenizer)."""
         if isinstance(prompt, str):
+            PixelGenT2IPipeline._check_prompt([prompt], name)
             return [prompt]
         if not isinstance(prompt, (list, tuple)):
             raise ValueError(
@@ -246,6 +260,15 @@ class PixelGenT2IPipeline(PixelGenPipelineMixin, DiffusionPipeline, PixelGenLora
                 f"{name} must be a string or a list of strings, got an item of type {type(wrong[0]).__name__}:"
                 f" {wrong[0]!r:.80}."
             )
+        for index, text in enumerate(prompts):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as error:  # a lone surrogate: no tokenizer can encode it
+                label = name if len(prompts) == 1 else f"{name}[{index}]"
+                raise ValueError(
+                    f"{label} holds a lone surrogate {text[error.start]!r} at position {error.start}, which is not"
+                    f" valid Unicode text: {text!r:.80}."
+                ) from None
 
     def _check_embeds(self, embeds: torch.Tensor, name: str) -> None:
         shape = self._text_shape()
@@ -257,7 +280,9 @@ class PixelGenT2IPipeline(PixelGenPipelineMixin, DiffusionPipeline, PixelGenLora
             )
         if not embeds.is_floating_point():
             raise ValueError(f"{name} must be a floating-point tensor, got dtype {embeds.dtype}.")
-        if embeds.device.type != "meta" and not torch.isfinite(embeds).all():
+        if embeds.device.type == "meta":
+            raise ValueError(f"{name} is on the meta device (a shape without data): pass a tensor with data.")
+        if not torch.isfinite(embeds).all():
             raise ValueError(f"{name} holds NaN or infinite values.")
 
     def check_inputs(
@@ -276,7 +301,7 @@ class PixelGenT2IPipeline(PixelGenPipelineMixin, DiffusionPipeline, PixelGenLora
         output_type,
         callback,
     ):
-        guidance_scale = check_number("guidance_scale", sampling_numbers[1])
+        guidance_scale = check_number("guidance_scale", sampling_numbers[1], minimum=-MAX_SCALE, maximum=MAX_SCALE)
         if (prompt is None) == (prompt_embeds is None):
             raise ValueError(
                 "Pass exactly one of `prompt` and `prompt_embeds`, got "

@@ -24,13 +24,15 @@ from typing import Any, Callable
 import numpy as np
 import PIL.Image
 import torch
-from diffusers.hooks import FasterCacheConfig
-from diffusers.loaders.lora_base import LoraBaseMixin, _fetch_state_dict
+from diffusers.hooks import FasterCacheConfig, MagCacheConfig
+from diffusers.loaders.lora_base import LoraBaseMixin, _fetch_state_dict, _func_optionally_disable_offloading
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from diffusers.schedulers import FlowMatchEulerDiscreteScheduler, FlowMatchHeunDiscreteScheduler
 from diffusers.utils.dynamic_modules_utils import get_relative_import_files
 from diffusers.utils.torch_utils import randn_tensor
 
+
+logger = logging.getLogger(__name__)
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 # Stock schedulers that integrate the flow-matching ODE in sigma = 1 - t (multistep solvers qualify through their
@@ -38,6 +40,10 @@ OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 FLOW_MATCH_SCHEDULERS = (FlowMatchEulerDiscreteScheduler, FlowMatchHeunDiscreteScheduler)
 # Lower clamp of 1 - t when a clean-image prediction becomes a velocity (upstream's t_eps).
 X_PREDICTION_T_EPS = 0.05
+# Bound on scale-like numbers (guidance_scale, noise_scale, LoRA scales and weights): far beyond any useful setting,
+# and far enough below float32's 3.4e38 that the products a sampling run forms (velocities up to 1 / t_eps = 20 times
+# the pixel range, times the scale, through a few hundred steps) stay finite. 1e308 would turn every image black.
+MAX_SCALE = 1e6
 
 
 # Copied from pixelgen_diffusers.utils.check_number
@@ -83,6 +89,12 @@ def _drop_empty_float32_warning(record: logging.LogRecord) -> bool:
     return "should be kept in float32: []" not in record.getMessage()
 
 
+def check_lora_number(name: str, value) -> float:
+    """A LoRA scale, weight or alpha: a finite number in [-MAX_SCALE, MAX_SCALE] (NaN or 1e308 would poison the
+    weights, for good once fused)."""
+    return check_number(name, value, minimum=-MAX_SCALE, maximum=MAX_SCALE)
+
+
 # Copied from pixelgen_diffusers.conversion.hub.looks_like_a_local_path
 def looks_like_a_local_path(id_or_path: str | Path) -> bool:
     """Absolute, home-relative (`~`) or explicitly relative (`./`, `../`) paths name folders, never Hub repos."""
@@ -105,30 +117,100 @@ class PixelGenLoraLoaderMixin(LoraBaseMixin):
     @classmethod
     def lora_state_dict(cls, pretrained_model_name_or_path_or_dict, **kwargs):
         """The LoRA tensors of a safetensors file, a folder holding one, a Hub id or a dict; with
-        `return_lora_metadata=True`, also the adapter metadata (None for a dict)."""
+        `return_lora_metadata=True`, also the adapter metadata (None for a dict). Pickle files (`.bin`, `.pt`) load
+        only with `allow_pickle=True` (then with `torch.load(weights_only=True)`).
+
+        Raises:
+            ValueError: naming the file, for a file that is not a readable LoRA (truncated, empty, not safetensors,
+                malformed metadata, tensors of the wrong rank or shape, non-finite alpha), a kohya-style file, or a
+                training checkpoint's `training_state/` folder.
+        """
         return_metadata = kwargs.pop("return_lora_metadata", False)
+        allow_pickle = kwargs.pop("allow_pickle", False)
         source, weight_name = pretrained_model_name_or_path_or_dict, kwargs.pop("weight_name", None)
+        local = None
         if isinstance(source, (str, os.PathLike)) and looks_like_a_local_path(source):
             source = os.path.expanduser(os.fspath(source))
             if not os.path.exists(source):
                 raise ValueError(f"LoRA file or folder not found: {pretrained_model_name_or_path_or_dict}")
-        if isinstance(source, (str, os.PathLike)) and os.path.isfile(source):
-            source, weight_name = os.path.split(os.fspath(source))
-        state_dict, metadata = _fetch_state_dict(
-            pretrained_model_name_or_path_or_dict=source,
-            weight_name=weight_name,
-            use_safetensors=True,
-            local_files_only=kwargs.pop("local_files_only", None),
-            cache_dir=kwargs.pop("cache_dir", None),
-            force_download=kwargs.pop("force_download", False),
-            proxies=kwargs.pop("proxies", None),
-            token=kwargs.pop("token", None),
-            revision=kwargs.pop("revision", None),
-            subfolder=kwargs.pop("subfolder", None),
-            user_agent={"file_type": "attn_procs_weights", "framework": "pytorch"},
-            allow_pickle=False,
-        )
+        if isinstance(source, (str, os.PathLike)) and os.path.exists(source):
+            local = os.fspath(source)
+            if os.path.isdir(local) and os.path.isfile(os.path.join(local, "state.json")):
+                raise ValueError(
+                    f"{local} is a training checkpoint's resume state (training_state/), not a LoRA: pass its"
+                    f" checkpoint folder {os.path.dirname(os.path.abspath(local))}, which holds"
+                    " pytorch_lora_weights.safetensors."
+                )
+        if local is not None and os.path.isfile(local):
+            source, weight_name = os.path.split(local)
+        name = weight_name or ""
+        if local is not None and name and not name.endswith(".safetensors") and not allow_pickle:
+            raise ValueError(
+                f"{local} is not a safetensors file: LoRAs load from safetensors only, since unpickling a file can run"
+                " code. Pass allow_pickle=True if you trust it (it is then read with torch.load(weights_only=True))."
+            )
+        try:
+            state_dict, metadata = _fetch_state_dict(
+                pretrained_model_name_or_path_or_dict=source,
+                weight_name=weight_name,
+                use_safetensors=not allow_pickle,
+                local_files_only=kwargs.pop("local_files_only", None),
+                cache_dir=kwargs.pop("cache_dir", None),
+                force_download=kwargs.pop("force_download", False),
+                proxies=kwargs.pop("proxies", None),
+                token=kwargs.pop("token", None),
+                revision=kwargs.pop("revision", None),
+                subfolder=kwargs.pop("subfolder", None),
+                user_agent={"file_type": "attn_procs_weights", "framework": "pytorch"},
+                allow_pickle=allow_pickle,
+            )
+        except Exception as error:
+            if local is None:
+                raise
+            raise ValueError(
+                f"{local} is not a readable LoRA file ({type(error).__name__}: {str(error).splitlines()[0]:.200})."
+            ) from error
+        label = local if local is not None else "the LoRA state dict"
+        cls.check_lora_state_dict(state_dict, metadata, label)
         return (state_dict, metadata) if return_metadata else state_dict
+
+    @classmethod
+    def check_lora_state_dict(cls, state_dict, metadata, label: str) -> None:
+        """Raises a ValueError naming `label` unless `state_dict` is a diffusers-format LoRA whose pairs fit
+        (2-D `lora_A` (r, in) and `lora_B` (out, r) of one rank r, finite) and whose scale metadata is usable."""
+        if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+            raise ValueError(f"{label} does not hold a dict of tensors.")
+        if any(".lora_down." in key or ".lora_up." in key or key.startswith("lora_unet_") for key in state_dict):
+            raise ValueError(
+                f"{label} is a kohya-style LoRA (lora_down/lora_up keys), made for another model family: PixelGen"
+                " reads diffusers-format LoRAs (`transformer.<module>.lora_A/lora_B.weight`, scale in the adapter"
+                " metadata or `<module>.alpha` keys), as `pixelgen train --lora-rank` and `save_lora_weights` write."
+            )
+        if metadata is not None and not isinstance(metadata, dict):
+            raise ValueError(
+                f"{label}: its `lora_adapter_metadata` must be a JSON object (the peft adapter config), got"
+                f" {type(metadata).__name__}."
+            )
+        for key, tensor in state_dict.items():
+            if tensor.is_floating_point() and tensor.device.type != "meta" and not torch.isfinite(tensor).all():
+                raise ValueError(f"{label}: tensor {key!r} holds NaN or infinite values.")
+            if ".lora_A." in key and key.startswith(f"{cls.transformer_name}."):  # others: "not a PixelGen LoRA"
+                partner_key = key.replace(".lora_A.", ".lora_B.")
+                partner = state_dict.get(partner_key)
+                if tensor.ndim != 2 or partner is None or partner.ndim != 2 or partner.shape[1] != tensor.shape[0]:
+                    got = tuple(partner.shape) if partner is not None else "missing"
+                    raise ValueError(
+                        f"{label}: {key!r} has shape {tuple(tensor.shape)} and {partner_key!r} {got}; a LoRA pair"
+                        " is lora_A (rank, in_features) and lora_B (out_features, rank), both 2-D, of one rank."
+                    )
+            if key.endswith(".alpha"):
+                check_lora_number(f"{label}: {key}", tensor.item() if tensor.numel() == 1 else math.nan)
+        for key, value in (metadata or {}).items():
+            if key.endswith("lora_alpha"):
+                check_lora_number(f"{label}: lora_alpha", value)
+            elif key.endswith("alpha_pattern") and isinstance(value, dict):
+                for module, alpha in value.items():
+                    check_lora_number(f"{label}: lora_alpha of {module}", alpha)
 
     def load_lora_weights(self, pretrained_model_name_or_path_or_dict, adapter_name=None, hotswap=False, **kwargs):
         """Loads a LoRA into the transformer as adapter `adapter_name` (default: the next free `default_<i>`);
@@ -191,15 +273,36 @@ class PixelGenLoraLoaderMixin(LoraBaseMixin):
             # peft warns "Already found a `peft_config` attribute" whenever a second adapter is injected, which is
             # exactly what diffusers' multi-adapter API (`set_adapters`) is for: that warning only is dropped.
             warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute", category=UserWarning)
-            transformer.load_lora_adapter(
-                state_dict,
-                network_alphas=None,
-                adapter_name=adapter_name,
-                metadata=metadata,
-                _pipeline=_pipeline,
-                low_cpu_mem_usage=low_cpu_mem_usage,
-                hotswap=hotswap,
-            )
+            # diffusers' `<module>.alpha` keys scale their layer by alpha / rank (adapter metadata, when present,
+            # holds the same in `lora_alpha` / `alpha_pattern` and takes precedence, as in diffusers).
+            network_alphas = {key: float(state_dict[key]) for key in state_dict if key.endswith(".alpha")}
+            state_dict = {key: tensor for key, tensor in state_dict.items() if not key.endswith(".alpha")}
+            if metadata is None and not network_alphas:
+                logger.warning(
+                    "The LoRA has neither adapter metadata nor `<module>.alpha` keys: it is loaded with scale 1"
+                    " (alpha = rank), diffusers' convention for such files."
+                )
+            # diffusers takes offload hooks off to inject the layers and puts them back without the user's device:
+            # take them off here and restore them with it.
+            offload_device = getattr(_pipeline, "_offload_device", None)
+            model_offload, sequential_offload = False, False
+            if _pipeline is not None:
+                model_offload, sequential_offload, _ = _func_optionally_disable_offloading(_pipeline)
+            try:
+                transformer.load_lora_adapter(
+                    state_dict,
+                    network_alphas=network_alphas or None,
+                    adapter_name=adapter_name,
+                    metadata=metadata,
+                    _pipeline=_pipeline,
+                    low_cpu_mem_usage=low_cpu_mem_usage,
+                    hotswap=hotswap,
+                )
+            finally:
+                if model_offload:
+                    _pipeline.enable_model_cpu_offload(device=offload_device)
+                elif sequential_offload:
+                    _pipeline.enable_sequential_cpu_offload(device=offload_device)
 
     @classmethod
     def save_lora_weights(
@@ -235,8 +338,14 @@ class PixelGenLoraLoaderMixin(LoraBaseMixin):
                 os.remove(os.path.join(temporary, name))
             os.rmdir(temporary)
 
+    def _lora_is_fused(self) -> bool:
+        return any(getattr(module, "merged", False) for module in self.transformer.modules())
+
     def fuse_lora(self, components=["transformer"], lora_scale=1.0, safe_fusing=False, adapter_names=None, **kwargs):
-        """Merges the active LoRA layers (times `lora_scale`) into the transformer's weights."""
+        """Merges the active LoRA layers (times `lora_scale`, a finite number) into the transformer's weights.
+        `unfuse_lora` subtracts them again; `unload_lora_weights` after fusing keeps them in the weights for good
+        (diffusers' way to bake a LoRA in)."""
+        check_lora_number("lora_scale", lora_scale)
         super().fuse_lora(
             components=components,
             lora_scale=lora_scale,
@@ -244,10 +353,63 @@ class PixelGenLoraLoaderMixin(LoraBaseMixin):
             adapter_names=adapter_names,
             **kwargs,
         )
+        self._lora_baked_in = False
 
     def unfuse_lora(self, components=["transformer"], **kwargs):
-        """Subtracts fused LoRA layers from the transformer's weights again."""
+        """Subtracts fused LoRA layers from the transformer's weights again (exact up to float rounding).
+
+        Raises:
+            ValueError: when the fused LoRA was unloaded, which baked it into the weights: nothing can take it out.
+        """
+        if not self._lora_is_fused() and getattr(self, "_lora_baked_in", False):
+            raise ValueError(
+                "Nothing is fused: unload_lora_weights() after fuse_lora() baked the LoRA into the weights, and"
+                " unfuse_lora() cannot take it out. Reload the base model (or unfuse before unloading)."
+            )
         super().unfuse_lora(components=components, **kwargs)
+
+    def set_adapters(self, adapter_names, adapter_weights=None):
+        """diffusers' `set_adapters`, refusing non-finite weights, and refusing while a LoRA is fused: unfusing
+        subtracts the weights active then, so changing them in between would leave part of the LoRA in the weights
+        for good."""
+        weights = adapter_weights if isinstance(adapter_weights, (list, tuple)) else [adapter_weights]
+        for weight in weights:
+            for value in weight.values() if isinstance(weight, dict) else [weight]:
+                if value is not None and not isinstance(value, dict):
+                    check_lora_number("adapter_weights", value)
+        self._refuse_while_fused("set_adapters")
+        super().set_adapters(adapter_names, adapter_weights)
+
+    def _refuse_while_fused(self, method: str) -> None:
+        """Changing which adapters are active, or their weights, while a LoRA is fused would not change the fused
+        weights; a later unfuse would subtract other weights than were fused, leaving part of the LoRA for good."""
+        if self._lora_is_fused():
+            raise ValueError(
+                f"A LoRA is fused into the weights: call unfuse_lora() first, then {method}() (and fuse_lora() again);"
+                " changing adapters while fused would leave part of the LoRA in the weights for good."
+            )
+
+    def delete_adapters(self, adapter_names):
+        """diffusers' `delete_adapters`, refused while a LoRA is fused (see `_refuse_while_fused`)."""
+        self._refuse_while_fused("delete_adapters")
+        super().delete_adapters(adapter_names)
+
+    def disable_lora(self):
+        """diffusers' `disable_lora`, refused while a LoRA is fused: the fused weights would keep it."""
+        self._refuse_while_fused("disable_lora")
+        super().disable_lora()
+
+    def enable_lora(self):
+        """diffusers' `enable_lora`, refused while a LoRA is fused (see `_refuse_while_fused`)."""
+        self._refuse_while_fused("enable_lora")
+        super().enable_lora()
+
+    def unload_lora_weights(self, *args, **kwargs):
+        """Removes the LoRA layers. A fused LoRA stays in the weights (baked in, diffusers' semantics); unload
+        without fusing restores the base weights bit for bit."""
+        baked_in = self._lora_is_fused()
+        super().unload_lora_weights(*args, **kwargs)
+        self._lora_baked_in = baked_in or getattr(self, "_lora_baked_in", False)
 
 
 def shipped_code_files(module_file: str | os.PathLike) -> list[Path]:
@@ -372,7 +534,7 @@ class PixelGenPipelineMixin:
         """The sampling numbers, whether stored in the config (checked when the pipeline is built or loaded, and
         before `save_pretrained`) or given to a call: finite, and in range, so no setting draws black images."""
         check_number("num_inference_steps", num_inference_steps, integer=True, minimum=1)
-        check_number("guidance_scale", guidance_scale)
+        check_number("guidance_scale", guidance_scale, minimum=-MAX_SCALE, maximum=MAX_SCALE)
         check_number("guidance_interval_min", guidance_interval_min)
         check_number("guidance_interval_max", guidance_interval_max)
         if guidance_interval_min > guidance_interval_max:
@@ -380,7 +542,7 @@ class PixelGenPipelineMixin:
                 f"guidance_interval_min ({guidance_interval_min}) must not exceed guidance_interval_max"
                 f" ({guidance_interval_max})."
             )
-        check_number("noise_scale", noise_scale, minimum=0, exclusive_minimum=True)
+        check_number("noise_scale", noise_scale, minimum=0, maximum=MAX_SCALE, exclusive_minimum=True)
 
     def check_sampling_inputs(
         self,
@@ -442,7 +604,15 @@ class PixelGenPipelineMixin:
                 )
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """`DiffusionPipeline.save_pretrained`, refusing a config that would make the saved folder unusable."""
+        """`DiffusionPipeline.save_pretrained`, refusing a config that would make the saved folder unusable, or a
+        transformer with LoRA layers loaded (its weights would be saved under peft's names)."""
+        transformer = getattr(self, "transformer", None)
+        if transformer is not None and any(".lora_A." in name for name, _ in transformer.named_parameters()):
+            raise ValueError(
+                "A LoRA is loaded: save_pretrained would write peft's base_layer/lora_ keys, a folder nothing can"
+                " load. To save the adapted model, call fuse_lora() then unload_lora_weights() (bakes the LoRA in)"
+                " and save; to save the LoRA alone, use save_lora_weights; or unload_lora_weights() first."
+            )
         config = self.config
         self.check_sampling_defaults(
             config.num_inference_steps,
@@ -533,6 +703,12 @@ class PixelGenPipelineMixin:
             raise ValueError(
                 f"sampling_method and solver_order select PixelGenScheduler's solvers; {name} is its own solver."
             )
+        if config.get("final_sigmas_type", "zero") != "zero":
+            raise ValueError(
+                f"{name}(final_sigmas_type={config.final_sigmas_type!r}) ends its grid at sigma_min, which on"
+                " PixelGen's grid makes the last step zero-length and leaves the sample noisy: use"
+                " final_sigmas_type='zero'."
+            )
         shift_name = "shift" if "shift" in config else "flow_shift"
         if timeshift is not None and timeshift != config.get(shift_name, 1.0):
             raise ValueError(
@@ -571,6 +747,13 @@ class PixelGenPipelineMixin:
             scheduler.set_timesteps(num_inference_steps, device=device)
         if hasattr(scheduler, "set_begin_index"):
             scheduler.set_begin_index(0)
+        final_sigma = float(scheduler.sigmas[-1])
+        if final_sigma != 0.0:
+            raise ValueError(
+                f"{type(scheduler).__name__} with this config ends its grid at sigma {final_sigma:.4g}, not at the"
+                " clean image (sigma 0): the sample would stay noisy. Use a setting that ends at sigma 0"
+                " (final_sigmas_type='zero')."
+            )
         sigmas = scheduler.sigmas.to("cpu", torch.float32)[: len(scheduler.timesteps)]
         times = 1.0 - sigmas
         # Two-stage solvers (Heun) evaluate twice per step and decide guidance at the step's start, as upstream.
@@ -614,8 +797,16 @@ class PixelGenPipelineMixin:
 
     def check_cache(self, guided: list[bool]):
         """FasterCache approximates the unconditional half of a batched [uncond, cond] call from past calls, so it
-        needs every evaluation guided (or, with `is_guidance_distilled=True`, none)."""
+        needs every evaluation guided (or, with `is_guidance_distilled=True`, none). MagCache's ratios and counter
+        are per transformer evaluation, so its `num_inference_steps` must count this run's evaluations."""
         cache_config = getattr(self.transformer, "_cache_config", None)
+        if isinstance(cache_config, MagCacheConfig) and cache_config.num_inference_steps != len(guided):
+            # Its ratios are per evaluation, and its counter restarts after num_inference_steps of them.
+            raise ValueError(
+                f"MagCacheConfig(num_inference_steps={cache_config.num_inference_steps}) does not match this run's"
+                f" {len(guided)} transformer evaluations (Heun makes 2N - 1 for N steps): pass"
+                f" num_inference_steps={len(guided)} and one ratio per evaluation (calibrate_mag_ratios)."
+            )
         if not isinstance(cache_config, FasterCacheConfig):
             return
         if cache_config.current_timestep_callback is None:
@@ -724,14 +915,49 @@ class PixelGenPipelineMixin:
                             "callback_on_step_end must return a dict (of the tensors it changes, or {}), got"
                             f" {type(callback_outputs).__name__}."
                         )
-                    latents = callback_outputs.pop("latents", latents)
+                    latents = self.check_callback_tensor(callback_outputs, "latents", latents)
                     if self._callback_condition_names:
                         condition_name, negative_name = self._callback_condition_names
-                        condition = callback_outputs.pop(condition_name, condition)
-                        negative_condition = callback_outputs.pop(negative_name, negative_condition)
+                        condition = self.check_callback_tensor(callback_outputs, condition_name, condition)
+                        negative_condition = self.check_callback_tensor(
+                            callback_outputs, negative_name, negative_condition
+                        )
 
                 if i == len(timesteps) - 1 or ((i + 1) > num_warmup_steps and (i + 1) % self.scheduler.order == 0):
                     progress_bar.update()
 
         self._current_timestep = None
+        if not torch.isfinite(latents).all():
+            raise ValueError(
+                "The sample holds non-finite values (NaN or infinity): the arithmetic overflowed, e.g. through a huge"
+                " guidance_scale, noise_scale or LoRA scale, or latents set by a callback. No image is returned."
+            )
         return latents
+
+    @staticmethod
+    def check_callback_tensor(callback_outputs: dict, name: str, current: torch.Tensor | None) -> torch.Tensor | None:
+        """`callback_outputs[name]` if the callback returned it, else `current`. A returned tensor is checked as
+        strictly as a call input: same shape (batch included: one row is not broadcast to all images), dtype and
+        device as the tensor it replaces, and finite."""
+        if name not in callback_outputs:
+            return current
+        value = callback_outputs.pop(name)
+        if current is None:
+            if value is not None:
+                raise ValueError(f"callback_on_step_end returned {name}, which this run does not use.")
+            return None
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f"callback_on_step_end returned {name} as {type(value).__name__}, not a torch.Tensor.")
+        for what, got, expected in (
+            ("shape", tuple(value.shape), tuple(current.shape)),
+            ("dtype", value.dtype, current.dtype),
+            ("device", value.device, current.device),
+        ):
+            if got != expected:
+                raise ValueError(
+                    f"callback_on_step_end returned {name} of {what} {got}, but this run's {name} has {what}"
+                    f" {expected}: return a tensor like the one it was given."
+                )
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise ValueError(f"callback_on_step_end returned {name} holds NaN or infinite values.")
+        return value

@@ -7,6 +7,7 @@ a remote-code module's single-dot relative imports along with it. Imports only t
 """
 
 import dataclasses
+import functools
 import math
 import numbers
 
@@ -14,6 +15,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from diffusers.hooks import FasterCacheConfig, SeaCacheConfig, TaylorSeerCacheConfig
+from diffusers.hooks.hooks import CacheContext, StateManager
+from diffusers.hooks.mag_cache import MagCacheHeadHook
+from diffusers.hooks.pyramid_attention_broadcast import PyramidAttentionBroadcastHook, PyramidAttentionBroadcastState
 
 
 # Copied from pixelgen_diffusers.utils.check_number
@@ -99,14 +103,29 @@ def rms_normalize(hidden_states: torch.Tensor, eps: float) -> torch.Tensor:
     return (hidden_states * inverse_rms).type_as(hidden_states)
 
 
-def modulate(hidden_states: torch.Tensor, norm: nn.RMSNorm, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """adaLN: norm(x) * (1 + scale) + shift, for x of shape (B, S, D) and shift, scale of shape (B, D).
+class AdaRMSNorm(nn.RMSNorm):
+    """RMSNorm with adaLN modulation: forward(x, shift, scale) = norm(x) * (1 + scale) + shift, for x of shape
+    (B, S, D) and shift, scale of shape (B, D).
 
     The norm's weight is folded into the (B, D) scale, so the full-size activations go through one normalisation and
-    one fused multiply-add.
+    one fused multiply-add. It is read in `forward`, so offloading hooks that load a module's weights when it is
+    called (diffusers' group offloading, accelerate's sequential offload) load it.
     """
-    scale = (1 + scale) * norm.weight
-    return torch.addcmul(shift.unsqueeze(1), rms_normalize(hidden_states, norm.eps), scale.unsqueeze(1))
+
+    def forward(self, hidden_states: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        scale = (1 + scale) * self.weight
+        return torch.addcmul(shift.unsqueeze(1), rms_normalize(hidden_states, self.eps), scale.unsqueeze(1))
+
+
+class HeadRMSNorm(nn.RMSNorm):
+    """Per-head RMSNorm of queries or keys (B, S, heads, head_dim). `norm_query_key` normalises queries and keys in one
+    pass and then calls each norm with `normalized=True`, which applies the weight in place: the weight is still read
+    in `forward`, where offloading hooks load it."""
+
+    def forward(self, hidden_states: torch.Tensor, normalized: bool = False) -> torch.Tensor:
+        if normalized:
+            return hidden_states.mul_(self.weight)
+        return super().forward(hidden_states)
 
 
 def adapt_cache_config(config, batched_inputs: tuple[str, ...]):
@@ -134,6 +153,70 @@ def adapt_cache_config(config, batched_inputs: tuple[str, ...]):
     return config
 
 
+def check_no_lora_layers(model: nn.Module) -> None:
+    """Raises a ValueError if peft LoRA layers are injected into `model`: its state dict would hold peft's
+    `base_layer` / `lora_` names, which no PixelGen model loads."""
+    if any(".lora_A." in name or ".base_layer." in name for name, _ in model.named_parameters()):
+        raise ValueError(
+            f"This {type(model).__name__} has LoRA layers loaded: saving it would write peft's base_layer/lora_ keys,"
+            " a folder nothing can load. To save the adapted weights, call pipe.fuse_lora() then"
+            " pipe.unload_lora_weights() (bakes the LoRA in) and save; to save the LoRA alone, use"
+            " save_lora_weights; or unload_lora_weights() to save the base model."
+        )
+
+
+def follow_cache_contexts(model: nn.Module) -> None:
+    """Makes the cache hooks that diffusers' `enable_cache` put on `model` keep to the cache context, so that cached
+    state never mixes conditions: Pyramid Attention Broadcast gets one state per context (diffusers keeps one per
+    attention module, so an unconditional pass would reuse the conditional attention output), and MagCache reads its
+    ratio at the context's `step_index` (diffusers counts calls per context, which lag behind when the unconditional
+    pass skips the unguided evaluations)."""
+    for module in model.modules():
+        registry = getattr(module, "_diffusers_hook", None)
+        for hook in registry.hooks.values() if registry is not None else ():
+            if isinstance(hook, PyramidAttentionBroadcastHook) and not isinstance(hook.state, StatePerContext):
+                hook.state_manager = StateManager(PyramidAttentionBroadcastState)  # found by `cache_context`
+                hook.state = StatePerContext(hook.state_manager)
+            elif type(hook) is MagCacheHeadHook:
+                hook.__class__ = StepIndexedMagCacheHeadHook
+                hook.fn_ref.forward = functools.partial(hook.new_forward, registry._module_ref)  # bound at register
+
+
+class StatePerContext:
+    """Stands in for a hook's single state object: attributes read and written go to the state of the current cache
+    context (a `StateManager`'s), "inference" outside any context as diffusers' own stateful hooks do; `reset`
+    resets them all."""
+
+    def __init__(self, state_manager: StateManager):
+        object.__setattr__(self, "_state_manager", state_manager)
+
+    def _state(self):
+        if self._state_manager._context is None:
+            self._state_manager.set_context(CacheContext(name="inference"))
+        return self._state_manager.get_state()
+
+    def __getattr__(self, name):
+        return getattr(self._state(), name)
+
+    def __setattr__(self, name, value):
+        setattr(self._state(), name, value)
+
+    def reset(self) -> None:
+        self._state_manager.reset()
+
+
+class StepIndexedMagCacheHeadHook(MagCacheHeadHook):
+    """MagCache's head hook, reading its ratio at the evaluation's `step_index` from the cache context when the
+    loop passes one (PixelGen's pipelines do), instead of at its count of this context's calls."""
+
+    @torch.compiler.disable
+    def new_forward(self, module: nn.Module, *args, **kwargs):
+        context = self.state_manager._context
+        if context is not None and context.step_index is not None:
+            self.state_manager.get_state().step_index = int(context.step_index)
+        return super().new_forward(module, *args, **kwargs)
+
+
 def noisy_image_as_video(module, args, kwargs) -> list[torch.Tensor]:
     """SeaCache's view of the model input: each noisy image (C, H, W) as a one-frame video (C, 1, H, W)."""
     hidden_states = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
@@ -141,9 +224,23 @@ def noisy_image_as_video(module, args, kwargs) -> list[torch.Tensor]:
 
 
 class QueryKeyRMSNormMixin:
-    """Per-head RMSNorm of queries and keys for an attention module with `heads`, `norm_q` and `norm_k`."""
+    """Per-head RMSNorm of queries and keys for an attention module with `heads`, `norm_q` and `norm_k`
+    (`HeadRMSNorm`s)."""
 
     def norm_query_key(self, query_key: torch.Tensor) -> torch.Tensor:
         """Per-head RMSNorm of queries (`norm_q`) and keys (`norm_k`) side by side: (B, S, 2 * heads, head_dim)."""
-        weight = torch.cat([self.norm_q.weight.expand(self.heads, -1), self.norm_k.weight.expand(self.heads, -1)])
-        return rms_normalize(query_key, self.norm_q.eps).mul_(weight)  # in place: no second allocation
+        query_key = rms_normalize(query_key, self.norm_q.eps)
+        self.norm_q(query_key[:, :, : self.heads], normalized=True)  # in place, on views: no second allocation
+        self.norm_k(query_key[:, :, self.heads :], normalized=True)
+        return query_key
+
+
+class PatchLinear(nn.Conv2d):
+    """A conv whose stride is its kernel, applied as the linear map it is to unfolded patches (B, N, C * p * p):
+    forward(patches) = patches @ weight.flatten(1).T + bias. A linear map keeps tokens token-major (not a strided
+    transpose of channel-major maps) and gives torch.compile a plain matmul (Inductor mispredicts a convolution's
+    output layout when the batch size is symbolic). The weight keeps the conv's shape and name, and is read in
+    `forward`, where offloading hooks load it."""
+
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        return F.linear(patches, self.weight.flatten(1), self.bias)

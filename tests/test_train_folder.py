@@ -147,7 +147,7 @@ def test_a_lora_target_that_names_a_convolution_is_one_line_up_front(tmp_path):
     from pixelgen_diffusers.training import Trainer
 
     with pytest.raises(
-        ValueError, match=r"'proj_in', which also names patch_embedder.proj_in \(Conv2d\).*'ff.proj_in'"
+        ValueError, match=r"'proj_in', which also names patch_embedder.proj_in \(PatchLinear\).*'ff.proj_in'"
     ):
         Trainer(_lora_config(tmp_path, "c2i", "run", lora_target_modules=["proj_in"]))
 

@@ -633,23 +633,22 @@ def changed_settings(config: TrainingConfig, recorded: dict) -> dict[str, tuple]
     }
 
 
-def _rng_state(generator: torch.Generator, loader_generator: torch.Generator) -> dict[str, torch.Tensor]:
-    state = {
-        "torch": torch.get_rng_state(),
-        "generator": generator.get_state(),
-        "loader": loader_generator.get_state(),
-    }
+def _rng_state(generator: torch.Generator, loader_generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """The random state a resume restores; `loader_generator` is the data order's (runs without a loader have none)."""
+    state = {"torch": torch.get_rng_state(), "generator": generator.get_state()}
+    if loader_generator is not None:
+        state["loader"] = loader_generator.get_state()
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
 def _set_rng_state(
-    state: dict[str, torch.Tensor], generator: torch.Generator, loader_generator: torch.Generator
+    state: dict[str, torch.Tensor], generator: torch.Generator, loader_generator: torch.Generator | None = None
 ) -> None:
     torch.set_rng_state(state["torch"])
     generator.set_state(state["generator"])
-    if "loader" in state:  # checkpoints written before the loader had its own generator
+    if "loader" in state and loader_generator is not None:  # older checkpoints: no loader generator
         loader_generator.set_state(state["loader"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])

@@ -5,8 +5,8 @@ import argparse
 
 from ..conversion.checkpoints import WEIGHT_CHOICES
 from ..conversion.convert import convert_checkpoint
-from ..utils import DTYPE_NAMES, check_output_folder, cli_shard_size
-from .export import add_card_arguments
+from ..utils import DTYPE_NAMES, check_output_folder
+from .export import add_card_arguments, add_folder_output_arguments
 
 
 # ------------------------------------------------------------------------------------------------------------- CLI
@@ -35,13 +35,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--text-encoder", help="text-to-image: text encoder folder or Hub id to include")
     parser.add_argument("--tokenizer", help="text-to-image: tokenizer folder or Hub id (default: the text encoder's)")
     parser.add_argument("--in-context-start", type=int, help="only for architectures no preset or YAML describes")
-    parser.add_argument(
-        "--max-shard-size",
-        type=cli_shard_size,
-        default="10GB",
-        help="shard safetensors above this size, e.g. 500MB (units TB, GB, MB, KB; default 10GB)",
-    )
-    parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT_DIR once the new folder is complete")
+    add_folder_output_arguments(parser)
     parser.add_argument(
         "--allow-pickle",
         action="store_true",

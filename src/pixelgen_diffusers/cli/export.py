@@ -17,13 +17,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("pipeline_dir", help="a folder written by save_pretrained (or a model folder)")
     parser.add_argument("output_dir", help="folder to create")
     parser.add_argument("--dtype", choices=DTYPE_NAMES, help="transformer storage dtype (default: as saved)")
-    parser.add_argument(
-        "--max-shard-size",
-        type=cli_shard_size,
-        default="10GB",
-        help="shard safetensors above this size, e.g. 500MB (units TB, GB, MB, KB; default 10GB)",
-    )
-    parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT_DIR once the new folder is complete")
+    add_folder_output_arguments(parser)
     parser.add_argument(
         "--ema",
         type=int,
@@ -38,6 +32,17 @@ def add_parser(subparsers) -> None:
         "ship; by default an encoder the model names by a path of this machine is shipped",
     )
     parser.set_defaults(func=run)
+
+
+def add_folder_output_arguments(parser) -> None:
+    """`--max-shard-size` and `--overwrite`, as every command that writes a model folder takes them."""
+    parser.add_argument(
+        "--max-shard-size",
+        type=cli_shard_size,
+        default="10GB",
+        help="shard safetensors above this size, e.g. 500MB (units TB, GB, MB, KB; default 10GB)",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT_DIR once the new folder is complete")
 
 
 def add_card_arguments(parser) -> None:

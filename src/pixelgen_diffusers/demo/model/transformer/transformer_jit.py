@@ -29,9 +29,9 @@ from .jit_layers import (
     HeadRMSNorm,
     PatchLinear,
     QueryKeyRMSNormMixin,
+    SaveWithoutLoraMixin,
     adapt_cache_config,
     apply_rotary_emb,
-    check_no_lora_layers,
     check_number,
     follow_cache_contexts,
     get_2d_sincos_pos_embed,
@@ -244,7 +244,9 @@ class PixelGenFinalLayer(nn.Module):
         return self.proj_out(self.norm(hidden_states, shift, scale))
 
 
-class PixelGenTransformer2DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, AttentionMixin, CacheMixin):
+class PixelGenTransformer2DModel(
+    SaveWithoutLoraMixin, ModelMixin, ConfigMixin, PeftAdapterMixin, AttentionMixin, CacheMixin
+):
     r"""
     The PixelGen / JiT class-conditional transformer. It predicts the clean image from a noisy one.
 
@@ -360,21 +362,6 @@ class PixelGenTransformer2DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Atte
             )
         super().enable_cache(adapt_cache_config(config, batched_inputs=("class_labels",)))
         follow_cache_contexts(self)
-
-    def save_pretrained(
-        self, save_directory, *args, safe_serialization=True, variant=None, max_shard_size="10GB", **kwargs
-    ) -> None:
-        """`ModelMixin.save_pretrained`, refusing while LoRA layers are loaded (see `check_no_lora_layers`). The
-        options a pipeline passes only when the signature names them are named here."""
-        check_no_lora_layers(self)
-        super().save_pretrained(
-            save_directory,
-            *args,
-            safe_serialization=safe_serialization,
-            variant=variant,
-            max_shard_size=max_shard_size,
-            **kwargs,
-        )
 
     @property
     def null_class_id(self) -> int:

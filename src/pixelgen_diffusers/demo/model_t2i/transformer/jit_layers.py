@@ -165,6 +165,24 @@ def check_no_lora_layers(model: nn.Module) -> None:
         )
 
 
+class SaveWithoutLoraMixin:
+    """`ModelMixin.save_pretrained`, refusing while LoRA layers are loaded (see `check_no_lora_layers`); put before
+    `ModelMixin`. The options a pipeline passes only when the signature names them are named here."""
+
+    def save_pretrained(
+        self, save_directory, *args, safe_serialization=True, variant=None, max_shard_size="10GB", **kwargs
+    ) -> None:
+        check_no_lora_layers(self)
+        super().save_pretrained(
+            save_directory,
+            *args,
+            safe_serialization=safe_serialization,
+            variant=variant,
+            max_shard_size=max_shard_size,
+            **kwargs,
+        )
+
+
 def follow_cache_contexts(model: nn.Module) -> None:
     """Makes the cache hooks that diffusers' `enable_cache` put on `model` keep to the cache context, so that cached
     state never mixes conditions: Pyramid Attention Broadcast gets one state per context (diffusers keeps one per
